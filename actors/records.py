@@ -1,0 +1,162 @@
+"""Record schemas of the archive (DESIGN.md "Records") and columnar row buffers.
+
+Every channel has one Arrow schema. Venue parsers hand plain Python values to a
+:class:`RowSink`; :class:`StreamBuffers` collects them per stream as column lists and
+turns them into ``pa.RecordBatch`` objects on flush, so the hot path never builds
+Arrow objects per message.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Protocol, Sequence
+
+import pyarrow as pa
+
+TS_TYPE = pa.timestamp("ns", tz="UTC")
+FLOATS = pa.list_(pa.float64())
+
+L2BOOK_SCHEMA = pa.schema(
+    [
+        pa.field("ts_local", TS_TYPE, nullable=False),
+        pa.field("ts_exchange", TS_TYPE),
+        pa.field("seq", pa.int64()),
+        pa.field("bid_px", FLOATS),
+        pa.field("bid_sz", FLOATS),
+        pa.field("ask_px", FLOATS),
+        pa.field("ask_sz", FLOATS),
+    ]
+)
+TRADES_SCHEMA = pa.schema(
+    [
+        pa.field("ts_local", TS_TYPE, nullable=False),
+        pa.field("ts_exchange", TS_TYPE),
+        pa.field("trade_id", pa.string()),
+        pa.field("price", pa.float64()),
+        pa.field("size", pa.float64()),
+        pa.field("side", pa.int8()),
+    ]
+)
+EVENTS_SCHEMA = pa.schema(
+    [
+        pa.field("ts_local", TS_TYPE, nullable=False),
+        pa.field("channel", pa.string()),
+        pa.field("kind", pa.string()),
+        pa.field("detail", pa.string()),
+        pa.field("seq_from", pa.int64()),
+        pa.field("seq_to", pa.int64()),
+    ]
+)
+SCHEMAS: dict[str, pa.Schema] = {
+    "l2book": L2BOOK_SCHEMA,
+    "trades": TRADES_SCHEMA,
+    "events": EVENTS_SCHEMA,
+}
+CHANNELS = tuple(SCHEMAS)
+DATA_CHANNELS = ("l2book", "trades")
+
+# Event kinds written to the events channel.
+EVENT_KINDS = (
+    "connect",       # websocket connected
+    "subscribed",    # venue acknowledged a subscription
+    "disconnect",    # connection lost or closed (detail says why)
+    "gap",           # sequence break detected (seq_from = last good id, seq_to = id received)
+    "resync",        # a fresh snapshot re-established the book (seq_from = snapshot id)
+    "snapshot",      # snapshot applied for the first time on a connection
+    "crossed",       # book became crossed; not written, resync requested
+    "error",         # venue error frame or malformed frame (detail quotes it, truncated)
+    "stale",         # snapshot too old to bridge the buffered diffs; re-requested
+)
+
+
+class RowSink(Protocol):
+    """Where venue logic sends normalized rows. Times are UTC nanoseconds (int)."""
+
+    def book(self, symbol: str, ts_local: int, ts_exchange: int | None, seq: int | None,
+             bid_px: Sequence[float], bid_sz: Sequence[float],
+             ask_px: Sequence[float], ask_sz: Sequence[float]) -> None: ...
+
+    def trade(self, symbol: str, ts_local: int, ts_exchange: int | None, trade_id: str,
+              price: float, size: float, side: int) -> None: ...
+
+    def event(self, symbol: str, ts_local: int, channel: str, kind: str, detail: str = "",
+              seq_from: int | None = None, seq_to: int | None = None) -> None: ...
+
+
+class ListSink:
+    """A RowSink that keeps every row as a tuple in memory: for tests and offline tools."""
+
+    def __init__(self) -> None:
+        self.books: list[tuple] = []
+        self.trades: list[tuple] = []
+        self.events: list[tuple] = []
+
+    def book(self, symbol, ts_local, ts_exchange, seq, bid_px, bid_sz, ask_px, ask_sz) -> None:
+        self.books.append((symbol, ts_local, ts_exchange, seq, list(bid_px), list(bid_sz),
+                           list(ask_px), list(ask_sz)))
+
+    def trade(self, symbol, ts_local, ts_exchange, trade_id, price, size, side) -> None:
+        self.trades.append((symbol, ts_local, ts_exchange, trade_id, price, size, side))
+
+    def event(self, symbol, ts_local, channel, kind, detail="", seq_from=None, seq_to=None) -> None:
+        self.events.append((symbol, ts_local, channel, kind, detail, seq_from, seq_to))
+
+
+class ColumnBuffer:
+    """Rows of one stream as column lists; ``take()`` returns a RecordBatch and empties it."""
+
+    __slots__ = ("schema", "columns")
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        self.columns: list[list] = [[] for _ in schema]
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+    def append(self, values: Iterable) -> None:
+        for column, value in zip(self.columns, values):
+            column.append(value)
+
+    def take(self) -> pa.RecordBatch | None:
+        if not self.columns[0]:
+            return None
+        arrays = [pa.array(col, type=field.type) for col, field in zip(self.columns, self.schema)]
+        self.columns = [[] for _ in self.schema]
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+
+class StreamBuffers:
+    """A RowSink that buffers rows per (symbol, channel) for batching to writers."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[tuple[str, str], ColumnBuffer] = {}
+        self.rows = 0
+
+    def _buffer(self, symbol: str, channel: str) -> ColumnBuffer:
+        key = (symbol, channel)
+        buf = self.buffers.get(key)
+        if buf is None:
+            buf = self.buffers[key] = ColumnBuffer(SCHEMAS[channel])
+        return buf
+
+    def book(self, symbol, ts_local, ts_exchange, seq, bid_px, bid_sz, ask_px, ask_sz) -> None:
+        self._buffer(symbol, "l2book").append(
+            (ts_local, ts_exchange, seq, list(bid_px), list(bid_sz), list(ask_px), list(ask_sz)))
+        self.rows += 1
+
+    def trade(self, symbol, ts_local, ts_exchange, trade_id, price, size, side) -> None:
+        self._buffer(symbol, "trades").append((ts_local, ts_exchange, trade_id, price, size, side))
+        self.rows += 1
+
+    def event(self, symbol, ts_local, channel, kind, detail="", seq_from=None, seq_to=None) -> None:
+        self._buffer(symbol, "events").append((ts_local, channel, kind, detail[:2000], seq_from, seq_to))
+        self.rows += 1
+
+    def take(self) -> dict[tuple[str, str], pa.RecordBatch]:
+        """All buffered rows as batches keyed by (symbol, channel); buffers are emptied."""
+        out = {}
+        for key, buf in self.buffers.items():
+            batch = buf.take()
+            if batch is not None:
+                out[key] = batch
+        self.rows = 0
+        return out
