@@ -1,0 +1,258 @@
+"""Orchestration of ``mode=archive``: sources, writers, sockets, supervision, shutdown.
+
+The driver (``launch.py``) composes and validates the config, then calls
+:func:`run_archive`. It starts the loopback venue servers for ``source=sim`` and
+``source=replay`` in this process, creates one :class:`SymbolWriter` per symbol group and
+one :class:`ExchangeSocket` per venue, and supervises them once a second (restarted actors
+are started again). A finite run (``duration_s``, or the end of a replay) stops the
+sockets, drains every row to the writers and seals every period. Ctrl-C on an open-ended
+live run drains and seals only the periods that are over; the open period stays in its
+durable spool and continues when the archiver starts again.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import Settings, VenueSpec, venue_module
+from .layout import NS
+from .logs import get_logger, setup_logging
+from .venues.base import ConfigError, Endpoints
+
+log = get_logger("app")
+
+
+@dataclass
+class VenueRun:
+    """Everything the driver holds for one venue during a run."""
+
+    spec: VenueSpec
+    endpoints: Endpoints
+    venue_cfg: dict
+    server: Any = None            # sim or replay server (loopback), if any
+    server_thread: Any = None
+    writers: dict[str, Any] = field(default_factory=dict)     # writer name -> handle
+    writer_of: dict[str, str] = field(default_factory=dict)   # symbol -> writer name
+    socket: Any = None
+
+
+@dataclass
+class RunReport:
+    """What a finished run did (printed by launch.py, asserted by tests)."""
+
+    seconds: float = 0.0
+    frames: int = 0
+    rows: int = 0
+    files: list[dict] = field(default_factory=list)
+    venues: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+    def summary(self) -> str:
+        return (f"archived {self.rows} rows from {self.frames} frames in {self.seconds:.1f}s "
+                f"({self.frames_per_s:.0f} msgs/s), sealed {len(self.files)} files")
+
+
+def ensure_ray(settings: Settings) -> None:
+    """Connect to (or start) Ray unless this process already did."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    opts = settings.ray
+    kwargs: dict[str, Any] = {"namespace": opts.get("namespace") or "tickarchive",
+                              "log_to_driver": True}
+    if opts.get("address"):
+        kwargs["address"] = opts["address"]
+    else:
+        kwargs["include_dashboard"] = bool(opts.get("dashboard", True))
+        if opts.get("num_cpus"):
+            kwargs["num_cpus"] = int(opts["num_cpus"])
+    ray.init(**kwargs)
+
+
+def plan_sources(settings: Settings) -> list[VenueRun]:
+    """Decide endpoints per venue and start loopback servers for sim/replay (no Ray yet)."""
+    from .venues.serving import ServerThread
+
+    runs: list[VenueRun] = []
+    if settings.source == "replay":
+        return [_plan_replay(settings)]
+    for spec in settings.venues:
+        module = venue_module(spec.name)
+        vcfg = dict(spec.cfg)
+        if settings.source == "live":
+            endpoints = Endpoints(ws_base=vcfg["ws_base"], rest_base=vcfg["rest_base"])
+            runs.append(VenueRun(spec, endpoints, vcfg))
+            continue
+        server = module.make_sim_server(list(spec.symbols), settings.sim, settings.depth)
+        thread = ServerThread(server)
+        thread.start()
+        endpoints = Endpoints(ws_base=server.ws_base, rest_base=server.rest_base)
+        runs.append(VenueRun(spec, endpoints, vcfg, server=server, server_thread=thread))
+    return runs
+
+
+def _plan_replay(settings: Settings) -> VenueRun:
+    from .config import supported_venues
+    from .venues.serving import ServerThread
+
+    path = settings.replay_file
+    for name in supported_venues():
+        module = venue_module(name)
+        if not hasattr(module, "recording_matches") or not module.recording_matches(path):
+            continue
+        try:
+            spec = settings.venue(name)
+        except ConfigError:
+            raise ConfigError(f"replay.file: the recording is {name} data but archive.{name} names no "
+                              f"symbols (recording holds: {', '.join(sorted(module.recording_symbols(path)))})")
+        recorded = module.recording_symbols(path)
+        symbols = [s for s in spec.symbols if s in recorded]
+        if not symbols:
+            raise ConfigError(f"replay.file: archive.{name}={list(spec.symbols)} names none of the recording's "
+                              f"symbols ({', '.join(sorted(recorded))})")
+        vcfg = module.replay_venue_cfg(dict(spec.cfg), path)
+        server = module.make_replay_server(path, settings.replay_speed, symbols)
+        thread = ServerThread(server)
+        thread.start()
+        endpoints = Endpoints(ws_base=server.ws_base, rest_base=server.rest_base)
+        narrowed = VenueSpec(name=name, market=spec.market, symbols=tuple(symbols), cfg=vcfg)
+        return VenueRun(narrowed, endpoints, vcfg, server=server, server_thread=thread)
+    raise ConfigError(f"replay.file: {path!r} is not a recording of a supported venue")
+
+
+def start_actors(settings: Settings, runs: list[VenueRun]) -> None:
+    """Create the writers (one per symbol group) and one socket per venue."""
+    from .ray_actors import NAMESPACE, ExchangeSocket, SymbolWriter
+
+    clock = "data" if settings.source == "replay" else "wall"
+    for run in runs:
+        spec = run.spec
+        symbols = list(spec.symbols)
+        step = settings.symbols_per_writer
+        for i in range(0, len(symbols), step):
+            group = symbols[i:i + step]
+            name = f"writer:{spec.name}:{spec.market}:{group[0]}" + (f"+{len(group) - 1}" if len(group) > 1 else "")
+            writer_id = name.replace(":", "_").replace("+", "_")
+            handle = SymbolWriter.options(name=name, namespace=NAMESPACE, get_if_exists=True).remote(
+                settings.root, spec.name, spec.market, group, settings.depth, settings.rollover_ns,
+                settings.seal_grace_ns, writer_id, clock, settings.log_level)
+            run.writers[name] = handle
+            for sym in group:
+                run.writer_of[sym] = name
+        module = venue_module(spec.name)
+        plans = module.plan_connections(run.venue_cfg, run.endpoints, symbols, list(settings.channels),
+                                        settings.depth)
+        run.socket = ExchangeSocket.options(name=f"socket:{spec.name}", namespace=NAMESPACE,
+                                            get_if_exists=True).remote(
+            spec.name, run.venue_cfg, plans, settings.depth, run.writers, run.writer_of,
+            settings.socket, settings.source == "replay", settings.log_level)
+
+
+def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
+                on_started=None) -> RunReport:
+    """Run ``mode=archive`` until the duration is over, the replay is exhausted, or stop."""
+    import ray
+
+    setup_logging(settings.log_level)
+    os.makedirs(settings.root, exist_ok=True)
+    runs = plan_sources(settings)
+    report = RunReport()
+    stop_flag = stop_flag or threading.Event()
+    interrupted = False
+    started_at = time.monotonic()
+    try:
+        ensure_ray(settings)
+        start_actors(settings, runs)
+        ray.get([run.socket.ensure_started.remote() for run in runs])
+        log.info(f"archiving {sum(len(r.spec.symbols) for r in runs)} symbols on "
+                 f"{', '.join(r.spec.name for r in runs)} from {settings.source} into {settings.root}")
+        if on_started is not None:
+            on_started(runs)
+        last_compact = time.monotonic()
+        while not stop_flag.is_set():
+            if settings.duration_s and time.monotonic() - started_at >= settings.duration_s:
+                break
+            if settings.source == "replay" and _replay_done(runs):
+                break
+            stop_flag.wait(0.5)
+            ray.get([run.socket.ensure_started.remote() for run in runs], timeout=60)
+            if time.monotonic() - last_compact >= settings.compact_every_s:
+                _compact(settings)
+                last_compact = time.monotonic()
+        interrupted = stop_flag.is_set() and not settings.duration_s and settings.source == "live"
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        report.seconds = time.monotonic() - started_at
+        if any(run.socket is not None for run in runs):
+            _shutdown(settings, runs, report, seal_everything=not interrupted)
+        for run in runs:
+            if run.server_thread is not None:
+                run.server_thread.stop()
+    log.info(report.summary())
+    return report
+
+
+def _replay_done(runs: list[VenueRun]) -> bool:
+    """True once every recorded frame was sent and the socket has received all of them."""
+    import ray
+
+    for run in runs:
+        if not run.server.finished.is_set():
+            return False
+        stats = ray.get(run.socket.stats.remote())
+        if stats["frames"] < run.server.frames_sent:
+            return False
+    return True
+
+
+def _shutdown(settings: Settings, runs: list[VenueRun], report: RunReport, seal_everything: bool) -> None:
+    import ray
+
+    sockets = [run.socket for run in runs if run.socket is not None]
+    for run, stats in zip(runs, ray.get([s.stats.remote() for s in sockets])):
+        report.frames += stats["frames"]
+        report.venues[run.spec.name] = stats
+    drained = ray.get([s.stop.remote() for s in sockets])
+    if not all(drained):
+        log.error("some rows could not be handed to the writers before the timeout")
+    for run, stats in zip(runs, ray.get([s.stats.remote() for s in sockets])):
+        report.rows += stats["sent_rows"]
+        report.venues[run.spec.name] = stats
+    writers = [h for run in runs for h in run.writers.values()]
+    if seal_everything:
+        sealed = ray.get([w.seal_all.remote() for w in writers])
+    else:
+        sealed = ray.get([w.seal_due.remote() for w in writers])
+    report.files = [rec for batch in sealed for rec in batch]
+    _compact(settings)
+    for actor in sockets + writers:
+        ray.kill(actor)
+
+
+def _compact(settings: Settings) -> None:
+    from .catalog import Catalog
+
+    try:
+        Catalog(settings.root).optimize()
+    except Exception as exc:  # compaction is an optimisation; never stop archiving for it
+        log.warning(f"catalog compaction failed: {exc}")
+
+
+def install_sigint(stop_flag: threading.Event) -> None:
+    """First Ctrl-C stops gracefully (drain + seal); a second one exits at once."""
+    def handler(signum, frame):
+        if stop_flag.is_set():
+            raise KeyboardInterrupt
+        log.info("stopping: draining sockets and sealing (Ctrl-C again to abort)")
+        stop_flag.set()
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)

@@ -1,0 +1,230 @@
+"""The venue-neutral websocket loop that drives one :class:`VenueClient` (no Ray here).
+
+It connects, lets the client subscribe, feeds it every frame with its receive time,
+performs the client's actions (send, REST snapshot, reconnect), sends the client's
+heartbeats, reconnects after failures with exponential backoff and full jitter, and
+reconnects on purpose before the venue's connection lifetime runs out. A connection that
+delivers nothing for ``idle_timeout_s`` is treated as dead (a stalled feed).
+
+With ``replay_clock=True`` (source=replay) the out-of-band clock frames of the replay
+server set ``ts_local``, so rows keep the recording's receive times.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
+
+from .logs import get_logger
+from .venues.base import ConnectionPlan, FetchSnapshot, Reconnect, Send, VenueClient
+from .venues.serving import decode_clock
+
+log = get_logger("feed")
+
+
+class _ReconnectNow(Exception):
+    """Raised inside the read loop to close the socket and connect again."""
+
+
+@dataclass
+class FeedStats:
+    connects: int = 0
+    disconnects: int = 0
+    frames: int = 0
+    clock_frames: int = 0
+    snapshots: int = 0
+    last_frame_monotonic: float = 0.0
+    connected: bool = False
+    last_error: str = ""
+
+
+@dataclass
+class FeedOptions:
+    replay_clock: bool = False
+    backoff_min_s: float = 0.5
+    backoff_max_s: float = 30.0
+    idle_timeout_s: float = 60.0
+    snapshot_timeout_s: float = 15.0
+    open_timeout_s: float = 10.0
+    tags: dict = field(default_factory=dict)
+
+
+def fetch_url(url: str, timeout: float) -> bytes:
+    """GET a REST snapshot; raises RuntimeError with a one-line reason on failure."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (venue URL from config)
+            return resp.read()
+    except urllib.error.HTTPError as exc:
+        body = exc.read()[:200].decode("utf-8", "replace")
+        raise RuntimeError(f"HTTP {exc.code} from {url}: {body}") from None
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise RuntimeError(f"cannot fetch {url}: {exc}") from None
+
+
+class FeedConnection:
+    """One venue websocket kept alive for as long as ``stop`` is not set."""
+
+    def __init__(self, plan: ConnectionPlan, client: VenueClient, options: FeedOptions,
+                 gate: Callable[[], Awaitable[None]] | None = None,
+                 after_frames: Callable[[], None] | None = None) -> None:
+        self.plan = plan
+        self.client = client
+        self.options = options
+        self.gate = gate
+        self.after_frames = after_frames
+        self.stats = FeedStats()
+        self.clock_ns: int | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._gated = False
+        self._close_reason = ""
+
+    def now(self) -> int:
+        """Receive time in ns: wall clock, or the replay's recorded clock."""
+        if self.options.replay_clock and self.clock_ns is not None:
+            return self.clock_ns
+        return time.time_ns()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect / read / reconnect until ``stop`` is set."""
+        attempt = 0
+        while not stop.is_set():
+            reason = "closed"
+            planned = False
+            try:
+                planned = await self._session(stop)
+                attempt = 0
+                reason = "planned reconnect (connection lifetime)" if planned else "stopped"
+            except _ReconnectNow as exc:
+                reason = f"reconnect: {exc}"
+            except (OSError, asyncio.TimeoutError, WebSocketException, InvalidURI, InvalidHandshake) as exc:
+                reason = f"{type(exc).__name__}: {exc}"[:300]
+            finally:
+                for task in list(self._tasks):
+                    task.cancel()
+                self._tasks.clear()
+            if self.stats.connected:
+                self.stats.connected = False
+                self.stats.disconnects += 1
+                self.client.on_disconnect(self.now(), reason)
+            self.stats.last_error = "" if planned else reason
+            if stop.is_set():
+                break
+            if planned:
+                continue
+            delay = random.uniform(self.options.backoff_min_s,
+                                   min(self.options.backoff_max_s,
+                                       self.options.backoff_min_s * (2 ** attempt)))
+            attempt = min(attempt + 1, 20)
+            log.warning(f"{self.plan.name}: {reason}; reconnecting in {delay:.1f}s",
+                        extra={**self.options.tags, "url": self.plan.url})
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _session(self, stop: asyncio.Event) -> bool:
+        """One connection; returns True for a planned (lifetime) reconnect."""
+        self._close_reason = ""
+        async with connect(self.plan.url, open_timeout=self.options.open_timeout_s,
+                           max_size=2 ** 24, ping_interval=20, ping_timeout=20,
+                           close_timeout=2) as ws:
+            self.stats.connects += 1
+            self.stats.connected = True
+            self.stats.last_frame_monotonic = time.monotonic()
+            await self._perform(ws, self.client.on_connect(self.now()))
+            if self.client.heartbeat_s:
+                self._spawn(self._heartbeat(ws))
+            self._spawn(self._watchdog(ws, stop))
+            async for data in ws:
+                if self.gate is not None:
+                    self._gated = True
+                    await self.gate()
+                    self._gated = False
+                await self._on_data(ws, data)
+        if self._close_reason == "lifetime":
+            return True
+        if stop.is_set():
+            return False
+        raise _ReconnectNow(self._close_reason or "server closed the connection")
+
+    async def _watchdog(self, ws, stop: asyncio.Event) -> None:
+        """Close the socket on stop, on a stalled feed, or when the planned lifetime is over."""
+        opened = time.monotonic()
+        lifetime = self.client.max_lifetime_s
+        while True:
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=0.5)
+                self._close_reason = "stopped"
+                await ws.close()
+                return
+            except asyncio.TimeoutError:
+                pass
+            now = time.monotonic()
+            if lifetime and now - opened >= lifetime:
+                self._close_reason = "lifetime"
+            elif self._gated:
+                self.stats.last_frame_monotonic = now  # backpressure is not a stalled feed
+                continue
+            elif now - self.stats.last_frame_monotonic > self.options.idle_timeout_s:
+                self._close_reason = f"no data for {self.options.idle_timeout_s:.0f}s (stalled feed)"
+            else:
+                continue
+            await ws.close()
+            return
+
+    async def _on_data(self, ws, data: str | bytes) -> None:
+        if self.options.replay_clock and isinstance(data, (bytes, bytearray)):
+            ts = decode_clock(data)
+            if ts is not None:
+                self.clock_ns = ts
+                self.stats.clock_frames += 1
+                return
+        self.stats.frames += 1
+        self.stats.last_frame_monotonic = time.monotonic()
+        actions = self.client.on_frame(data, self.now())
+        if actions:
+            await self._perform(ws, actions)
+        if self.after_frames is not None:
+            self.after_frames()
+
+    async def _perform(self, ws, actions) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                await ws.send(action.frame)
+            elif isinstance(action, FetchSnapshot):
+                self._spawn(self._snapshot(ws, action))
+            elif isinstance(action, Reconnect):
+                raise _ReconnectNow(action.reason)
+
+    async def _snapshot(self, ws, action: FetchSnapshot) -> None:
+        body, error = None, None
+        try:
+            body = await asyncio.to_thread(fetch_url, action.url, self.options.snapshot_timeout_s)
+            self.stats.snapshots += 1
+        except RuntimeError as exc:
+            error = str(exc)
+            log.warning(f"{self.plan.name}: snapshot {action.symbol} failed: {error}", extra=self.options.tags)
+        actions = self.client.on_snapshot(action.symbol, body, self.now(), error=error)
+        try:
+            await self._perform(ws, actions)
+        except _ReconnectNow as exc:
+            await ws.close(reason=str(exc)[:100])
+
+    async def _heartbeat(self, ws) -> None:
+        while True:
+            await asyncio.sleep(self.client.heartbeat_s)
+            frame = self.client.heartbeat_frame()
+            if frame is not None:
+                await ws.send(frame)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

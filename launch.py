@@ -1,0 +1,62 @@
+"""tickarchive: the one entry point.
+
+    python launch.py [mode=archive|backup|restore|status|reindex] [Hydra overrides ...]
+
+Examples:
+    python launch.py                                      # archive the live venues
+    python launch.py source=sim duration_s=60 storage.rollover=10s
+    python launch.py source=replay replay.file=rec.gz replay.speed=0 storage.root=/tmp/a
+    python launch.py --cfg                                # print the composed config and exit
+
+The config is composed from ``conf/`` with Hydra's override grammar and validated before
+anything starts; a bad override prints one ``error:`` line and exits with status 2.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run launch.py with ``argv`` (overrides); returns the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from actors.config import load_settings, compose
+    from actors.venues.base import ConfigError
+
+    show_cfg = "--cfg" in argv
+    overrides = [a for a in argv if a != "--cfg"]
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return 0
+    try:
+        if show_cfg:
+            from omegaconf import OmegaConf
+            print(OmegaConf.to_yaml(compose(overrides)))
+            return 0
+        settings = load_settings(overrides)
+        return run(settings)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(settings) -> int:
+    """Dispatch a validated run to its mode."""
+    from actors.app import install_sigint, run_archive
+    from actors.logs import setup_logging
+
+    setup_logging(settings.log_level)
+    if settings.mode == "archive":
+        stop = threading.Event()
+        install_sigint(stop)
+        report = run_archive(settings, stop_flag=stop)
+        print(report.summary())
+        return 0
+    from actors import modes  # backup / restore / status / reindex
+    return modes.run(settings)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Read an archive back for assertions (plain pyarrow, as a researcher would)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from actors.layout import parse_relpath
+
+
+def archive_files(root: str | Path, channel: str | None = None, symbol: str | None = None) -> list[Path]:
+    """Sealed Parquet files under root (hidden folders excluded), sorted by name."""
+    root = Path(root)
+    out = []
+    for path in sorted(root.rglob("*.parquet")):
+        rel = path.relative_to(root).as_posix()
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue
+        parsed = parse_relpath(rel)
+        if channel and parsed.stream.channel != channel:
+            continue
+        if symbol and parsed.stream.symbol != symbol:
+            continue
+        out.append(path)
+    return out
+
+
+def read_channel(root: str | Path, channel: str, symbol: str | None = None) -> pa.Table:
+    """Every row of one channel (optionally one symbol), files in time order."""
+    files = archive_files(root, channel, symbol)
+    assert files, f"no {channel} files under {root}"
+    return pa.concat_tables([pq.read_table(f) for f in files])

@@ -1,0 +1,68 @@
+"""Config composition and validation: bad overrides fail before anything starts, in one line."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from actors.config import load_settings
+from actors.layout import HOUR_NS, NS
+from actors.venues.base import ConfigError
+from conftest import REPO
+
+
+def test_defaults_are_quantpylib_tutorial_set():
+    s = load_settings([])
+    assert s.mode == "archive" and s.source == "live" and s.depth == 20
+    assert s.rollover_ns == HOUR_NS
+    binance = s.venue("binance")
+    assert binance.symbols == ("BTCUSDT", "ETHUSDT", "SOLUSDT", "DYDXUSDT")
+
+
+def test_overrides_replace_lists_and_parse_durations():
+    s = load_settings(["archive.binance=[BTCUSDT,ETHUSDT]", "depth=10", "storage.rollover=10s",
+                       "source=sim", "duration_s=60", "storage.root=/tmp/x"])
+    assert s.venue("binance").symbols == ("BTCUSDT", "ETHUSDT")
+    assert (s.depth, s.rollover_ns, s.duration_s, s.root, s.source) == (10, 10 * NS, 60.0, "/tmp/x", "sim")
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("archive.kraken=[XBTUSD]", "unknown venue 'kraken' (supported: binance"),
+    ("depth=7", "depth"),
+    ("depth=abc", "depth: 'abc' is not an integer"),
+    ("storage.rollover=7s", "storage.rollover: '7s' must be whole seconds dividing one hour"),
+    ("storage.rollover=soon", "cannot parse 'soon'"),
+    ("duration_s=forever", "duration_s: cannot parse 'forever'"),
+    ("channels=[trades,quotes]", "channels"),
+    ("nope=1", "nope: unknown config key"),
+    ("source=bogus", "Could not find 'source/bogus'"),
+    ("mode=bogus", "mode: 'bogus' is not a mode"),
+    ("archive.binance=[../etc]", "not a valid name"),
+])
+def test_bad_override_is_one_clear_error(override, needle):
+    with pytest.raises(ConfigError) as err:
+        load_settings([override])
+    assert needle in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_depth_names_allowed_values():
+    with pytest.raises(ConfigError) as err:
+        load_settings(["depth=7"])
+    assert "20" in str(err.value) and "5" in str(err.value)
+
+
+def test_replay_needs_an_existing_file():
+    with pytest.raises(ConfigError, match="replay.file"):
+        load_settings(["source=replay"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(["source=replay", "replay.file=/nonexistent.gz"])
+
+
+def test_cli_bad_override_exits_2_with_one_line():
+    proc = subprocess.run([sys.executable, "launch.py", "depth=7"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "depth" in lines[0], proc.stderr
