@@ -1,0 +1,262 @@
+"""The LanceDB catalog: one row per sealed file, for fast (exchange, symbol, channel, range) lookup.
+
+The table ``files`` lives in ``{root}/.catalog`` (hidden, so it is never backed up as data).
+Its key column ``key`` is the file's path relative to the archive root, declared as
+LanceDB's unenforced primary key: every write is a ``merge_insert`` on it, which stays
+correct when several writer processes commit at once (see stack-notes §7: an insert/insert
+race on a compound key duplicates rows; on a single declared key it does not).
+
+Scalar indexes (Bitmap on exchange/market/channel/symbol, BTree on the period bounds and
+key) keep lookups fast at a million rows; :meth:`Catalog.optimize` compacts the many small
+commits and folds new rows into the indexes (the archiver calls it every
+``storage.compact_every``).
+"""
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+
+from .layout import ParsedPath
+from .records import TS_TYPE
+
+TABLE = "files"
+CATALOG_DIR = ".catalog"
+
+CATALOG_SCHEMA = pa.schema([
+    pa.field("key", pa.string(), nullable=False),   # path relative to the archive root
+    pa.field("exchange", pa.string()),
+    pa.field("market", pa.string()),
+    pa.field("channel", pa.string()),
+    pa.field("symbol", pa.string()),
+    pa.field("depth", pa.int32()),
+    pa.field("period_start", TS_TYPE),
+    pa.field("period_end", TS_TYPE),
+    pa.field("ts_local_min", TS_TYPE),
+    pa.field("ts_local_max", TS_TYPE),
+    pa.field("ts_exchange_min", TS_TYPE),
+    pa.field("ts_exchange_max", TS_TYPE),
+    pa.field("rows", pa.int64()),
+    pa.field("row_groups", pa.int32()),
+    pa.field("bytes", pa.int64()),
+    pa.field("sha256", pa.string()),
+    pa.field("node", pa.string()),
+    pa.field("sealed_at", TS_TYPE),
+    pa.field("backed_up_at", TS_TYPE),    # null until a verified copy is in the bucket
+    pa.field("backup_sha256", pa.string()),
+    pa.field("local", pa.bool_()),        # False: deleted locally by retention (remote only)
+])
+COLUMNS = [f.name for f in CATALOG_SCHEMA]
+BITMAP_COLUMNS = ("exchange", "market", "channel", "symbol")
+BTREE_COLUMNS = ("key", "period_start", "period_end")
+
+
+class CatalogError(RuntimeError):
+    """The catalog could not be read or written (message names the catalog folder)."""
+
+
+def ts_literal(ns: int) -> str:
+    """A SQL literal comparable with the catalog's ``timestamp[ns, UTC]`` columns."""
+    return f"arrow_cast({int(ns)}, 'Timestamp(Nanosecond, Some(\"UTC\"))')"
+
+
+def sql_str(value: str) -> str:
+    """A quoted SQL string literal."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def file_record(relpath: str, parsed: ParsedPath, period_end_ns: int, stats: dict[str, Any],
+                size: int, sha256: str, node: str) -> dict[str, Any]:
+    """A catalog row for one sealed file (``stats``: rows, row_groups, ts_* min/max in ns)."""
+    stream = parsed.stream
+    return {
+        "key": relpath, "exchange": stream.exchange, "market": stream.market,
+        "channel": stream.channel, "symbol": stream.symbol, "depth": stream.depth,
+        "period_start": parsed.period_start_ns, "period_end": period_end_ns,
+        "ts_local_min": stats.get("ts_local_min"), "ts_local_max": stats.get("ts_local_max"),
+        "ts_exchange_min": stats.get("ts_exchange_min"), "ts_exchange_max": stats.get("ts_exchange_max"),
+        "rows": stats["rows"], "row_groups": stats.get("row_groups"), "bytes": size, "sha256": sha256,
+        "node": node, "sealed_at": time.time_ns(), "backed_up_at": None, "backup_sha256": None,
+        "local": True,
+    }
+
+
+def records_table(records: Iterable[dict[str, Any]]) -> pa.Table:
+    """Catalog rows (dicts with ns ints for times) as an Arrow table of the catalog schema."""
+    records = list(records)
+    columns = {}
+    for field in CATALOG_SCHEMA:
+        values = [rec.get(field.name) for rec in records]
+        columns[field.name] = pa.array(values, type=field.type)
+    return pa.Table.from_pydict(columns, schema=CATALOG_SCHEMA)
+
+
+class Catalog:
+    """Handle on ``{root}/.catalog``; cheap to create, safe to use from several processes."""
+
+    def __init__(self, root: str | Path, uri: str | None = None) -> None:
+        import lancedb
+
+        self.root = str(root)
+        self.uri = uri or str(Path(root) / CATALOG_DIR)
+        self._db = lancedb.connect(self.uri, read_consistency_interval=timedelta(0))
+        self._table = None
+
+    # -- table handling ------------------------------------------------------------------
+    def _open(self, create: bool = True):
+        if self._table is not None:
+            return self._table
+        try:
+            self._table = self._db.open_table(TABLE)
+            return self._table
+        except Exception:  # not created yet
+            pass
+        if not create:
+            return None
+        for attempt in range(5):
+            try:
+                table = self._db.create_table(TABLE, schema=CATALOG_SCHEMA, exist_ok=True)
+                try:
+                    table.set_unenforced_primary_key("key")
+                except Exception:  # already declared by a concurrent creator
+                    pass
+                self._table = table
+                return table
+            except Exception as exc:  # concurrent creation: open what the other process made
+                last = exc
+                time.sleep(0.1 * (attempt + 1))
+                try:
+                    self._table = self._db.open_table(TABLE)
+                    return self._table
+                except Exception:
+                    continue
+        raise CatalogError(f"cannot create catalog table in {self.uri}: {last}")
+
+    def exists(self) -> bool:
+        return self._open(create=False) is not None
+
+    # -- writes --------------------------------------------------------------------------
+    def upsert(self, records: list[dict[str, Any]]) -> None:
+        """Insert or replace rows by key (one commit)."""
+        if not records:
+            return
+        table = self._open()
+        data = records_table(records)
+        for attempt in range(6):
+            try:
+                (table.merge_insert("key").when_matched_update_all()
+                 .when_not_matched_insert_all().execute(data))
+                return
+            except Exception as exc:
+                if attempt == 5:
+                    raise CatalogError(f"catalog upsert of {len(records)} rows failed: {exc}") from None
+                time.sleep(0.05 * 2 ** attempt)
+
+    def _update_rows(self, keys: Iterable[str], change) -> int:
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            return 0
+        rows = []
+        for chunk in range(0, len(keys), 500):
+            part = keys[chunk:chunk + 500]
+            rows.extend(self.rows(f"key IN ({', '.join(sql_str(k) for k in part)})"))
+        for row in rows:
+            change(row)
+        self.upsert(rows)
+        return len(rows)
+
+    def mark_backed_up(self, keys_to_sha: dict[str, str], at_ns: int) -> int:
+        """Record a verified copy in the bucket (checksum as verified) for these keys."""
+        def change(row):
+            row["backed_up_at"] = at_ns
+            row["backup_sha256"] = keys_to_sha[row["key"]]
+        return self._update_rows(keys_to_sha, change)
+
+    def mark_remote_only(self, keys: list[str]) -> int:
+        """These files were deleted locally (retention); their verified copy is in the bucket."""
+        def change(row):
+            row["local"] = False
+        return self._update_rows(keys, change)
+
+    def mark_local(self, keys: list[str]) -> int:
+        """These files are on local disk again (restored)."""
+        def change(row):
+            row["local"] = True
+        return self._update_rows(keys, change)
+
+    def delete(self, keys: list[str]) -> None:
+        table = self._open()
+        for chunk in range(0, len(keys), 500):
+            part = keys[chunk:chunk + 500]
+            table.delete(f"key IN ({', '.join(sql_str(k) for k in part)})")
+
+    # -- reads ---------------------------------------------------------------------------
+    def query(self, where: str | None = None, columns: list[str] | None = None) -> pa.Table:
+        """Rows matching a SQL filter (all rows when None)."""
+        table = self._open(create=False)
+        if table is None:
+            return CATALOG_SCHEMA.empty_table() if columns is None else \
+                CATALOG_SCHEMA.empty_table().select(columns)
+        search = table.search()
+        if where:
+            search = search.where(where)
+        if columns:
+            search = search.select(columns)
+        return search.limit(None).to_arrow()
+
+    def all(self) -> pa.Table:
+        return self.query()
+
+    def count(self) -> int:
+        table = self._open(create=False)
+        return 0 if table is None else table.count_rows()
+
+    def rows(self, where: str | None = None) -> list[dict[str, Any]]:
+        """Matching rows as dicts, times as ns since epoch (int) so nothing is truncated."""
+        return as_ns_ints(self.query(where)).to_pylist()
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The row of one file (times as ns ints), or None."""
+        rows = self.rows(f"key = {sql_str(key)}")
+        return rows[0] if rows else None
+
+    def lookup(self, exchange: str, symbol: str, channel: str, start_ns: int, end_ns: int,
+               depth: int | None = None, market: str | None = None) -> pa.Table:
+        """Files of one stream whose period overlaps ``[start_ns, end_ns)``, in time order."""
+        where = [f"exchange = {sql_str(exchange)}", f"symbol = {sql_str(symbol)}",
+                 f"channel = {sql_str(channel)}", f"period_start < {ts_literal(end_ns)}",
+                 f"period_end > {ts_literal(start_ns)}"]
+        if market:
+            where.append(f"market = {sql_str(market)}")
+        if depth is not None and channel == "l2book":
+            where.append(f"depth = {int(depth)}")
+        table = self.query(" AND ".join(where))
+        return table.sort_by([("period_start", "ascending"), ("key", "ascending")])
+
+    # -- maintenance ---------------------------------------------------------------------
+    def optimize(self, keep_versions_for: timedelta = timedelta(minutes=10)) -> None:
+        """Create missing scalar indexes, compact small commits, drop old versions."""
+        from lancedb.index import BTree, Bitmap
+
+        table = self._open(create=False)
+        if table is None or table.count_rows() == 0:
+            return
+        existing = {getattr(ix, "columns", [None])[0] for ix in table.list_indices()}
+        for column in BITMAP_COLUMNS:
+            if column not in existing:
+                table.create_index(column, config=Bitmap())
+        for column in BTREE_COLUMNS:
+            if column not in existing:
+                table.create_index(column, config=BTree())
+        table.optimize(cleanup_older_than=keep_versions_for)
+
+
+def as_ns_ints(table: pa.Table) -> pa.Table:
+    """The same table with every timestamp column as int64 ns (``to_pylist`` friendly)."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_timestamp(field.type):
+            table = table.set_column(i, pa.field(field.name, pa.int64()), table.column(i).cast(pa.int64()))
+    return table

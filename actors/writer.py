@@ -1,0 +1,377 @@
+"""The durable per-symbol writer: spool every batch, seal periods into Parquet, record them.
+
+:class:`SymbolWriterCore` is plain logic (no Ray); the ``SymbolWriter`` actor wraps it.
+
+Delivery rules it implements (DESIGN.md "Delivery and failure rules"):
+
+* ``write(producer, seq, batches)`` returns only after the rows are fsynced in the spool of
+  their period (``ts_local`` decides the period). Calls carry ``(producer, seq)``; a call at
+  or below the producer's durable watermark is a re-send and is dropped, so a batch that
+  Ray retries after a writer crash lands once.
+* A call whose rows span two periods is written as one part per period. A call is only
+  counted once every part is durable: after a crash in the middle of a call, its orphan
+  parts are ignored and the producer's retry writes it again.
+* Sealing a period writes each stream's rows to a hidden temp file in the final folder,
+  fsyncs, computes SHA-256, renames it into place (atomic), records the file in the
+  catalog, persists the watermarks and only then deletes the spool. Each file's footer
+  lists the calls it holds (``tickarchive.calls``), so sealing again after a crash at any
+  step neither loses nor doubles rows; rows that arrive after their period was sealed are
+  merged into a new version of the file (logged as a late merge).
+* Row groups hold at most five minutes and 65,536 rows, so a time-range read can skip
+  most of a file.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .catalog import file_record
+from .layout import NS, StreamKey, parse_relpath
+from .logs import get_logger
+from .records import SCHEMAS
+from .spool import SpoolFile, encode_frame, fsync_dir, read_frames
+
+log = get_logger("writer")
+
+SPOOL_DIR = ".spool"
+ROW_GROUP_SPAN_NS = 300 * NS
+ROW_GROUP_ROWS = 65_536
+CALLS_METADATA = b"tickarchive.calls"
+WATERMARKS = "watermarks.json"
+MAX_PRODUCERS = 1000
+
+
+@dataclass
+class _Call:
+    parts: int
+    seen: set[int] = field(default_factory=set)
+    periods: set[int] = field(default_factory=set)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.seen) == self.parts
+
+
+class SymbolWriterCore:
+    """Spools, seals and catalogs the streams of one symbol group (see module docstring)."""
+
+    def __init__(self, root: str, exchange: str, market: str, symbols: list[str], depth: int,
+                 rollover_ns: int, writer_id: str, catalog: Any, node: str = "") -> None:
+        self.root = str(root)
+        self.exchange, self.market, self.depth = exchange, market, depth
+        self.symbols = set(symbols)
+        self.rollover_ns = rollover_ns
+        self.writer_id = writer_id
+        self.catalog = catalog
+        self.node = node
+        self.spool_dir = os.path.join(self.root, SPOOL_DIR, writer_id)
+        os.makedirs(self.spool_dir, exist_ok=True)
+        self.spools: dict[int, SpoolFile] = {}
+        self.calls: dict[tuple[str, int], _Call] = {}
+        self.watermarks: dict[str, int] = {}
+        self.max_ts_local: int | None = None
+        self.pending_records: list[dict] = []
+        self.counters = {"rows": 0, "calls": 0, "duplicates": 0, "files": 0, "bytes": 0,
+                         "late_merges": 0, "orphan_parts": 0, "rejected": 0}
+
+    # -- recovery ------------------------------------------------------------------------
+    def recover(self) -> dict[str, int]:
+        """Load the watermarks and every spool left by a previous run (torn tails truncated)."""
+        summary = {"spools": 0, "frames": 0, "truncated_bytes": 0}
+        path = os.path.join(self.spool_dir, WATERMARKS)
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                self.watermarks = {k: int(v) for k, v in orjson.loads(f.read()).items()}
+        for spool_path in sorted(glob.glob(os.path.join(self.spool_dir, "*.spool"))):
+            period = int(Path(spool_path).stem)
+            frames, valid, size = read_frames(spool_path)
+            if valid < size:
+                log.warning(f"spool {spool_path}: dropped a torn tail of {size - valid} bytes",
+                            extra={"writer": self.writer_id})
+                summary["truncated_bytes"] += size - valid
+            self.spools[period] = SpoolFile(spool_path).open(valid_size=valid)
+            summary["spools"] += 1
+            summary["frames"] += len(frames)
+            for frame in frames:
+                call = self.calls.setdefault(frame.call, _Call(frame.parts))
+                call.seen.add(frame.part)
+                call.periods.add(period)
+                self._see_ts(frame.batches.values())
+        for (producer, seq), call in self.calls.items():
+            if call.complete and seq > self.watermarks.get(producer, 0):
+                self.watermarks[producer] = seq
+        if summary["spools"]:
+            log.info(f"recovered {summary['spools']} spool(s), {summary['frames']} frames",
+                     extra={"writer": self.writer_id})
+        return summary
+
+    def _see_ts(self, batches) -> None:
+        for batch in batches:
+            if batch.num_rows:
+                top = pc.max(batch.column("ts_local").cast(pa.int64())).as_py()
+                if self.max_ts_local is None or top > self.max_ts_local:
+                    self.max_ts_local = top
+
+    # -- writes --------------------------------------------------------------------------
+    def write(self, producer: str, seq: int, batches: dict[tuple[str, str], pa.RecordBatch]) -> bool:
+        """Make one call's rows durable; False when it is a re-send of a durable call."""
+        if seq <= self.watermarks.get(producer, 0):
+            self.counters["duplicates"] += 1
+            return False
+        by_period: dict[int, dict[tuple[str, str], pa.RecordBatch]] = {}
+        rows = 0
+        for (symbol, channel), batch in batches.items():
+            if not self._accept(symbol, channel, batch):
+                continue
+            ts = batch.column("ts_local").cast(pa.int64()).to_numpy()
+            periods = ts - ts % self.rollover_ns
+            first = int(periods[0])
+            if (periods == first).all():
+                by_period.setdefault(first, {})[(symbol, channel)] = batch
+            else:
+                for period in np.unique(periods):
+                    mask = pa.array(periods == period)
+                    by_period.setdefault(int(period), {})[(symbol, channel)] = batch.filter(mask)
+            rows += batch.num_rows
+        parts = len(by_period)
+        call = _Call(parts)
+        for part, period in enumerate(sorted(by_period)):
+            self._spool(period).append(encode_frame(producer, seq, part, parts, by_period[period]))
+            call.seen.add(part)
+            call.periods.add(period)
+        if parts:
+            self.calls[(producer, seq)] = call
+        self.watermarks[producer] = seq
+        self._see_ts(batches.values())
+        self.counters["rows"] += rows
+        self.counters["calls"] += 1
+        return True
+
+    def _accept(self, symbol: str, channel: str, batch: pa.RecordBatch) -> bool:
+        schema = SCHEMAS.get(channel)
+        problem = None
+        if symbol not in self.symbols:
+            problem = f"symbol {symbol!r} is not one of this writer's ({', '.join(sorted(self.symbols))})"
+        elif schema is None:
+            problem = f"unknown channel {channel!r}"
+        elif not batch.schema.equals(schema):
+            problem = f"batch schema does not match the {channel} schema"
+        if problem:
+            self.counters["rejected"] += batch.num_rows
+            log.error(f"rejected {batch.num_rows} rows: {problem}", extra={"writer": self.writer_id})
+            return False
+        return batch.num_rows > 0
+
+    def _spool(self, period: int) -> SpoolFile:
+        spool = self.spools.get(period)
+        if spool is None:
+            spool = self.spools[period] = SpoolFile(os.path.join(self.spool_dir, f"{period}.spool")).open()
+        return spool
+
+    # -- sealing -------------------------------------------------------------------------
+    def seal_due(self, now_ns: int, grace_ns: int = 0) -> list[dict]:
+        """Seal every period that ended at least ``grace_ns`` before ``now_ns``."""
+        due = [p for p in sorted(self.spools) if p + self.rollover_ns + grace_ns <= now_ns]
+        return self._seal_periods(due)
+
+    def seal_all(self) -> list[dict]:
+        """Seal every open period (end of a finite run)."""
+        return self._seal_periods(sorted(self.spools))
+
+    def _seal_periods(self, periods: list[int]) -> list[dict]:
+        records: list[dict] = []
+        for period in periods:
+            records.extend(self._seal_period(period))
+        return records
+
+    def _seal_period(self, period: int) -> list[dict]:
+        spool = self.spools[period]
+        spool.close()
+        frames, _, _ = read_frames(spool.path)
+        streams: dict[tuple[str, str], list[tuple[tuple[str, int], pa.RecordBatch]]] = {}
+        used: set[tuple[str, int, int]] = set()
+        for frame in frames:
+            call = self.calls.get(frame.call)
+            if call is None or not call.complete:
+                self.counters["orphan_parts"] += 1
+                continue
+            ident = (frame.producer, frame.seq, frame.part)
+            if ident in used:
+                continue
+            used.add(ident)
+            for key, batch in frame.batches.items():
+                streams.setdefault(key, []).append((frame.call, batch))
+        sealed = []
+        for (symbol, channel), parts in sorted(streams.items()):
+            rec = self._seal_stream(symbol, channel, period, parts)
+            if rec is not None:
+                sealed.append(rec)
+        self._commit_catalog(sealed)
+        self._save_watermarks()
+        os.remove(spool.path)
+        fsync_dir(self.spool_dir)
+        del self.spools[period]
+        for call_id in {f.call for f in frames}:
+            call = self.calls.get(call_id)
+            if call is not None:
+                call.periods.discard(period)
+                if not call.periods:
+                    del self.calls[call_id]
+        return [{k: v for k, v in r.items() if k != "_written"} for r in sealed]
+
+    def _seal_stream(self, symbol: str, channel: str, period: int,
+                     parts: list[tuple[tuple[str, int], pa.RecordBatch]]) -> dict | None:
+        stream = StreamKey(self.exchange, self.market, channel, symbol,
+                           self.depth if channel == "l2book" else None)
+        rel = stream.relpath(period, self.rollover_ns)
+        final = os.path.join(self.root, rel)
+        schema = SCHEMAS[channel]
+        held: set[tuple[str, int]] = set()
+        old_table = None
+        if os.path.exists(final):
+            old = pq.ParquetFile(final)
+            held = _decode_calls(old.schema_arrow.metadata or {})
+            parts = [(c, b) for c, b in parts if c not in held]
+            if not parts:       # sealed before a crash; make sure the catalog knows it
+                rec = self.catalog.get(rel) if self.catalog is not None else None
+                if rec is None:
+                    return self._record(rel, final, period, _file_stats(final))
+                return None
+            old_table = old.read()
+            self.counters["late_merges"] += 1
+            log.warning(f"merging {sum(b.num_rows for _, b in parts)} late rows into sealed {rel}",
+                        extra={"writer": self.writer_id})
+        calls = held | {c for c, _ in parts}
+        table = pa.Table.from_batches([b for _, b in parts], schema=schema)
+        if old_table is not None:
+            table = pa.concat_tables([old_table.cast(schema), table])
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        tmp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.{uuid.uuid4().hex[:8]}.tmp")
+        stats = _write_parquet(tmp, table, schema.with_metadata({CALLS_METADATA: _encode_calls(calls)}))
+        os.replace(tmp, final)
+        fsync_dir(os.path.dirname(final))
+        return self._record(rel, final, period, stats)
+
+    def _record(self, rel: str, final: str, period: int, stats: dict) -> dict:
+        size = os.path.getsize(final)
+        parsed = parse_relpath(rel)
+        end = parsed.period_end_ns or period + self.rollover_ns
+        rec = file_record(rel, parsed, end, stats, size, _sha256(final), self.node)
+        self.counters["files"] += 1
+        self.counters["bytes"] += size
+        shown = f"{os.path.basename(self.root.rstrip('/'))}/{rel}"
+        log.info(f"WRITE {shown} records: {stats['rows']} size: {max(1, round(size / 1024))} KB",
+                 extra={"exchange": self.exchange, "writer": self.writer_id})
+        rec["_written"] = True
+        return rec
+
+    def _commit_catalog(self, sealed: list[dict]) -> None:
+        records = self.pending_records + [{k: v for k, v in r.items() if k != "_written"} for r in sealed]
+        if not records or self.catalog is None:
+            return
+        try:
+            self.catalog.upsert(records)
+            self.pending_records = []
+        except Exception as exc:  # files are sealed and safe; retry at the next seal
+            self.pending_records = records
+            log.error(f"catalog update failed for {len(records)} file(s), will retry: {exc}",
+                      extra={"writer": self.writer_id})
+
+    def _save_watermarks(self) -> None:
+        if len(self.watermarks) > MAX_PRODUCERS:   # oldest producers (restarted sockets) go first
+            keep = sorted(self.watermarks.items(), key=lambda kv: kv[1])[-MAX_PRODUCERS:]
+            self.watermarks = dict(keep)
+        path = os.path.join(self.spool_dir, WATERMARKS)
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(orjson.dumps(self.watermarks))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    # -- introspection -------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        return {**self.counters, "open_periods": len(self.spools),
+                "spool_bytes": sum(s.size for s in self.spools.values()),
+                "pending_catalog": len(self.pending_records), "max_ts_local": self.max_ts_local}
+
+
+def _write_parquet(path: str, table: pa.Table, schema: pa.Schema) -> dict[str, Any]:
+    """Write row groups of at most five minutes / 65,536 rows; fsync; return the file stats."""
+    ts = table.column("ts_local").cast(pa.int64()).to_numpy()
+    buckets = ts // ROW_GROUP_SPAN_NS
+    cuts = [0, *(np.flatnonzero(np.diff(buckets)) + 1).tolist(), len(ts)]
+    groups = 0
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for lo, hi in zip(cuts[:-1], cuts[1:]):
+            for start in range(lo, hi, ROW_GROUP_ROWS):
+                stop = min(hi, start + ROW_GROUP_ROWS)
+                writer.write_table(table.slice(start, stop - start).replace_schema_metadata(schema.metadata),
+                                   row_group_size=ROW_GROUP_ROWS)
+                groups += 1
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+    return {**_column_stats(table), "row_groups": groups}
+
+
+def _column_stats(table: pa.Table) -> dict[str, Any]:
+    out: dict[str, Any] = {"rows": table.num_rows}
+    for name in ("ts_local", "ts_exchange"):
+        if name in table.column_names and table.num_rows:
+            mm = pc.min_max(table.column(name).cast(pa.int64()))
+            out[f"{name}_min"], out[f"{name}_max"] = mm["min"].as_py(), mm["max"].as_py()
+        else:
+            out[f"{name}_min"] = out[f"{name}_max"] = None
+    return out
+
+
+def _file_stats(path: str) -> dict[str, Any]:
+    pf = pq.ParquetFile(path)
+    return {**_column_stats(pf.read(columns=[c for c in ("ts_local", "ts_exchange")
+                                            if c in pf.schema_arrow.names])),
+            "rows": pf.metadata.num_rows, "row_groups": pf.metadata.num_row_groups}
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _encode_calls(calls: set[tuple[str, int]]) -> bytes:
+    """{producer: [[first, last], ...]} ranges of call sequence numbers."""
+    by_producer: dict[str, list[int]] = {}
+    for producer, seq in calls:
+        by_producer.setdefault(producer, []).append(seq)
+    out = {}
+    for producer, seqs in by_producer.items():
+        seqs.sort()
+        ranges = [[seqs[0], seqs[0]]]
+        for s in seqs[1:]:
+            if s == ranges[-1][1] + 1:
+                ranges[-1][1] = s
+            else:
+                ranges.append([s, s])
+        out[producer] = ranges
+    return orjson.dumps(out)
+
+
+def _decode_calls(metadata: dict) -> set[tuple[str, int]]:
+    raw = metadata.get(CALLS_METADATA)
+    if not raw:
+        return set()
+    return {(producer, s) for producer, ranges in orjson.loads(raw).items()
+            for lo, hi in ranges for s in range(lo, hi + 1)}
