@@ -23,6 +23,7 @@ Delivery rules it implements (DESIGN.md "Delivery and failure rules"):
 from __future__ import annotations
 
 import glob
+import time
 import hashlib
 import os
 import uuid
@@ -48,6 +49,7 @@ SPOOL_DIR = ".spool"
 ROW_GROUP_SPAN_NS = 300 * NS
 ROW_GROUP_ROWS = 65_536
 CALLS_METADATA = b"tickarchive.calls"
+FILE_METADATA = b"tickarchive.file"     # {"node", "sealed_at", "period_end"}: lets reindex rebuild the catalog
 WATERMARKS = "watermarks.json"
 MAX_PRODUCERS = 1000
 
@@ -228,7 +230,7 @@ class SymbolWriterCore:
                 call.periods.discard(period)
                 if not call.periods:
                     del self.calls[call_id]
-        return [{k: v for k, v in r.items() if k != "_written"} for r in sealed]
+        return sealed
 
     def _seal_stream(self, symbol: str, channel: str, period: int,
                      parts: list[tuple[tuple[str, int], pa.RecordBatch]]) -> dict | None:
@@ -246,7 +248,7 @@ class SymbolWriterCore:
             if not parts:       # sealed before a crash; make sure the catalog knows it
                 rec = self.catalog.get(rel) if self.catalog is not None else None
                 if rec is None:
-                    return self._record(rel, final, period, _file_stats(final))
+                    return self._logged(describe_file(self.root, rel))
                 return None
             old_table = old.read()
             self.counters["late_merges"] += 1
@@ -258,26 +260,27 @@ class SymbolWriterCore:
             table = pa.concat_tables([old_table.cast(schema), table])
         os.makedirs(os.path.dirname(final), exist_ok=True)
         tmp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.{uuid.uuid4().hex[:8]}.tmp")
-        stats = _write_parquet(tmp, table, schema.with_metadata({CALLS_METADATA: _encode_calls(calls)}))
+        sealed_at = time.time_ns()
+        info = {"node": self.node, "sealed_at": sealed_at, "period_end": period + self.rollover_ns}
+        metadata = {CALLS_METADATA: _encode_calls(calls), FILE_METADATA: orjson.dumps(info)}
+        stats = _write_parquet(tmp, table, schema.with_metadata(metadata))
         os.replace(tmp, final)
         fsync_dir(os.path.dirname(final))
-        return self._record(rel, final, period, stats)
+        rec = file_record(rel, parse_relpath(rel), info["period_end"], stats, os.path.getsize(final),
+                          sha256_file(final), self.node)
+        rec["sealed_at"] = sealed_at
+        return self._logged(rec)
 
-    def _record(self, rel: str, final: str, period: int, stats: dict) -> dict:
-        size = os.path.getsize(final)
-        parsed = parse_relpath(rel)
-        end = parsed.period_end_ns or period + self.rollover_ns
-        rec = file_record(rel, parsed, end, stats, size, _sha256(final), self.node)
+    def _logged(self, rec: dict) -> dict:
         self.counters["files"] += 1
-        self.counters["bytes"] += size
-        shown = f"{os.path.basename(self.root.rstrip('/'))}/{rel}"
-        log.info(f"WRITE {shown} records: {stats['rows']} size: {max(1, round(size / 1024))} KB",
+        self.counters["bytes"] += rec["bytes"]
+        shown = f"{os.path.basename(self.root.rstrip('/'))}/{rec['key']}"
+        log.info(f"WRITE {shown} records: {rec['rows']} size: {max(1, round(rec['bytes'] / 1024))} KB",
                  extra={"exchange": self.exchange, "writer": self.writer_id})
-        rec["_written"] = True
         return rec
 
     def _commit_catalog(self, sealed: list[dict]) -> None:
-        records = self.pending_records + [{k: v for k, v in r.items() if k != "_written"} for r in sealed]
+        records = self.pending_records + sealed
         if not records or self.catalog is None:
             return
         try:
@@ -336,14 +339,45 @@ def _column_stats(table: pa.Table) -> dict[str, Any]:
     return out
 
 
-def _file_stats(path: str) -> dict[str, Any]:
+def describe_file(root: str, rel: str, source=None, size: int | None = None,
+                  sha256: str | None = None) -> dict[str, Any]:
+    """The catalog row of a sealed file, rebuilt from its Parquet footer (``mode=reindex``).
+
+    ``source`` is a path or an open random-access file (e.g. a ranged S3 reader); by default
+    ``{root}/{rel}``. ``size``/``sha256`` are computed from the local file when not given.
+    """
+    path = source if source is not None else os.path.join(root, rel)
     pf = pq.ParquetFile(path)
-    return {**_column_stats(pf.read(columns=[c for c in ("ts_local", "ts_exchange")
-                                            if c in pf.schema_arrow.names])),
-            "rows": pf.metadata.num_rows, "row_groups": pf.metadata.num_row_groups}
+    meta = pf.schema_arrow.metadata or {}
+    info = orjson.loads(meta[FILE_METADATA]) if FILE_METADATA in meta else {}
+    parsed = parse_relpath(rel)
+    stats: dict[str, Any] = {"rows": pf.metadata.num_rows, "row_groups": pf.metadata.num_row_groups}
+    names = pf.schema_arrow.names
+    for name in ("ts_local", "ts_exchange"):
+        lo = hi = None
+        if name in names:
+            col = names.index(name)
+            for g in range(pf.metadata.num_row_groups):
+                st = pf.metadata.row_group(g).column(col).statistics
+                if st is None or not st.has_min_max:
+                    continue
+                gmin, gmax = int(st.min_raw), int(st.max_raw)   # int64 ns (physical)
+                lo = gmin if lo is None else min(lo, gmin)
+                hi = gmax if hi is None else max(hi, gmax)
+        stats[f"{name}_min"], stats[f"{name}_max"] = lo, hi
+    period_end = info.get("period_end") or parsed.period_end_ns
+    if size is None:
+        size = os.path.getsize(path)
+    if sha256 is None:
+        sha256 = sha256_file(path)
+    rec = file_record(rel, parsed, period_end, stats, size, sha256, info.get("node", ""))
+    if info.get("sealed_at"):
+        rec["sealed_at"] = info["sealed_at"]
+    return rec
 
 
-def _sha256(path: str) -> str:
+def sha256_file(path: str) -> str:
+    """Hex SHA-256 of a file."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
