@@ -187,6 +187,18 @@ class Catalog:
             row["local"] = True
         return self._update_rows(keys, change)
 
+    def replace_all(self, records: list[dict[str, Any]]) -> None:
+        """Replace the whole table with these rows (``mode=reindex``)."""
+        table = self._db.create_table(TABLE, schema=CATALOG_SCHEMA, mode="overwrite")
+        try:
+            table.set_unenforced_primary_key("key")
+        except Exception:
+            pass
+        self._table = table
+        if records:
+            table.add(records_table(records))
+        self.optimize()
+
     def delete(self, keys: list[str]) -> None:
         table = self._open()
         for chunk in range(0, len(keys), 500):

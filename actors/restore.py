@@ -1,0 +1,450 @@
+"""Restore and query: which files cover a range, fetch them verified, load exactly the range.
+
+Plain logic (no Ray); the ``restore`` actor and ``mode=restore|status|reindex`` wrap it.
+
+* :meth:`Restorer.paths` finds the files of one stream that overlap a range: from the
+  catalog, or — for a range the catalog does not know (a fresh workstation) — from the local
+  tree and the bucket listing of the range's month prefixes (one paged listing per month).
+* :meth:`Restorer.restore` downloads what is missing locally, concurrently, verifying size
+  and SHA-256 against the catalog or the checksum stored with the object; files are written
+  to a hidden temp file and renamed into place, so a reader never sees a partial file. A
+  mismatch is an error naming the key; a file already present and valid is skipped.
+* :meth:`Restorer.load` returns the rows with ``start <= ts_local < end`` as Arrow, reading
+  only the row groups the range needs.
+* :meth:`Restorer.coverage` reports rows, bytes and where each stream-hour lives, plus the
+  gap events in the range.
+* :func:`reindex` rebuilds the catalog from the Parquet footers of the local tree and of
+  the bucket (ranged reads of the footer only).
+
+Bucket keys are ``{prefix}/{path relative to the archive root}``. A key that would escape
+the root (``..``, absolute, backslashes, hidden or odd parts) is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import uuid
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .catalog import Catalog, as_ns_ints
+from .layout import HOUR_NS, LayoutError, StreamKey, parse_relpath
+from .loading import DEFAULT_MARKET, local_files, read_range
+from .logs import get_logger
+from .records import SCHEMAS
+from .spool import fsync_dir
+from .timerange import TimeLike, hours_between, parse_range
+
+log = get_logger("restore")
+
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
+
+
+class RestoreError(ValueError):
+    """A request that cannot be served (bad venue/symbol/range, unsafe key, checksum mismatch)."""
+
+
+@dataclass
+class Bucket:
+    """Where backups live: a boto3 S3 client, the bucket and the key prefix ('' for none)."""
+
+    client: Any
+    name: str
+    prefix: str = ""
+
+    def key_of(self, rel: str) -> str:
+        return f"{self.prefix.strip('/')}/{rel}" if self.prefix.strip("/") else rel
+
+    def rel_of(self, key: str) -> str:
+        prefix = self.prefix.strip("/")
+        if prefix:
+            if not key.startswith(prefix + "/"):
+                raise RestoreError(f"bucket key {key!r} is outside the prefix {prefix!r}")
+            key = key[len(prefix) + 1:]
+        return key
+
+    def list(self, prefix: str) -> list[dict]:
+        """Every object under ``prefix`` (relative to the archive root), one paged listing."""
+        out = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.name, Prefix=self.key_of(prefix)):
+            out.extend(page.get("Contents", []))
+        return out
+
+
+@dataclass
+class FileRef:
+    """One archive file of a query: where it is and what it must hash to."""
+
+    rel: str
+    period_start: int
+    period_end: int
+    size: int | None = None
+    sha256: str | None = None
+    local: bool = False
+    remote: bool = False
+    rows: int | None = None
+
+
+def safe_relpath(rel: str, root: str | Path) -> Path:
+    """The local path of a relative archive path, refusing anything that could escape ``root``."""
+    problem = None
+    if not isinstance(rel, str) or not rel:
+        problem = "empty key"
+    elif rel.startswith("/") or "\\" in rel or not _SAFE_KEY.match(rel):
+        problem = "absolute path or characters outside [A-Za-z0-9._-/]"
+    elif any(part in ("", ".", "..") or part.startswith(".") for part in rel.split("/")):
+        problem = "'..', '.', empty or hidden path component"
+    if problem is None:
+        try:
+            parse_relpath(rel)
+        except LayoutError as exc:
+            problem = str(exc)
+    if problem is None:
+        root_path = Path(root).resolve()
+        target = (root_path / rel).resolve()
+        if root_path not in target.parents:
+            problem = "resolves outside the archive root"
+    if problem:
+        raise RestoreError(f"refusing bucket key {rel!r}: {problem}")
+    return Path(root) / rel
+
+
+def _sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Restorer:
+    """Queries over one archive root, its catalog and (optionally) its bucket."""
+
+    def __init__(self, root: str | Path, catalog: Catalog | None = None, bucket: Bucket | None = None,
+                 workers: int = 8, venues: Iterable[str] | None = None) -> None:
+        self.root = str(root)
+        self.catalog = catalog if catalog is not None else Catalog(self.root)
+        self.bucket = bucket
+        self.workers = workers
+        self.venues = set(venues) if venues is not None else None
+
+    # -- requests ------------------------------------------------------------------------
+    def _stream(self, exchange: str, symbol: str, channel: str, depth: int | None,
+                market: str) -> StreamKey:
+        if self.venues is not None and exchange not in self.venues:
+            raise RestoreError(f"unknown venue {exchange!r} (supported: {', '.join(sorted(self.venues))})")
+        if channel not in SCHEMAS:
+            raise RestoreError(f"unknown channel {channel!r} (allowed: {', '.join(SCHEMAS)})")
+        if channel == "l2book" and not depth:
+            depth = self._default_depth(exchange, symbol, market)
+        return StreamKey(exchange, market, channel, symbol, depth if channel == "l2book" else None)
+
+    def _default_depth(self, exchange: str, symbol: str, market: str) -> int:
+        rows = self.catalog.query(f"exchange = '{exchange}' AND symbol = '{symbol}' AND channel = 'l2book'",
+                                  columns=["depth"])
+        depths = sorted(set(rows.column("depth").to_pylist()) - {None})
+        if len(depths) == 1:
+            return depths[0]
+        if not depths:
+            return 20
+        raise RestoreError(f"{exchange} {symbol} has l2book at several depths {depths}: pass depth=")
+
+    def paths(self, exchange: str, symbol: str, channel: str, start: TimeLike, end: TimeLike,
+              depth: int | None = None, market: str = DEFAULT_MARKET) -> list[FileRef]:
+        """Files of one stream overlapping the range, in time order (catalog, else listings)."""
+        start_ns, end_ns = parse_range(start, end)
+        stream = self._stream(exchange, symbol, channel, depth, market)
+        refs = self._from_catalog(stream, start_ns, end_ns)
+        if not refs:
+            refs = self._from_listings(stream, start_ns, end_ns)
+        if not refs:
+            self._check_known(stream)
+        return refs
+
+    def _from_catalog(self, stream: StreamKey, start_ns: int, end_ns: int) -> list[FileRef]:
+        table = as_ns_ints(self.catalog.lookup(stream.exchange, stream.symbol, stream.channel, start_ns, end_ns,
+                                               depth=stream.depth, market=stream.market))
+        refs = []
+        for row in table.to_pylist():
+            local = (Path(self.root) / row["key"]).is_file()
+            refs.append(FileRef(row["key"], row["period_start"], row["period_end"], row["bytes"],
+                                row["sha256"], local=local, remote=row["backed_up_at"] is not None,
+                                rows=row["rows"]))
+        return refs
+
+    def _from_listings(self, stream: StreamKey, start_ns: int, end_ns: int) -> list[FileRef]:
+        found: dict[str, FileRef] = {}
+        for path in local_files(self.root, stream, start_ns, end_ns):
+            rel = Path(path).relative_to(self.root).as_posix()
+            parsed = parse_relpath(rel)
+            found[rel] = FileRef(rel, parsed.period_start_ns, parsed.period_end_ns or parsed.period_start_ns,
+                                 os.path.getsize(path), None, local=True)
+        if self.bucket is not None:
+            months = sorted({stream.relpath(h).rsplit("/", 1)[0] for h in hours_between(start_ns, end_ns)})
+            for month in months:
+                for obj in self.bucket.list(f"{month}/{stream.name}_"):
+                    rel = self.bucket.rel_of(obj["Key"])
+                    try:
+                        parsed = parse_relpath(rel)
+                    except LayoutError:
+                        continue
+                    if parsed.stream != stream:
+                        continue
+                    p_end = parsed.period_end_ns or parsed.period_start_ns + 1
+                    if not (parsed.period_start_ns < end_ns and p_end > start_ns):
+                        continue
+                    ref = found.get(rel) or FileRef(rel, parsed.period_start_ns, p_end)
+                    ref.remote = True
+                    ref.size = obj["Size"] if not ref.local else ref.size
+                    found[rel] = ref
+        return sorted(found.values(), key=lambda r: (r.period_start, r.rel))
+
+    def _check_known(self, stream: StreamKey) -> None:
+        """No file for the range: say so clearly when the symbol itself is unknown."""
+        known = self.catalog.query(f"exchange = '{stream.exchange}' AND channel = '{stream.channel}'",
+                                   columns=["symbol"]).column("symbol").to_pylist()
+        folder = Path(self.root) / stream.exchange / stream.market / stream.channel
+        if not known and not folder.is_dir() and self.bucket is None:
+            raise RestoreError(f"no {stream.channel} data for {stream.exchange} at all in {self.root}")
+        if known and stream.symbol not in known:
+            raise RestoreError(f"unknown symbol {stream.symbol!r} for {stream.exchange} {stream.channel} "
+                               f"(archived: {', '.join(sorted(set(known))[:20])})")
+
+    # -- restore -------------------------------------------------------------------------
+    def restore(self, exchange: str, symbol: str, channel: str, start: TimeLike, end: TimeLike,
+                depth: int | None = None, market: str = DEFAULT_MARKET,
+                progress: Callable[[int], None] | None = None) -> list[str]:
+        """Make every file of the range local (downloaded and verified); returns local paths."""
+        refs = self.paths(exchange, symbol, channel, start, end, depth, market)
+        return self.restore_refs(refs, progress)
+
+    def restore_refs(self, refs: list[FileRef], progress: Callable[[int], None] | None = None) -> list[str]:
+        todo = [ref for ref in refs if not self._valid_local(ref)]
+        if todo and self.bucket is None:
+            raise RestoreError(f"{len(todo)} file(s) are not local and no bucket is configured "
+                               f"(first: {todo[0].rel}); use backup=s3|b2|local")
+        errors: list[str] = []
+        restored: list[dict] = []
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            futures = {pool.submit(self._download, ref): ref for ref in todo}
+            for future in as_completed(futures):
+                ref = futures[future]
+                try:
+                    restored.append(future.result())
+                    if progress is not None:
+                        progress(ref.size or 0)
+                except RestoreError as exc:
+                    errors.append(str(exc))
+                except Exception as exc:  # network/S3 errors: name the key, keep the others going
+                    errors.append(f"{ref.rel}: download failed: {str(exc)[:200]}")
+        self._catalog_restored(restored)
+        if errors:
+            raise RestoreError(f"{len(errors)} file(s) failed: " + "; ".join(errors[:5]))
+        return [str(Path(self.root) / ref.rel) for ref in refs]
+
+    def _valid_local(self, ref: FileRef) -> bool:
+        path = safe_relpath(ref.rel, self.root)
+        if not path.is_file():
+            return False
+        if ref.size is not None and path.stat().st_size != ref.size and not (ref.local and ref.sha256 is None):
+            return False
+        if ref.sha256 is not None and _sha256_file(path) != ref.sha256:
+            log.warning(f"local copy of {ref.rel} does not match its checksum; fetching it again")
+            return False
+        return True
+
+    def _download(self, ref: FileRef) -> dict:
+        path = safe_relpath(ref.rel, self.root)
+        key = self.bucket.key_of(ref.rel)
+        resp = self.bucket.client.get_object(Bucket=self.bucket.name, Key=key)
+        expected_sha = ref.sha256 or (resp.get("Metadata") or {}).get("sha256")
+        expected_size = ref.size if ref.size is not None else resp.get("ContentLength")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.restore"
+        digest, size = hashlib.sha256(), 0
+        try:
+            with open(tmp, "wb") as f:
+                for chunk in resp["Body"].iter_chunks(1 << 20):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            if expected_size is not None and size != expected_size:
+                raise RestoreError(f"{key}: size mismatch (bucket object {size} bytes, expected {expected_size})")
+            if expected_sha is not None and digest.hexdigest() != expected_sha:
+                raise RestoreError(f"{key}: checksum mismatch (SHA-256 {digest.hexdigest()[:16]}..., "
+                                   f"expected {expected_sha[:16]}...): not restored")
+            if expected_sha is None:
+                log.warning(f"{key}: no checksum recorded for this object; verified its size only")
+            os.replace(tmp, path)
+            fsync_dir(str(path.parent))
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        log.info(f"RESTORE {key} size: {max(1, round(size / 1024))} KB")
+        return {"rel": ref.rel, "sha256": digest.hexdigest(), "size": size}
+
+    def _catalog_restored(self, restored: list[dict]) -> None:
+        if not restored:
+            return
+        from .writer import describe_file
+        try:
+            known = {r["key"] for r in self.catalog.rows(
+                "key IN (" + ", ".join("'" + r["rel"].replace("'", "''") + "'" for r in restored) + ")")}
+            self.catalog.mark_local([r["rel"] for r in restored if r["rel"] in known])
+            fresh = [describe_file(self.root, r["rel"], size=r["size"], sha256=r["sha256"])
+                     for r in restored if r["rel"] not in known]
+            for rec in fresh:
+                rec["backed_up_at"] = rec["sealed_at"]
+                rec["backup_sha256"] = rec["sha256"]
+            self.catalog.upsert(fresh)
+        except Exception as exc:  # the files are restored; the catalog can be rebuilt (mode=reindex)
+            log.warning(f"catalog not updated after restore: {exc}")
+
+    # -- load ----------------------------------------------------------------------------
+    def load(self, exchange: str, symbol: str, channel: str, start: TimeLike, end: TimeLike,
+             depth: int | None = None, market: str = DEFAULT_MARKET,
+             columns: list[str] | None = None) -> pa.Table:
+        """Rows with ``start <= ts_local < end`` (restoring missing files first)."""
+        start_ns, end_ns = parse_range(start, end)
+        files = self.restore(exchange, symbol, channel, start_ns, end_ns, depth, market)
+        return read_range(files, channel, start_ns, end_ns, columns)
+
+    # -- coverage ------------------------------------------------------------------------
+    def coverage(self, exchange: str, symbol: str, start: TimeLike, end: TimeLike,
+                 channels: Iterable[str] = ("l2book", "trades", "events"), depth: int | None = None,
+                 market: str = DEFAULT_MARKET) -> pa.Table:
+        """Per stream and hour: files, rows, bytes, where (local/remote/both), gap events."""
+        start_ns, end_ns = parse_range(start, end)
+        gaps_by_hour: dict[int, int] = {}
+        out: dict[tuple[str, int], dict] = {}
+        for channel in channels:
+            try:
+                refs = self.paths(exchange, symbol, channel, start_ns, end_ns, depth, market)
+            except RestoreError:
+                refs = []
+            for ref in refs:
+                hour = ref.period_start - ref.period_start % HOUR_NS
+                stream = self._stream(exchange, symbol, channel, depth, market).id
+                row = out.setdefault((stream, hour), {"stream": stream, "hour": hour, "files": 0, "rows": 0,
+                                                      "bytes": 0, "local": 0, "remote": 0})
+                row["files"] += 1
+                row["rows"] += ref.rows or 0
+                row["bytes"] += ref.size or 0
+                row["local"] += int(ref.local)
+                row["remote"] += int(ref.remote)
+                if channel == "events" and ref.local:
+                    events = read_range([str(Path(self.root) / ref.rel)], "events", start_ns, end_ns,
+                                        ["ts_local", "kind"])
+                    mask = pc.equal(events.column("kind"), "gap")
+                    for ts in events.filter(mask).column("ts_local").cast(pa.int64()).to_pylist():
+                        h = ts - ts % HOUR_NS
+                        gaps_by_hour[h] = gaps_by_hour.get(h, 0) + 1
+        rows = []
+        for (stream, hour), row in sorted(out.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            files = row.pop("files")
+            local, remote = row.pop("local"), row.pop("remote")
+            row["where"] = ("both" if local == files and remote == files else
+                            "local" if local == files else "remote" if remote == files else "partial")
+            row["gaps"] = gaps_by_hour.get(hour, 0) if stream.split("/")[2] == "events" else 0
+            row["files"] = files
+            rows.append(row)
+        return pa.Table.from_pylist(rows, schema=pa.schema([
+            ("stream", pa.string()), ("hour", pa.timestamp("ns", tz="UTC")), ("rows", pa.int64()),
+            ("bytes", pa.int64()), ("where", pa.string()), ("gaps", pa.int64()), ("files", pa.int64())]))
+
+
+class S3RangeFile(io.RawIOBase):
+    """A read-only, seekable file over one S3 object using ranged GETs (reads footers remotely)."""
+
+    def __init__(self, bucket: Bucket, key: str, size: int) -> None:
+        self.bucket, self.key, self.size, self.pos = bucket, key, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def read(self, n: int = -1) -> bytes:
+        if self.pos >= self.size:
+            return b""
+        end = self.size if n is None or n < 0 else min(self.size, self.pos + n)
+        resp = self.bucket.client.get_object(Bucket=self.bucket.name, Key=self.key,
+                                             Range=f"bytes={self.pos}-{end - 1}")
+        data = resp["Body"].read()
+        self.pos += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
+def reindex(root: str | Path, catalog: Catalog, bucket: Bucket | None = None,
+            progress: Callable[[int], None] | None = None) -> dict[str, int]:
+    """Rebuild the catalog from the local tree's and the bucket's Parquet footers.
+
+    Local files are described from their footers and hashed. Objects only in the bucket are
+    described from a ranged read of their footer and the SHA-256 stored with the object.
+    ``backed_up_at`` is set for files whose bucket copy carries the same SHA-256 (the
+    object's LastModified time, since the original verification time is not stored).
+    """
+    from .writer import describe_file
+
+    root = Path(root)
+    records: dict[str, dict] = {}
+    for path in sorted(root.rglob("*.parquet")):
+        rel = path.relative_to(root).as_posix()
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue
+        try:
+            parse_relpath(rel)
+        except LayoutError:
+            continue
+        records[rel] = describe_file(str(root), rel)
+        if progress:
+            progress(1)
+    remote = 0
+    if bucket is not None:
+        for obj in bucket.list(""):
+            try:
+                rel = bucket.rel_of(obj["Key"])
+                safe_relpath(rel, root)
+            except RestoreError as exc:
+                log.warning(str(exc))
+                continue
+            head = bucket.client.head_object(Bucket=bucket.name, Key=obj["Key"])
+            sha = (head.get("Metadata") or {}).get("sha256")
+            rec = records.get(rel)
+            if rec is None:
+                rec = describe_file(str(root), rel, source=S3RangeFile(bucket, obj["Key"], obj["Size"]),
+                                    size=obj["Size"], sha256=sha)
+                rec["local"] = False
+                records[rel] = rec
+                remote += 1
+            if sha is not None and sha == rec["sha256"] and obj["Size"] == rec["bytes"]:
+                rec["backed_up_at"] = int(obj["LastModified"].timestamp() * 1e9)
+                rec["backup_sha256"] = sha
+            if progress:
+                progress(1)
+    catalog.replace_all(list(records.values()))
+    return {"files": len(records), "remote_only": remote}
