@@ -156,6 +156,16 @@ def start_actors(settings: Settings, runs: list[VenueRun]) -> None:
             settings.socket, settings.source == "replay", settings.log_level)
 
 
+def start_services(settings: Settings) -> list[Any]:
+    """The named ``restore`` actor (and, when a bucket is configured, ``backup``)."""
+    from .config import supported_venues
+    from .ray_actors import start_restore_actor
+
+    actors = [start_restore_actor(settings.root, settings.sections.get("backup"), list(supported_venues()),
+                                  settings.log_level)]
+    return actors
+
+
 def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
                 on_started=None) -> RunReport:
     """Run ``mode=archive`` until the duration is over, the replay is exhausted, or stop."""
@@ -167,10 +177,12 @@ def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
     report = RunReport()
     stop_flag = stop_flag or threading.Event()
     interrupted = False
+    service_actors: list[Any] = []
     started_at = time.monotonic()
     try:
         ensure_ray(settings)
         start_actors(settings, runs)
+        service_actors = start_services(settings)
         ray.get([run.socket.ensure_started.remote() for run in runs])
         log.info(f"archiving {sum(len(r.spec.symbols) for r in runs)} symbols on "
                  f"{', '.join(r.spec.name for r in runs)} from {settings.source} into {settings.root}")
@@ -194,6 +206,9 @@ def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
         report.seconds = time.monotonic() - started_at
         if any(run.socket is not None for run in runs):
             _shutdown(settings, runs, report, seal_everything=not interrupted)
+        if not settings.ray.get("address"):     # own local Ray: nothing outlives this run
+            for actor in service_actors:
+                ray.kill(actor)
         for run in runs:
             if run.server_thread is not None:
                 run.server_thread.stop()
@@ -214,9 +229,30 @@ def _replay_done(runs: list[VenueRun]) -> bool:
     return True
 
 
+def _quiesce_sim(runs: list[VenueRun], timeout_s: float = 15.0) -> None:
+    """Stop the simulators and wait until the sockets read every frame they sent.
+
+    Without this, frames in flight when the sockets close would count as sent (ground truth)
+    but never be received: a finite sim run ends with exactly what was sent.
+    """
+    import ray
+
+    sims = [run for run in runs if run.server is not None and hasattr(run.server, "pause")]
+    for run in sims:
+        run.server.call(run.server.pause)
+    deadline = time.monotonic() + timeout_s
+    while sims and time.monotonic() < deadline:
+        stats = ray.get([run.socket.stats.remote() for run in sims])
+        if all(st["frames"] >= run.server.frames_sent for st, run in zip(stats, sims)):
+            return
+        time.sleep(0.1)
+
+
 def _shutdown(settings: Settings, runs: list[VenueRun], report: RunReport, seal_everything: bool) -> None:
     import ray
 
+    if settings.source == "sim":
+        _quiesce_sim(runs)
     sockets = [run.socket for run in runs if run.socket is not None]
     for run, stats in zip(runs, ray.get([s.stats.remote() for s in sockets])):
         report.frames += stats["frames"]

@@ -138,7 +138,18 @@ class FeedConnection:
             self.stats.connects += 1
             self.stats.connected = True
             self.stats.last_frame_monotonic = time.monotonic()
+            first = None
+            if self.options.replay_clock:   # a replay server opens with its clock: stamp connect with it
+                try:
+                    first = await asyncio.wait_for(ws.recv(), timeout=5)
+                except asyncio.TimeoutError:
+                    first = None
+                if isinstance(first, (bytes, bytearray)) and decode_clock(first) is not None:
+                    await self._on_data(ws, first)
+                    first = None
             await self._perform(ws, self.client.on_connect(self.now()))
+            if first is not None:
+                await self._on_data(ws, first)
             if self.client.heartbeat_s:
                 self._spawn(self._heartbeat(ws))
             self._spawn(self._watchdog(ws, stop))

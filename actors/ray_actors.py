@@ -264,3 +264,46 @@ class ExchangeSocket:
             "sent_rows": self.sent_rows,
             "pid": os.getpid(),
         }
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class RestoreActor:
+    """``restore``: answers "this exchange, symbol, channel, range" in-cluster and over Ray Client.
+
+    Thin wrapper over :class:`actors.restore.Restorer`; errors (unknown venue or symbol, bad
+    range, checksum mismatch, unsafe key) come back as ``RestoreError``/``RangeError``.
+    """
+
+    def __init__(self, root: str, backup_section: dict | None, venues: list[str],
+                 log_level: str = "INFO") -> None:
+        from .restore import Restorer, bucket_from_section
+
+        setup_logging(log_level)
+        self.restorer = Restorer(root, bucket=bucket_from_section(backup_section or {}, root), venues=venues)
+
+    def paths(self, exchange: str, symbol: str, channel: str, start, end, depth: int | None = None,
+              market: str = "perp") -> list[dict]:
+        """Files covering the range: key, period, size, sha256, local/remote."""
+        from dataclasses import asdict
+        return [asdict(ref) for ref in self.restorer.paths(exchange, symbol, channel, start, end, depth, market)]
+
+    def restore(self, exchange: str, symbol: str, channel: str, start, end, depth: int | None = None,
+                market: str = "perp") -> list[str]:
+        """Download (verified) what is missing locally; the local paths of the range's files."""
+        return self.restorer.restore(exchange, symbol, channel, start, end, depth, market)
+
+    def load(self, exchange: str, symbol: str, channel: str, start, end, depth: int | None = None,
+             market: str = "perp", columns: list[str] | None = None) -> pa.Table:
+        """Rows with ``start <= ts_local < end`` as an Arrow table (restoring first if needed)."""
+        return self.restorer.load(exchange, symbol, channel, start, end, depth, market, columns)
+
+    def coverage(self, exchange: str, symbol: str, start, end, depth: int | None = None,
+                 market: str = "perp") -> pa.Table:
+        """Per stream and hour: rows, bytes, local/remote/both, gap events."""
+        return self.restorer.coverage(exchange, symbol, start, end, depth=depth, market=market)
+
+
+def start_restore_actor(root: str, backup_section: dict | None, venues: list[str], log_level: str = "INFO"):
+    """The named ``restore`` actor (created once; detached so it outlives the driver on a cluster)."""
+    return RestoreActor.options(name="restore", namespace=NAMESPACE, get_if_exists=True,
+                                lifetime="detached").remote(root, backup_section, venues, log_level)

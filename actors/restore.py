@@ -448,3 +448,13 @@ def reindex(root: str | Path, catalog: Catalog, bucket: Bucket | None = None,
                 progress(1)
     catalog.replace_all(list(records.values()))
     return {"files": len(records), "remote_only": remote}
+
+
+def bucket_from_section(section: dict, root: str | Path) -> Bucket | None:
+    """The configured bucket (``backup=s3|b2|local``), or None for ``backup=none``."""
+    if not section or section.get("name", "none") == "none":
+        return None
+    from .backup import open_bucket
+
+    client, name, prefix = open_bucket(section, str(root))
+    return Bucket(client, name, prefix or "")

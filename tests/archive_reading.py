@@ -27,7 +27,9 @@ def archive_files(root: str | Path, channel: str | None = None, symbol: str | No
 
 
 def read_channel(root: str | Path, channel: str, symbol: str | None = None) -> pa.Table:
-    """Every row of one channel (optionally one symbol), files in time order."""
+    """Every row of one channel (optionally one symbol), files in time order; times as int ns."""
+    from actors.catalog import as_ns_ints
+
     files = archive_files(root, channel, symbol)
     assert files, f"no {channel} files under {root}"
-    return pa.concat_tables([pq.read_table(f) for f in files])
+    return as_ns_ints(pa.concat_tables([pq.read_table(f) for f in files]))

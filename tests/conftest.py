@@ -1,8 +1,12 @@
-"""Shared fixtures: one Ray instance per test session, loopback only."""
+"""Shared fixtures: one Ray instance per test session (with a Ray Client port), loopback only."""
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")   # local test cluster: no token files
@@ -17,13 +21,57 @@ FIXTURES = SHARED / "fixtures" / "real"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
-def ray_session():
-    """A real local Ray instance shared by every test in the session."""
+def ray_cluster(tmp_path_factory):
+    """A real single-node Ray cluster on loopback (``ray start --head``) with a Ray Client port.
+
+    Started once per session in its own process group and stopped with it. Yields
+    ``{"address": "127.0.0.1:<gcs>", "client": "ray://127.0.0.1:<port>"}``.
+    """
+    gcs, client = free_port(), free_port()
+    ray_bin = Path(sys.executable).parent / "ray"
+    logs = tmp_path_factory.mktemp("ray") / "ray-start.log"
+    with open(logs, "w") as out:
+        proc = subprocess.Popen(
+            [str(ray_bin), "start", "--head", "--block", f"--port={gcs}", "--node-ip-address=127.0.0.1",
+             f"--ray-client-server-port={client}", "--num-cpus=4", "--include-dashboard=false",
+             "--disable-usage-stats"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ))
+    info = {"address": f"127.0.0.1:{gcs}", "client": f"ray://127.0.0.1:{client}", "log": str(logs)}
+    deadline = time.time() + 90
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", client)) == 0:
+                break
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise RuntimeError(f"ray start failed: {open(logs).read()[-2000:]}")
+        time.sleep(0.5)
+    yield info
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="session")
+def ray_session(ray_cluster):
+    """This process connected to the session's Ray cluster as a driver."""
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, namespace="tickarchive",
-             log_to_driver=True, configure_logging=False)
+    ray.init(address=ray_cluster["address"], namespace="tickarchive", log_to_driver=True,
+             configure_logging=False)
     yield ray
     ray.shutdown()
 

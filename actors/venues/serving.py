@@ -1,0 +1,228 @@
+"""Loopback servers that speak a venue's protocol: the machinery shared by simulators and replays.
+
+A :class:`VenueServer` is one websockets server on ``127.0.0.1`` (free port) that also answers
+plain HTTP GETs on the same port (the venue's REST snapshot endpoints). Subclasses implement
+the venue: :meth:`VenueServer.on_message` for client frames, :meth:`VenueServer.http` for REST,
+and usually a background task (:meth:`VenueServer.run`) that pushes market data.
+
+:class:`ServerThread` runs a server's event loop in a daemon thread so the driver process can
+host it next to Ray. Replay servers interleave *clock frames* (``encode_clock``) carrying the
+recorded receive time; the client side (``actors/feed.py``) reads them with
+:func:`decode_clock` and never hands them to the venue parser.
+"""
+from __future__ import annotations
+
+import asyncio
+import struct
+import threading
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+CLOCK_MAGIC = b"TACLK"
+_CLOCK = struct.Struct("<q")
+
+
+def encode_clock(ts_ns: int) -> bytes:
+    """A binary clock frame: the recorded receive time of the frames that follow."""
+    return CLOCK_MAGIC + _CLOCK.pack(ts_ns)
+
+
+def decode_clock(data: bytes | bytearray) -> int | None:
+    """The time in a clock frame, or None for any other frame."""
+    if len(data) == len(CLOCK_MAGIC) + _CLOCK.size and data[:len(CLOCK_MAGIC)] == CLOCK_MAGIC:
+        return _CLOCK.unpack_from(data, len(CLOCK_MAGIC))[0]
+    return None
+
+
+class Session:
+    """One client websocket: its path, query, subscriptions and counters."""
+
+    def __init__(self, ws: ServerConnection, path: str, query: dict[str, list[str]]) -> None:
+        self.ws = ws
+        self.path = path
+        self.query = query
+        self.streams: set[str] = set()      # what the client subscribed to (venue's names)
+        self.silent: set[str] = set()       # acknowledged but never delivered (wrong route)
+        self.sent = 0
+        self.last_clock: int | None = None
+        self.open = True
+
+
+class VenueServer:
+    """Base class of a venue's loopback server (see module docstring)."""
+
+    ws_scheme = "ws"
+    #: websocket paths this server accepts (prefix match); others get HTTP 404
+    ws_paths: tuple[str, ...] = ("/",)
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.port: int | None = None
+        self.sessions: set[Session] = set()
+        self.frames_sent = 0                # text frames sent to clients (acks and data)
+        self.finished = threading.Event()   # replay: every recorded frame was sent
+        self._server = None
+        self._tasks: list[asyncio.Task] = []
+
+    # -- addresses -----------------------------------------------------------------------
+    @property
+    def ws_base(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def rest_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._server = await serve(self._handle, "127.0.0.1", 0, process_request=self._process_request,
+                                   max_size=2 ** 24, ping_interval=None, compression=None)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._tasks.append(asyncio.ensure_future(self.run()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._server is not None:
+            self._server.close()
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+            except asyncio.TimeoutError:
+                pass
+
+    async def run(self) -> None:
+        """Background task started with the server (market data generation / replay)."""
+
+    # -- HTTP ----------------------------------------------------------------------------
+    async def _process_request(self, connection, request):
+        url = urlsplit(request.path)
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            if not any(url.path.startswith(p) for p in self.ws_paths):
+                return connection.respond(HTTPStatus.NOT_FOUND, f"no websocket endpoint at {url.path}\n")
+            return None
+        status, body = await self.http(url.path, {k: v[-1] for k, v in parse_qs(url.query).items()})
+        response = connection.respond(status, body)
+        response.headers["Content-Type"] = "application/json"
+        return response
+
+    async def http(self, path: str, query: dict[str, str]) -> tuple[HTTPStatus, str]:
+        """Answer a REST GET: (status, body)."""
+        return HTTPStatus.NOT_FOUND, '{"code":-1,"msg":"not found"}'
+
+    # -- websocket -----------------------------------------------------------------------
+    async def _handle(self, ws: ServerConnection) -> None:
+        url = urlsplit(ws.request.path)
+        session = Session(ws, url.path, parse_qs(url.query))
+        self.sessions.add(session)
+        try:
+            clock = self.initial_clock()
+            if clock is not None:
+                await self.send_clock(session, clock)
+            await self.on_open(session)
+            async for message in ws:
+                await self.on_message(session, message)
+        except ConnectionClosed:
+            pass
+        finally:
+            session.open = False
+            self.sessions.discard(session)
+            self.on_close(session)
+
+    def initial_clock(self) -> int | None:
+        """Replay servers: the recording's current time, sent as a clock frame on connect."""
+        return None
+
+    async def on_open(self, session: Session) -> None:
+        """A client connected (e.g. pre-subscribe streams named in the URL)."""
+
+    async def on_message(self, session: Session, message: str | bytes) -> None:
+        """A frame from a client (subscribe, ping, ...)."""
+
+    def on_close(self, session: Session) -> None:
+        """A client went away."""
+
+    async def send(self, session: Session, text: str) -> bool:
+        """Send one text frame; False if the client is gone."""
+        if not session.open:
+            return False
+        try:
+            await session.ws.send(text)
+        except ConnectionClosed:
+            session.open = False
+            return False
+        session.sent += 1
+        self.frames_sent += 1
+        return True
+
+    async def send_clock(self, session: Session, ts_ns: int) -> None:
+        """Tell a replay client the recorded receive time of the next frames."""
+        if session.last_clock != ts_ns and session.open:
+            try:
+                await session.ws.send(encode_clock(ts_ns))
+                session.last_clock = ts_ns
+            except ConnectionClosed:
+                session.open = False
+
+    async def close_all(self, reason: str = "server closed the connection") -> None:
+        for session in list(self.sessions):
+            try:
+                await session.ws.close(1001, reason[:100])
+            except ConnectionClosed:
+                pass
+
+    # -- faults (thread-safe entry point) ------------------------------------------------
+    def inject(self, kind: str, symbol: str | None = None, **kw: Any) -> None:
+        """Inject a fault from any thread (see the venue's ``FAULTS``)."""
+        if self.loop is None:
+            raise RuntimeError("server is not running")
+        asyncio.run_coroutine_threadsafe(self.fault(kind, symbol, **kw), self.loop).result(10)
+
+    async def fault(self, kind: str, symbol: str | None = None, **kw: Any) -> None:
+        raise ValueError(f"unknown fault {kind!r}")
+
+    def call(self, fn, *args) -> Any:
+        """Run ``fn(*args)`` on the server's loop (thread-safe) and return its result."""
+        async def runner():
+            return fn(*args)
+        return asyncio.run_coroutine_threadsafe(runner(), self.loop).result(10)
+
+
+class ServerThread:
+    """Runs a :class:`VenueServer` in a daemon thread with its own event loop."""
+
+    def __init__(self, server: VenueServer) -> None:
+        self.server = server
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._main, daemon=True, name=f"{type(server).__name__}")
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self.server.start())
+        except BaseException as exc:  # surfaced by start()
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self.loop.run_forever()
+        self.loop.run_until_complete(self.server.stop())
+        self.loop.close()
+
+    def start(self) -> "ServerThread":
+        self.thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise RuntimeError(f"venue server failed to start: {self._error}") from self._error
+        return self
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(15)
