@@ -47,7 +47,8 @@ class RunReport:
     seconds: float = 0.0
     frames: int = 0
     rows: int = 0
-    files: list[dict] = field(default_factory=list)
+    files: list[dict] = field(default_factory=list)     # sealed at the end of the run
+    files_sealed: int = 0                                # sealed during the whole run
     venues: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -56,7 +57,7 @@ class RunReport:
 
     def summary(self) -> str:
         return (f"archived {self.rows} rows from {self.frames} frames in {self.seconds:.1f}s "
-                f"({self.frames_per_s:.0f} msgs/s), sealed {len(self.files)} files")
+                f"({self.frames_per_s:.0f} msgs/s), sealed {max(self.files_sealed, len(self.files))} files")
 
 
 def ensure_ray(settings: Settings) -> None:
@@ -70,7 +71,8 @@ def ensure_ray(settings: Settings) -> None:
                               "log_to_driver": True}
     if opts.get("address"):
         kwargs["address"] = opts["address"]
-    else:
+    else:   # always a fresh instance: never join a stale or foreign cluster found in /tmp/ray
+        kwargs["address"] = "local"
         kwargs["include_dashboard"] = bool(opts.get("dashboard", True))
         if opts.get("num_cpus"):
             kwargs["num_cpus"] = int(opts["num_cpus"])
@@ -269,6 +271,7 @@ def _shutdown(settings: Settings, runs: list[VenueRun], report: RunReport, seal_
     else:
         sealed = ray.get([w.seal_due.remote() for w in writers])
     report.files = [rec for batch in sealed for rec in batch]
+    report.files_sealed = sum(st["files"] for st in ray.get([w.stats.remote() for w in writers]))
     _compact(settings)
     for actor in sockets + writers:
         ray.kill(actor)

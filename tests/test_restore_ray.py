@@ -23,12 +23,18 @@ def test_restore_actor_in_cluster_and_over_ray_client(archive, ray_session, ray_
     assert table.num_rows > 0 and ts.min() >= start and ts.max() < end
     code = f"""
 import json, ray, pyarrow as pa
-ray.init({ray_cluster['client']!r}, namespace="tickarchive")
+for attempt in range(3):   # the client server occasionally fails to spawn its per-client server
+    try:
+        ray.init({ray_cluster['client']!r}, namespace="tickarchive")
+        break
+    except ConnectionError:
+        if attempt == 2:
+            raise
 actor = ray.get_actor("restore", namespace="tickarchive")
 table = ray.get(actor.load.remote("binance", {SYM!r}, "trades", {start}, {end}))
 print(json.dumps({{"rows": table.num_rows, "ids": table.column("trade_id").to_pylist()}}))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
     remote = json.loads(out.stdout.strip().splitlines()[-1])
     assert remote["rows"] == table.num_rows
