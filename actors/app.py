@@ -242,6 +242,7 @@ def _quiesce_sim(runs: list[VenueRun], timeout_s: float = 15.0) -> None:
     sims = [run for run in runs if run.server is not None and hasattr(run.server, "pause")]
     for run in sims:
         run.server.call(run.server.pause)
+    time.sleep(0.3)          # a step already under way finishes its sends
     deadline = time.monotonic() + timeout_s
     while sims and time.monotonic() < deadline:
         stats = ray.get([run.socket.stats.remote() for run in sims])

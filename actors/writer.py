@@ -110,7 +110,12 @@ class SymbolWriterCore:
                 call.seen.add(frame.part)
                 call.periods.add(period)
                 self._see_ts(frame.batches.values())
+        persisted = dict(self.watermarks)
         for (producer, seq), call in self.calls.items():
+            if seq <= persisted.get(producer, 0):
+                # complete when the watermarks were saved: its other part went into a period
+                # that is sealed already (a call spanning a period boundary)
+                call.seen = set(range(call.parts))
             if call.complete and seq > self.watermarks.get(producer, 0):
                 self.watermarks[producer] = seq
         if summary["spools"]:

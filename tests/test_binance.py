@@ -109,6 +109,7 @@ class Harness:
                 await asyncio.sleep(0.05)
             if hasattr(self.server, "pause"):
                 self.server.call(self.server.pause)
+                await asyncio.sleep(0.3)      # a step under way finishes its sends
             # everything the server sent is read before we stop
             for _ in range(200):
                 if sum(c.stats.frames for c in self.conns) >= self.server.frames_sent:

@@ -183,3 +183,16 @@ def test_describe_file_rebuilds_the_catalog_row(tmp_path):
     for rec in records:
         rebuilt = describe_file(str(tmp_path), rec["key"])
         assert rebuilt == catalog[rec["key"]]
+
+
+def test_restart_after_sealing_one_half_of_a_boundary_call(tmp_path):
+    """A call spans two periods; the first is sealed (its spool gone), then the writer crashes."""
+    core = make_core(tmp_path)
+    core.write("p1", 1, call_batches(0, 10, T0))
+    core.write("p1", 2, call_batches(10, 20, T0 + 9 * NS, step_ns=100_000_000))   # 9.0s .. 10.9s
+    core.seal_due(T0 + 10 * NS, 0)                 # period 0 sealed; period 1 still in its spool
+    del core
+    core = make_core(tmp_path)
+    assert not core.write("p1", 2, call_batches(10, 20, T0 + 9 * NS, step_ns=100_000_000))
+    core.seal_all()
+    assert sorted(map(int, trade_ids(tmp_path))) == list(range(30))

@@ -443,7 +443,7 @@ class BinanceSimServer(_BinanceServerBase):
                 continue
             for sym, state in self.symbols.items():
                 budget[sym] = min(budget[sym] + self.rate * elapsed, self.rate * 0.2 + 1)
-                while budget[sym] >= 1:
+                while budget[sym] >= 1 and not self.paused:
                     budget[sym] -= await self._step(state)
 
     async def _step(self, s: _SimSymbol) -> int:
