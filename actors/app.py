@@ -49,6 +49,7 @@ class RunReport:
     rows: int = 0
     files: list[dict] = field(default_factory=list)     # sealed at the end of the run
     files_sealed: int = 0                                # sealed during the whole run
+    backup: dict = field(default_factory=dict)           # the final backup pass, if any
     venues: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -56,8 +57,11 @@ class RunReport:
         return self.frames / self.seconds if self.seconds else 0.0
 
     def summary(self) -> str:
-        return (f"archived {self.rows} rows from {self.frames} frames in {self.seconds:.1f}s "
+        text = (f"archived {self.rows} rows from {self.frames} frames in {self.seconds:.1f}s "
                 f"({self.frames_per_s:.0f} msgs/s), sealed {max(self.files_sealed, len(self.files))} files")
+        if self.backup:
+            text += f"; backup: {self.backup.get('summary') or self.backup.get('error')}"
+        return text
 
 
 def ensure_ray(settings: Settings) -> None:
@@ -163,8 +167,14 @@ def start_services(settings: Settings) -> list[Any]:
     from .config import supported_venues
     from .ray_actors import start_restore_actor
 
-    actors = [start_restore_actor(settings.root, settings.sections.get("backup"), list(supported_venues()),
-                                  settings.log_level)]
+    backup = dict(settings.sections.get("backup") or {})
+    if backup.get("name") == "local" and not backup.get("endpoint"):
+        from .backup import ensure_embedded      # one embedded S3 server, owned by this driver
+        backup["endpoint"] = ensure_embedded(settings.root, str(backup.get("bucket") or "archives")).endpoint
+    actors = [start_restore_actor(settings.root, backup, list(supported_venues()), settings.log_level)]
+    if backup.get("name", "none") != "none":
+        from .ray_actors import start_backup_actor
+        actors.append(start_backup_actor(settings.root, backup, settings.log_level))
     return actors
 
 
@@ -208,9 +218,19 @@ def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
         report.seconds = time.monotonic() - started_at
         if any(run.socket is not None for run in runs):
             _shutdown(settings, runs, report, seal_everything=not interrupted)
+        backup_actor = service_actors[1] if len(service_actors) > 1 else None
+        if backup_actor is not None and not interrupted:   # a finite run ends with a verified backup
+            try:
+                result = ray.get(backup_actor.run_once.remote(), timeout=600)
+                log.info(f"final backup pass: {result.get('summary') or result.get('error')}")
+                report.backup = result
+            except Exception as exc:
+                log.error(f"final backup pass failed: {exc}")
         if not settings.ray.get("address"):     # own local Ray: nothing outlives this run
             for actor in service_actors:
                 ray.kill(actor)
+        from .backup import stop_embedded
+        stop_embedded()
         for run in runs:
             if run.server_thread is not None:
                 run.server_thread.stop()

@@ -1,4 +1,4 @@
-"""Modes other than ``archive`` (backup, restore, status, reindex)."""
+"""Modes other than ``archive``: backup, restore, status, reindex (plain processes, no Ray)."""
 from __future__ import annotations
 
 import sys
@@ -8,5 +8,54 @@ from .config import Settings
 
 def run(settings: Settings) -> int:
     """Run one non-archive mode; returns the exit status."""
-    print(f"error: mode={settings.mode} is not available yet in this build", file=sys.stderr)
-    return 2
+    if settings.mode == "backup":
+        return run_backup(settings)
+    from . import restore_modes
+
+    return {"restore": restore_modes.run_restore, "status": restore_modes.run_status,
+            "reindex": restore_modes.run_reindex}[settings.mode](settings)
+
+
+def run_backup(settings: Settings) -> int:
+    """One reconcile pass with a progress bar and a one-line summary (exit 1 if anything failed)."""
+    from tqdm import tqdm
+
+    from .backup import BackupError, reconcile, resolve_target, stop_embedded
+    from .catalog import Catalog
+
+    section = settings.sections.get("backup") or {}
+    try:
+        target = resolve_target(section, settings.root)
+        if target is None:
+            print("error: backup=none: choose a target (backup=local, backup=s3 backup.endpoint=... "
+                  "backup.bucket=..., or backup=b2 backup.bucket=...)", file=sys.stderr)
+            return 2
+        bars: list = []                  # created once the bucket answered and the work is known
+        files = {"done": 0, "total": 0}
+
+        def on_total(n: int, nbytes: int) -> None:
+            files["total"] = n
+            bars.append(tqdm(unit="B", unit_scale=True, desc="backup", file=sys.stderr, total=nbytes,
+                             disable=n == 0))
+
+        def progress(n: int, nbytes: int) -> None:
+            files["done"] += n
+            bars[0].set_postfix_str(f"{files['done']}/{files['total']} files")
+            bars[0].update(nbytes)
+
+        retention = (section.get("retention") or {}).get("local_days")
+        try:
+            summary = reconcile(settings.root, target, Catalog(settings.root), progress=progress,
+                                on_total=on_total, retention_days=float(retention) if retention else None)
+        finally:
+            for bar in bars:
+                bar.close()
+    except BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        stop_embedded()
+    for err in summary.errors[:10]:
+        print(f"failed: {err}", file=sys.stderr)
+    print(summary.line())
+    return 1 if summary.failed else 0

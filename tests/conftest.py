@@ -20,6 +20,8 @@ SHARED = Path(os.environ.get("TICKARCHIVE_SHARED", REPO.parent / "shared"))
 FIXTURES = SHARED / "fixtures" / "real"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from s3fixtures import bucket_target, seaweed  # noqa: E402,F401  (fixtures)
+
 
 def free_port() -> int:
     with socket.socket() as s:
