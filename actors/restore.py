@@ -185,7 +185,7 @@ class Restorer:
         for path in local_files(self.root, stream, start_ns, end_ns):
             rel = Path(path).relative_to(self.root).as_posix()
             parsed = parse_relpath(rel)
-            found[rel] = FileRef(rel, parsed.period_start_ns, parsed.period_end_ns or parsed.period_start_ns,
+            found[rel] = FileRef(rel, parsed.period_start_ns, parsed.period_end_ns or parsed.period_start_ns + HOUR_NS,
                                  os.path.getsize(path), None, local=True)
         if self.bucket is not None:
             months = sorted({stream.relpath(h).rsplit("/", 1)[0] for h in hours_between(start_ns, end_ns)})
@@ -198,7 +198,8 @@ class Restorer:
                         continue
                     if parsed.stream != stream:
                         continue
-                    p_end = parsed.period_end_ns or parsed.period_start_ns + 1
+                    # sub-hour names carry no end: assume up to an hour (rows are filtered exactly later)
+                    p_end = parsed.period_end_ns or parsed.period_start_ns + HOUR_NS
                     if not (parsed.period_start_ns < end_ns and p_end > start_ns):
                         continue
                     ref = found.get(rel) or FileRef(rel, parsed.period_start_ns, p_end)
@@ -424,6 +425,7 @@ def reindex(root: str | Path, catalog: Catalog, bucket: Bucket | None = None,
         if progress:
             progress(1)
     remote = 0
+    unreadable: list[str] = []
     if bucket is not None:
         for obj in bucket.list(""):
             try:
@@ -436,8 +438,13 @@ def reindex(root: str | Path, catalog: Catalog, bucket: Bucket | None = None,
             sha = (head.get("Metadata") or {}).get("sha256")
             rec = records.get(rel)
             if rec is None:
-                rec = describe_file(str(root), rel, source=S3RangeFile(bucket, obj["Key"], obj["Size"]),
-                                    size=obj["Size"], sha256=sha)
+                try:
+                    rec = describe_file(str(root), rel, source=S3RangeFile(bucket, obj["Key"], obj["Size"]),
+                                        size=obj["Size"], sha256=sha)
+                except (OSError, ValueError, KeyError) as exc:   # not a readable Parquet file
+                    log.error(f"reindex: bucket object {obj['Key']} is unreadable, not indexed: {exc}")
+                    unreadable.append(obj["Key"])
+                    continue
                 rec["local"] = False
                 records[rel] = rec
                 remote += 1
@@ -447,7 +454,7 @@ def reindex(root: str | Path, catalog: Catalog, bucket: Bucket | None = None,
             if progress:
                 progress(1)
     catalog.replace_all(list(records.values()))
-    return {"files": len(records), "remote_only": remote}
+    return {"files": len(records), "remote_only": remote, "unreadable": unreadable}
 
 
 def bucket_from_section(section: dict, root: str | Path) -> Bucket | None:

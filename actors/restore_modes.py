@@ -99,4 +99,6 @@ def run_reindex(settings: Settings) -> int:
         return 2
     print(f"reindexed {result['files']} files ({result['remote_only']} only in the bucket) "
           f"into {settings.root}/.catalog")
-    return 0
+    for key in result["unreadable"]:
+        print(f"unreadable bucket object (not indexed): {key}", file=sys.stderr)
+    return 1 if result["unreadable"] else 0
