@@ -353,14 +353,19 @@ def _upload(client, target: Target, root: str, rel: str, st: os.stat_result, sha
     config = TransferConfig(multipart_threshold=target.multipart_mb << 20, multipart_chunksize=target.multipart_mb << 20,
                             max_concurrency=4, use_threads=True)
     extra = {"Metadata": {"sha256": sha}, "ContentType": "application/vnd.apache.parquet"}
-    if st.st_size < target.multipart_mb << 20:
-        extra["ChecksumAlgorithm"] = "SHA256"
     delay = 0.5
     for attempt in range(retries + 1):
         if abort is not None and abort.is_set():
             raise _Abort("the endpoint stopped answering during this pass; retried next pass")
         try:
-            client.upload_file(str(path), target.bucket, target.key_of(rel), ExtraArgs=extra, Config=config)
+            if st.st_size < target.multipart_mb << 20:
+                # one request; the server checks the body against our SHA-256 (no second hash pass here)
+                with open(path, "rb") as f:
+                    client.put_object(Bucket=target.bucket, Key=target.key_of(rel), Body=f.read(),
+                                      Metadata=extra["Metadata"], ContentType=extra["ContentType"],
+                                      ChecksumSHA256=base64.b64encode(bytes.fromhex(sha)).decode())
+            else:
+                client.upload_file(str(path), target.bucket, target.key_of(rel), ExtraArgs=extra, Config=config)
             ok, etag = _remote_matches(client, target, rel, st.st_size, sha)
             if not ok:
                 raise BackupError(f"{rel}: uploaded object does not verify (size or SHA-256 differ)")

@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 from actors.layout import parse_relpath
 
 
-def archive_files(root: str | Path, channel: str | None = None, symbol: str | None = None) -> list[Path]:
+def archive_files(root: str | Path, channel: str | None = None, symbol: str | None = None,
+                  exchange: str | None = None) -> list[Path]:
     """Sealed Parquet files under root (hidden folders excluded), sorted by name."""
     root = Path(root)
     out = []
@@ -22,14 +23,17 @@ def archive_files(root: str | Path, channel: str | None = None, symbol: str | No
             continue
         if symbol and parsed.stream.symbol != symbol:
             continue
+        if exchange and parsed.stream.exchange != exchange:
+            continue
         out.append(path)
     return out
 
 
-def read_channel(root: str | Path, channel: str, symbol: str | None = None) -> pa.Table:
+def read_channel(root: str | Path, channel: str, symbol: str | None = None,
+                 exchange: str | None = None) -> pa.Table:
     """Every row of one channel (optionally one symbol), files in time order; times as int ns."""
     from actors.catalog import as_ns_ints
 
-    files = archive_files(root, channel, symbol)
+    files = archive_files(root, channel, symbol, exchange)
     assert files, f"no {channel} files under {root}"
     return as_ns_ints(pa.concat_tables([pq.read_table(f) for f in files]))

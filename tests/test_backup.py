@@ -164,7 +164,7 @@ def test_archiver_keeps_archiving_when_the_bucket_is_unreachable(tmp_path, ray_s
     from actors.config import load_settings
 
     root = tmp_path / "archive"
-    settings = load_settings(["source=sim", "archive.binance=[BTCUSDT]", "duration_s=4", "storage.rollover=2s",
+    settings = load_settings(["source=sim", "archive.binance=[BTCUSDT]", "archive.bybit=[]", "duration_s=4", "storage.rollover=2s",
                               f"storage.root={root}", "backup=s3", "backup.endpoint=http://127.0.0.1:9",
                               "backup.bucket=archives", "storage.seal_grace=0.2s"])
     report = run_archive(settings)

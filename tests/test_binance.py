@@ -15,8 +15,10 @@ from actors.records import ListSink
 from actors.venues import binance
 from actors.venues.base import Endpoints, FetchSnapshot
 from actors.venues.serving import ServerThread
+from venue_harness import Harness, check_sim_truth
 
 CHANNELS = ["l2book", "trades"]
+SIM_CFG = {"depth_stream": "depth@100ms", "snapshot_limit": 1000}
 
 
 def recorded_truth(path):
@@ -79,69 +81,10 @@ def test_plan_routes_streams_and_shards():
     assert [len(p.extra["streams"]) for p in plans] == [3, 3]
 
 
-class Harness:
-    """Run FeedConnections (asyncio, this thread) against a loopback server (its own thread)."""
-
-    def __init__(self, server, symbols, cfg=None, depth=10, replay_clock=False, idle_timeout_s=60.0):
-        self.server = server
-        self.thread = ServerThread(server).start()
-        self.cfg = cfg or {"depth_stream": "depth@100ms", "snapshot_limit": 1000}
-        endpoints = Endpoints(server.ws_base, server.rest_base)
-        self.sink = ListSink()
-        self.conns = [FeedConnection(plan, binance.make_client(plan, self.cfg, self.sink, depth),
-                                     FeedOptions(replay_clock=replay_clock, backoff_min_s=0.1, backoff_max_s=0.3,
-                                                 idle_timeout_s=idle_timeout_s))
-                      for plan in binance.plan_connections(self.cfg, endpoints, symbols, CHANNELS, depth)]
-
-    def run(self, seconds, actions=(), until=None):
-        async def main():
-            stop = asyncio.Event()
-            tasks = [asyncio.ensure_future(c.run(stop)) for c in self.conns]
-            t0 = asyncio.get_running_loop().time()
-            pending = sorted(actions, key=lambda a: a[0])
-            while asyncio.get_running_loop().time() - t0 < seconds:
-                if until is not None and until():
-                    break
-                now = asyncio.get_running_loop().time() - t0
-                while pending and pending[0][0] <= now:
-                    _, fn = pending.pop(0)
-                    await asyncio.to_thread(fn)
-                await asyncio.sleep(0.05)
-            if hasattr(self.server, "pause"):
-                self.server.call(self.server.pause)
-                await asyncio.sleep(0.3)      # a step under way finishes its sends
-            # everything the server sent is read before we stop
-            for _ in range(200):
-                if sum(c.stats.frames for c in self.conns) >= self.server.frames_sent:
-                    break
-                await asyncio.sleep(0.05)
-            stop.set()
-            await asyncio.wait(tasks, timeout=10)
-        try:
-            asyncio.run(main())
-        finally:
-            self.thread.stop()
-        return self.sink
-
-
-def check_sim_truth(sink, server, symbols):
-    for sym in symbols:
-        truth = server.truth(sym)
-        ids = [t[3] for t in sink.trades if t[0] == sym]
-        assert len(ids) == len(set(ids)), f"{sym}: doubled trades"
-        want = {str(t.trade_id): (t.price, t.size, t.side) for t in truth.trades}
-        got = {t[3]: (t[4], t[5], t[6]) for t in sink.trades if t[0] == sym}
-        assert got == want and want, f"{sym}: {len(set(want) - set(got))} missing, {len(set(got) - set(want))} extra"
-        books = [b for b in sink.books if b[0] == sym]
-        assert books
-        for b in books:
-            assert tuple(b[4:8]) == tuple(list(x) for x in truth.books[b[3]]), f"{sym}: wrong book at u={b[3]}"
-
-
 def test_sim_books_and_trades_equal_truth():
     symbols = ["BTCUSDT", "ETHUSDT"]
     server = binance.make_sim_server(symbols, {"messages_per_s": 500, "record_truth": True, "seed": 3}, 10)
-    sink = Harness(server, symbols).run(3)
+    sink = Harness(binance, server, symbols, cfg=SIM_CFG).run(3)
     check_sim_truth(sink, server, symbols)
     kinds = Counter(e[3] for e in sink.events)
     assert kinds["snapshot"] == 2 and kinds["subscribed"] == 4 and not kinds["gap"]
@@ -150,7 +93,7 @@ def test_sim_books_and_trades_equal_truth():
 def test_sim_faults_leave_events_and_books_stay_true():
     symbols = ["BTCUSDT"]
     server = binance.make_sim_server(symbols, {"messages_per_s": 300, "record_truth": True}, 10)
-    harness = Harness(server, symbols, idle_timeout_s=1.0)
+    harness = Harness(binance, server, symbols, cfg=SIM_CFG, idle_timeout_s=1.0)
     sink = harness.run(7, actions=[
         (1.0, lambda: server.inject("break_chain", symbol="BTCUSDT")),
         (2.0, lambda: server.inject("malformed")),
@@ -196,7 +139,7 @@ def test_replay_server_serves_the_recording(binance_recording):
     path = str(binance_recording)
     cfg = binance.replay_venue_cfg({"snapshot_limit": 1000}, path)
     server = binance.make_replay_server(path, 0, ["BTCUSDT"])
-    sink = Harness(server, ["BTCUSDT"], cfg=cfg, depth=20, replay_clock=True).run(
+    sink = Harness(binance, server, ["BTCUSDT"], cfg=cfg, depth=20, replay_clock=True).run(
         120, until=lambda: server.finished.is_set())
     assert server.finished.is_set()
     tickers, trades = recorded_truth(path)

@@ -26,11 +26,13 @@ DEPTH = 10
 
 
 def sim_settings(root, *extra):
-    return load_settings([
-        "source=sim", f"archive.binance=[{','.join(SYMBOLS)}]", f"depth={DEPTH}",
+    """Binance-only simulator settings; ``extra`` overrides replace the defaults by key."""
+    overrides = dict(o.split("=", 1) for o in [
+        "source=sim", f"archive.binance=[{','.join(SYMBOLS)}]", "archive.bybit=[]", f"depth={DEPTH}",
         "storage.rollover=2s", "storage.seal_grace=0.5s", f"storage.root={root}",
         "source.messages_per_s=150", "source.record_truth=true", "socket.flush_ms=100",
         "socket.backoff_min_s=0.2", "socket.backoff_max_s=1", *extra])
+    return load_settings([f"{k}={v}" for k, v in overrides.items()])
 
 
 def truth_trades(server, symbol):
@@ -72,6 +74,9 @@ def check_books_true(root, server, symbol):
     return len(rows)
 
 
+_last_runs: list = []     # every venue run of the latest run_with (sim servers hold the truth)
+
+
 def run_with(settings, actions=()):
     """Run the archive; ``actions`` are (at_seconds, callable(runs)) done while it runs."""
     holder = {}
@@ -87,6 +92,7 @@ def run_with(settings, actions=()):
         threading.Thread(target=fire, daemon=True).start()
 
     report = run_archive(settings, on_started=started)
+    _last_runs[:] = holder["runs"]
     return report, holder["runs"][0]
 
 
@@ -95,7 +101,7 @@ FILE_RE = re.compile(r"^binance/perp/(l2book|trades|events)/\d{4}/\d{2}/[A-Z]+(_
 
 def test_sim_run_three_periods_exact(tmp_path, ray_session):
     root = tmp_path / "archive"
-    report, run = run_with(sim_settings(root, "duration_s=7"))
+    report, run = run_with(sim_settings(root, "duration_s=7", "storage.rollover=1s"))
     server = run.server
     files = archive_files(root)
     rels = [f.relative_to(root).as_posix() for f in files]
@@ -141,9 +147,18 @@ def test_writer_kill9_mid_period_loses_and_doubles_nothing(tmp_path, ray_session
 
 def test_disconnect_and_chain_break_resync(tmp_path, ray_session):
     root = tmp_path / "archive"
-    report, run = run_with(sim_settings(root, "duration_s=8"), [
+    import ray
+
+    def break_after_reconnect(runs):
+        deadline = time.monotonic() + 20
+        while ray.get(runs[0].socket.stats.remote())["connects"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.5)                                  # resynced and writing again
+        runs[0].server.inject("break_chain", symbol="BTCUSDT")
+
+    report, run = run_with(sim_settings(root, "duration_s=12"), [
         (2.0, lambda runs: runs[0].server.inject("drop_connection")),
-        (4.5, lambda runs: runs[0].server.inject("break_chain", symbol="BTCUSDT")),
+        (2.1, break_after_reconnect),
     ])
     events = read_channel(root, "events", "BTCUSDT").to_pylist()
     kinds = [e["kind"] for e in events]
@@ -208,3 +223,21 @@ def test_replay_real_recording_end_to_end(tmp_path, ray_session, binance_recordi
     catalog_keys = {r["key"] for r in Catalog(str(root)).rows()}
     assert catalog_keys == set(rels)
     assert report.files and not list((root / ".spool").rglob("*.spool"))
+
+
+def test_sim_two_venues_in_one_run(tmp_path, ray_session):
+    """binance and bybit simulators archived at once; each venue's rows equal its own truth."""
+    root = tmp_path / "archive"
+    settings = sim_settings(root, "archive.bybit=[BTCUSDT]", "archive.binance=[BTCUSDT]", "duration_s=6", "depth=20")
+    report, _ = run_with(settings)
+    assert set(report.venues) == {"binance", "bybit"}
+    for run in _last_runs:
+        sym = "BTCUSDT"
+        trades = read_channel(root, "trades", sym, run.spec.name)
+        ids = trades.column("trade_id").to_pylist()
+        id_of = (lambda t: f"{t.trade_id:08x}-sim") if run.spec.name == "bybit" else (lambda t: str(t.trade_id))
+        truth = {id_of(t): (t.price, t.size, t.side) for t in run.server.truth(sym).trades}
+        assert len(ids) == len(set(ids)) and set(ids) == set(truth) and truth, run.spec.name
+        books = read_channel(root, "l2book", sym, run.spec.name).to_pylist()
+        assert books and all((b["bid_px"], b["bid_sz"], b["ask_px"], b["ask_sz"]) ==
+                             tuple(list(x) for x in run.server.truth(sym).books[b["seq"]]) for b in books)

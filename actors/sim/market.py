@@ -136,3 +136,24 @@ class SyntheticMarket:
     def top(self, depth: int) -> tuple[list[float], list[float], list[float], list[float]]:
         """The true top-``depth`` book as a correct client rebuilds it."""
         return self.book.top(depth)
+
+
+@dataclass
+class Truth:
+    """What a simulator actually sent for one symbol (``record_truth``)."""
+
+    trades: list[SimTrade] = field(default_factory=list)
+    books: dict[int, tuple] = field(default_factory=dict)   # update id -> (bid_px, bid_sz, ask_px, ask_sz)
+
+
+class SimSymbol:
+    """One simulated symbol: its market, the venue's sequence state and the ground truth."""
+
+    def __init__(self, symbol: str, seed: int) -> None:
+        self.symbol = symbol
+        self.low = symbol.lower()
+        self.market = SyntheticMarket(symbol, seed)
+        self.last_u = 0
+        self.truth = Truth()
+        self.skip_next_diff = False
+        self.state: dict = {}            # venue-specific (e.g. the last published view)

@@ -43,9 +43,9 @@ from ..book import ASK, BID, OrderBook
 from ..layout import parse_duration
 from ..recordings import first_lines, read_recording
 from ..records import RowSink
-from ..sim.market import SimTrade, SyntheticMarket
+from ..sim.market import SimSymbol
 from .base import (Action, ConfigError, ConnectionPlan, Endpoints, FetchSnapshot, Send, VenueClient)
-from .serving import Session, VenueServer
+from .serving import Session, SimulatedVenue, VenueServer
 
 NAME = "binance"
 MARKET = "perp"
@@ -384,69 +384,15 @@ class _BinanceServerBase(VenueServer):
         return reached
 
 
-@dataclass
-class Truth:
-    """What the simulator actually sent for one symbol (``record_truth``)."""
-
-    trades: list[SimTrade] = field(default_factory=list)
-    books: dict[int, tuple] = field(default_factory=dict)   # u -> (bid_px, bid_sz, ask_px, ask_sz)
-
-
-class _SimSymbol:
-    def __init__(self, symbol: str, seed: int) -> None:
-        self.symbol = symbol
-        self.low = symbol.lower()
-        self.market = SyntheticMarket(symbol, seed)
-        self.last_u = 1_000_000_000 + self.market.rng.randrange(1_000_000)
-        self.truth = Truth()
-        self.skip_next_diff = False
-
-
-FAULTS = ("drop_connection", "stall", "break_chain", "malformed")
-
-
-class BinanceSimServer(_BinanceServerBase):
+class BinanceSimServer(SimulatedVenue, _BinanceServerBase):
     """Synthetic Binance USD-M market on loopback (see module docstring)."""
 
     def __init__(self, symbols: list[str], sim_cfg: dict, depth: int) -> None:
-        super().__init__()
-        seed = int(sim_cfg.get("seed", 7))
-        self.symbols = {s: _SimSymbol(s, seed) for s in symbols}
-        self.rate = float(sim_cfg.get("messages_per_s", 200))
-        self.record_truth = bool(sim_cfg.get("record_truth", False))
-        self.depth = depth
-        self.faults = sorted((dict(f) for f in sim_cfg.get("faults") or []), key=lambda f: float(f.get("at_s", 0)))
-        self.stalled_until = 0.0
-        self.paused = False
-        self.messages = 0
-        self.tick_s = 0.01
+        SimulatedVenue.__init__(self, symbols, sim_cfg, depth)
+        for s in self.symbols.values():
+            s.last_u = 1_000_000_000 + s.market.rng.randrange(1_000_000)
 
-    def truth(self, symbol: str) -> Truth:
-        return self.symbols[symbol].truth
-
-    def pause(self) -> None:
-        """Stop generating (thread-safe); already-sent frames stay sent."""
-        self.paused = True
-
-    async def run(self) -> None:
-        started = last = time.monotonic()
-        budget = {s: 0.0 for s in self.symbols}
-        while True:
-            await asyncio.sleep(self.tick_s)
-            now = time.monotonic()
-            while self.faults and now - started >= float(self.faults[0].get("at_s", 0)):
-                f = self.faults.pop(0)
-                await self.fault(f["kind"], f.get("symbol"), **{k: v for k, v in f.items()
-                                                               if k not in ("kind", "symbol", "at_s")})
-            elapsed, last = now - last, now
-            if self.paused or now < self.stalled_until:
-                continue
-            for sym, state in self.symbols.items():
-                budget[sym] = min(budget[sym] + self.rate * elapsed, self.rate * 0.2 + 1)
-                while budget[sym] >= 1 and not self.paused:
-                    budget[sym] -= await self._step(state)
-
-    async def _step(self, s: _SimSymbol) -> int:
+    async def step(self, s: SimSymbol) -> int:
         step = s.market.step()
         now_ms = int(time.time() * 1000)
         sent = 0
@@ -454,9 +400,7 @@ class BinanceSimServer(_BinanceServerBase):
             t = step.trade
             payload = (f'{{"e":"trade","E":{now_ms},"T":{now_ms},"s":"{s.symbol}","t":{t.trade_id},'
                        f'"p":"{t.price_str}","q":"{t.size_str}","X":"MARKET","m":{"true" if t.side < 0 else "false"}}}')
-            reached = await self.push(f"{s.low}@trade", payload)
-            if self.record_truth and reached:
-                s.truth.trades.append(t)
+            self.record_trade(s, t, await self.push(f"{s.low}@trade", payload))
             sent += 1
         first = s.last_u + 1
         u = s.last_u + len(step.changes) + s.market.rng.randrange(3)
@@ -465,17 +409,13 @@ class BinanceSimServer(_BinanceServerBase):
         payload = orjson.dumps({"e": "depthUpdate", "E": now_ms, "T": now_ms, "s": s.symbol, "U": first, "u": u,
                                 "pu": s.last_u, "b": bids, "a": asks}).decode()
         s.last_u = u
-        if self.record_truth:
-            s.truth.books[u] = s.market.top(self.depth)
-        if s.skip_next_diff:
-            s.skip_next_diff = False
-        else:
+        self.record_book(s, u)
+        if not self.take_skip(s):
             for name in self._depth_streams(s):
                 await self.push(name, payload)
-        self.messages += sent + 1
         return sent + 1
 
-    def _depth_streams(self, s: _SimSymbol) -> set[str]:
+    def _depth_streams(self, s: SimSymbol) -> set[str]:
         names = set()
         for session in self.sessions:
             for stream in session.streams:
@@ -495,19 +435,9 @@ class BinanceSimServer(_BinanceServerBase):
         return HTTPStatus.OK, orjson.dumps({"lastUpdateId": s.last_u, "E": now_ms, "T": now_ms,
                                             "bids": bids, "asks": asks}).decode()
 
-    async def fault(self, kind: str, symbol: str | None = None, **kw: Any) -> None:
-        if kind == "drop_connection":
-            await self.close_all("simulated disconnect")
-        elif kind == "stall":
-            self.stalled_until = time.monotonic() + float(kw.get("seconds", 5))
-        elif kind == "break_chain":
-            for s in ([self.symbols[symbol]] if symbol else self.symbols.values()):
-                s.skip_next_diff = True
-        elif kind == "malformed":
-            for session in list(self.sessions):
-                await self.send(session, '{"stream":"btcusdt@depth","data":{"e":"depthUpdate",')
-        else:
-            raise ValueError(f"unknown fault {kind!r} (allowed: {', '.join(FAULTS)})")
+    async def malformed(self) -> None:
+        for session in list(self.sessions):
+            await self.send(session, '{"stream":"btcusdt@depth","data":{"e":"depthUpdate",')
 
 
 def make_sim_server(symbols: list[str], sim_cfg: dict, depth: int) -> BinanceSimServer:

@@ -192,6 +192,99 @@ class VenueServer:
         return asyncio.run_coroutine_threadsafe(runner(), self.loop).result(10)
 
 
+class SimulatedVenue(VenueServer):
+    """A venue simulator: paced market steps per symbol, ground truth and the common fault knobs.
+
+    Subclasses implement :meth:`step` (generate and push one market event for a symbol,
+    returning how many messages it sent), :meth:`malformed` and their control frames. Faults:
+    ``drop_connection`` (close every client socket), ``stall`` (send nothing for ``seconds``;
+    the market does not move meanwhile), ``break_chain`` (the next book update of ``symbol`` is
+    not sent, breaking the venue's sequence), ``malformed`` (one frame that is not valid JSON);
+    scheduled ones come from ``sim_cfg["faults"]`` (``at_s`` after start).
+    """
+
+    FAULTS = ("drop_connection", "stall", "break_chain", "malformed")
+
+    def __init__(self, symbols: list[str], sim_cfg: dict, depth: int) -> None:
+        from ..sim.market import SimSymbol
+
+        super().__init__()
+        seed = int(sim_cfg.get("seed", 7))
+        self.symbols = {s: SimSymbol(s, seed) for s in symbols}
+        self.rate = float(sim_cfg.get("messages_per_s", 200))
+        self.record_truth = bool(sim_cfg.get("record_truth", False))
+        self.depth = depth
+        self.faults = sorted((dict(f) for f in sim_cfg.get("faults") or []), key=lambda f: float(f.get("at_s", 0)))
+        self.stalled_until = 0.0
+        self.paused = False
+        self.tick_s = 0.01
+
+    def truth(self, symbol: str):
+        """Every trade sent to a subscriber and the true top-``depth`` book per update id."""
+        return self.symbols[symbol].truth
+
+    def pause(self) -> None:
+        """Stop generating (call on the server loop, e.g. via :meth:`call`)."""
+        self.paused = True
+
+    def record_trade(self, s, trade, reached: int) -> None:
+        if self.record_truth and reached:
+            s.truth.trades.append(trade)
+
+    def record_book(self, s, update_id: int) -> None:
+        if self.record_truth:
+            s.truth.books[update_id] = s.market.top(self.depth)
+
+    def take_skip(self, s) -> bool:
+        """True (once) when a break_chain fault asked to drop this symbol's next book update."""
+        if s.skip_next_diff:
+            s.skip_next_diff = False
+            return True
+        return False
+
+    async def run(self) -> None:
+        import time as _time
+
+        started = last = _time.monotonic()
+        budget = {s: 0.0 for s in self.symbols}
+        while True:
+            await asyncio.sleep(self.tick_s)
+            now = _time.monotonic()
+            while self.faults and now - started >= float(self.faults[0].get("at_s", 0)):
+                f = self.faults.pop(0)
+                await self.fault(f["kind"], f.get("symbol"), **{k: v for k, v in f.items()
+                                                               if k not in ("kind", "symbol", "at_s")})
+            elapsed, last = now - last, now
+            if self.paused or now < self.stalled_until:
+                continue
+            for sym, state in self.symbols.items():
+                budget[sym] = min(budget[sym] + self.rate * elapsed, self.rate * 0.2 + 1)
+                while budget[sym] >= 1 and not self.paused:
+                    budget[sym] -= await self.step(state)
+
+    async def step(self, s) -> int:
+        raise NotImplementedError
+
+    async def malformed(self) -> None:
+        for session in list(self.sessions):
+            await self.send(session, '{"broken": ')
+
+    async def fault(self, kind: str, symbol: str | None = None, **kw: Any) -> None:
+        import time as _time
+
+        if kind == "drop_connection":
+            await self.close_all("simulated disconnect")
+        elif kind == "stall":
+            self.stalled_until = _time.monotonic() + float(kw.get("seconds", 5))
+        elif kind == "break_chain":
+            for s in ([self.symbols[symbol]] if symbol else self.symbols.values()):
+                s.skip_next_diff = True
+        elif kind == "malformed":
+            await self.malformed()
+        else:
+            raise ValueError(f"unknown fault {kind!r} (allowed: {', '.join(self.FAULTS)})")
+
+
 class ServerThread:
     """Runs a :class:`VenueServer` in a daemon thread with its own event loop."""
 
