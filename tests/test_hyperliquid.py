@@ -1,0 +1,90 @@
+"""Hyperliquid: the client on the real capture, and over loopback against the simulator
+(ground truth) and the replay server."""
+from __future__ import annotations
+
+from collections import Counter
+
+import orjson
+
+from actors.recordings import read_recording
+from actors.records import ListSink
+from actors.venues import hyperliquid
+from actors.venues.base import Endpoints
+from conftest import FIXTURES
+from venue_harness import CHANNELS, Harness
+
+RECORDING = FIXTURES / "hyperliquid" / "btcusd_20250126.gz"
+
+
+def recorded(path):
+    books, trades = [], []
+    for rec in read_recording(path):
+        msg = orjson.loads(rec.payload)
+        if msg["channel"] == "l2Book":
+            books.append(msg["data"])
+        elif msg["channel"] == "trades":
+            trades.extend(msg["data"])
+    return books, trades
+
+
+def test_client_on_real_capture_and_duplicate_trades_dropped():
+    path = str(RECORDING)
+    assert hyperliquid.recording_matches(path) and hyperliquid.recording_symbols(path) == {"BTC"}
+    plan, = hyperliquid.plan_connections({}, Endpoints("ws://t", "http://t"), ["BTC"], CHANNELS, 20)
+    sink = ListSink()
+    client = hyperliquid.make_client(plan, {}, sink, 20)
+    client.on_connect(0)
+    client.on_frame(hyperliquid.GREETING, 0)                  # tolerated greeting
+    first_trades = None
+    for rec in read_recording(path):
+        client.on_frame(rec.payload, rec.ts_local)
+        if first_trades is None and '"channel":"trades"' in rec.payload:
+            first_trades = rec.payload
+    books, trades = recorded(path)
+    assert len(sink.books) == len(books) == 46
+    for row, book in zip(sink.books, books):                 # every snapshot parsed exactly
+        bids, asks = book["levels"]
+        assert row[4] == [float(lv["px"]) for lv in bids] and row[5] == [float(lv["sz"]) for lv in bids]
+        assert row[6] == [float(lv["px"]) for lv in asks] and row[7] == [float(lv["sz"]) for lv in asks]
+        assert row[2] == book["time"] * 1_000_000 and row[3] is None
+    want = [(str(t["tid"]), float(t["px"]), float(t["sz"]), 1 if t["side"] == "B" else -1) for t in trades]
+    assert [(t[3], t[4], t[5], t[6]) for t in sink.trades] == want and len(set(w[0] for w in want)) == len(want)
+    # a resubscription repeats recent trades: they are dropped, not archived twice
+    client.on_disconnect(10, "test")
+    client.on_connect(11)
+    client.on_frame(first_trades, 12)
+    assert len(sink.trades) == len(want) and client.duplicates == len(orjson.loads(first_trades)["data"])
+    assert not [e for e in sink.events if e[3] in ("error", "crossed")]
+
+
+def test_sim_books_trades_and_faults():
+    symbols = ["BTC", "ETH"]
+    server = hyperliquid.make_sim_server(symbols, {"messages_per_s": 300, "record_truth": True}, 20)
+    sink = Harness(hyperliquid, server, symbols, depth=20, idle_timeout_s=1.0).run(6, actions=[
+        (1.0, lambda: server.inject("break_chain", symbol="BTC")),
+        (1.5, lambda: server.inject("malformed")),
+        (2.5, lambda: server.inject("drop_connection")),
+        (3.5, lambda: server.inject("stall", seconds=2.0)),
+    ])
+    for sym in symbols:
+        truth = server.truth(sym)
+        got = [t for t in sink.trades if t[0] == sym]
+        assert len({t[3] for t in got}) == len(got), "doubled trades (recent-trade replays must be dropped)"
+        assert {t[3]: (t[4], t[5], t[6]) for t in got} == {str(t.trade_id): (t.price, t.size, t.side)
+                                                           for t in truth.trades}
+        books = [b for b in sink.books if b[0] == sym]
+        assert books and all(tuple(b[4:8]) == tuple(list(x) for x in truth.books[b[2] // 1_000_000]) for b in books)
+    kinds = Counter(e[3] for e in sink.events)
+    assert kinds["crossed"] == 1 and kinds["error"] >= 2 and kinds["disconnect"] >= 4   # 2 coins x (drop + stall)
+    assert kinds["resync"] >= 2
+
+
+def test_replay_server_serves_the_capture():
+    path = str(RECORDING)
+    server = hyperliquid.make_replay_server(path, 0, ["BTC"])
+    sink = Harness(hyperliquid, server, ["BTC"], depth=20, replay_clock=True).run(
+        30, until=lambda: server.finished.is_set())
+    books, trades = recorded(path)
+    assert len(sink.books) == 46 and [t[3] for t in sink.trades] == [str(t["tid"]) for t in trades]
+    times = [rec.ts_local for rec in read_recording(path) if '"channel":"l2Book"' in rec.payload]
+    assert [b[1] for b in sink.books] == times                # the recording's receive times
