@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import Settings, VenueSpec, venue_module
-from .layout import NS
 from .logs import get_logger, setup_logging
 from .venues.base import ConfigError, Endpoints
 

@@ -25,7 +25,6 @@ Credentials come from the environment or ``.env`` (``AWS_ACCESS_KEY_ID`` /
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import threading
 import time
@@ -38,6 +37,7 @@ import orjson
 
 from .layout import NS, LayoutError, parse_relpath
 from .logs import get_logger
+from .writer import sha256_file as sha256_of
 
 log = get_logger("backup")
 
@@ -230,14 +230,6 @@ def sealed_files(root: str) -> dict[str, os.stat_result]:
                 continue
             out[rel] = path.stat()
     return out
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class VerifiedState:

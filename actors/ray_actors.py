@@ -29,7 +29,7 @@ from .config import venue_module
 from .feed import FeedConnection, FeedOptions
 from .logs import get_logger, setup_logging
 from .records import StreamBuffers
-from .venues.base import ConnectionPlan, Endpoints
+from .venues.base import ConnectionPlan
 from .writer import SymbolWriterCore
 
 NAMESPACE = "tickarchive"

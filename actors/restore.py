@@ -41,6 +41,7 @@ from .logs import get_logger
 from .records import SCHEMAS
 from .spool import fsync_dir
 from .timerange import TimeLike, hours_between, parse_range
+from .writer import sha256_file
 
 log = get_logger("restore")
 
@@ -115,14 +116,6 @@ def safe_relpath(rel: str, root: str | Path) -> Path:
     if problem:
         raise RestoreError(f"refusing bucket key {rel!r}: {problem}")
     return Path(root) / rel
-
-
-def _sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class Restorer:
@@ -257,7 +250,7 @@ class Restorer:
             return False
         if ref.size is not None and path.stat().st_size != ref.size and not (ref.local and ref.sha256 is None):
             return False
-        if ref.sha256 is not None and _sha256_file(path) != ref.sha256:
+        if ref.sha256 is not None and sha256_file(path) != ref.sha256:
             log.warning(f"local copy of {ref.rel} does not match its checksum; fetching it again")
             return False
         return True

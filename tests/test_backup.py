@@ -4,15 +4,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
-from actors.backup import BackupError, Target, VerifiedState, apply_retention, reconcile, sealed_files, sha256_of
+from actors.backup import Target, VerifiedState, apply_retention, reconcile, sealed_files, sha256_of
 from actors.catalog import Catalog
 from actors.layout import HOUR_NS, NS, StreamKey
 from actors.seaweed import SeaweedS3

@@ -3,13 +3,11 @@ against the simulator (ground truth: every frame it sent, the true book) and the
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections import Counter
 
 import orjson
 import pytest
 
-from actors.feed import FeedConnection, FeedOptions
 from actors.recordings import read_recording
 from actors.records import ListSink
 from actors.venues import binance

@@ -6,7 +6,6 @@ import bisect
 from collections import Counter
 
 import orjson
-import pytest
 
 from actors.recordings import read_recording
 from actors.records import ListSink

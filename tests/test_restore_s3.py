@@ -10,7 +10,6 @@ from actors.app import run_archive
 from actors.backup import reconcile
 from actors.catalog import Catalog
 from actors.config import load_settings
-from actors.layout import NS
 from actors.loading import load_trade_archives
 from actors.restore import Bucket, FileRef, RestoreError, Restorer, reindex
 from archive_reading import read_channel

@@ -2,7 +2,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from actors.layout import HOUR_NS, NS
+from actors.layout import NS
 from actors.timerange import RangeError, hours_between, parse_range
 
 

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 import shutil
 from collections import Counter
 
 import pyarrow.parquet as pq
-import pytest
 
 from actors.catalog import Catalog
 from actors.layout import NS, parse_relpath

@@ -35,7 +35,6 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
 
 import orjson
 
@@ -45,7 +44,7 @@ from ..recordings import first_lines, read_recording
 from ..records import RowSink
 from ..sim.market import SimSymbol
 from .base import (Action, ConfigError, ConnectionPlan, Endpoints, FetchSnapshot, Send, VenueClient)
-from .serving import Session, SimulatedVenue, VenueServer
+from .serving import ReplayVenue, Session, SimulatedVenue, VenueServer
 
 NAME = "binance"
 MARKET = "perp"
@@ -485,26 +484,36 @@ def replay_venue_cfg(venue_cfg: dict, path: str) -> dict:
     return cfg
 
 
-class BinanceReplayServer(_BinanceServerBase):
+class BinanceReplayServer(ReplayVenue, _BinanceServerBase):
     """Serves a recording back over the Binance protocol (see module docstring)."""
 
     def __init__(self, path: str, speed: float, symbols: list[str]) -> None:
-        super().__init__()
-        self.path, self.speed = path, speed
-        self.symbols = {s.lower() for s in symbols}
-        self.subscribed = asyncio.Event()
-        self.snapshot_body: str | None = None
+        super().__init__(path, speed, [s.lower() for s in symbols])
         self.snapshots_left = True
         self.waiting: list[asyncio.Future] = []
         self.waiter_arrived = asyncio.Event()
-        self.clock = next(iter(read_recording(path))).ts_local
-
-    def initial_clock(self) -> int | None:
-        return self.clock
 
     def on_subscribed(self, session: Session) -> None:
         if session.streams:
             self.subscribed.set()
+
+    def stream_of(self, rec) -> str | None:
+        if not rec.payload.startswith('{"stream":"'):
+            return None
+        stream = rec.payload[11:rec.payload.index('"', 11)]
+        return stream if stream.split("@")[0] in self.symbols else None
+
+    async def on_record(self, rec) -> bool:
+        if _is_snapshot(rec.payload):
+            await self._serve_snapshot(rec.payload)
+            return True
+        return False
+
+    async def on_finished(self) -> None:
+        self.snapshots_left = False
+        for future in self.waiting:
+            if not future.done():
+                future.set_result(None)
 
     async def http(self, path: str, query: dict[str, str]) -> tuple[HTTPStatus, str]:
         if path != "/fapi/v1/depth":
@@ -518,40 +527,6 @@ class BinanceReplayServer(_BinanceServerBase):
         if body is None:
             return HTTPStatus.SERVICE_UNAVAILABLE, '{"code":-1,"msg":"the recording holds no further depth snapshot"}'
         return HTTPStatus.OK, body
-
-    async def run(self) -> None:
-        await self.subscribed.wait()
-        await asyncio.sleep(0.2)              # let the client finish subscribing everything
-        reader = read_recording(self.path)
-        first_ts, t0 = None, time.monotonic()
-        try:
-            for rec in reader:
-                if self.speed > 0:
-                    first_ts = first_ts if first_ts is not None else rec.ts_local
-                    due = t0 + (rec.ts_local - first_ts) / 1e9 / self.speed
-                    delay = due - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                payload = rec.payload
-                self.clock = rec.ts_local
-                if _is_snapshot(payload):
-                    await self._serve_snapshot(payload)
-                    continue
-                if not payload.startswith('{"stream":"'):
-                    continue
-                stream = payload[11:payload.index('"', 11)]
-                if stream.split("@")[0] not in self.symbols:
-                    continue
-                for session in list(self.sessions):
-                    if stream in session.streams:
-                        await self.send_clock(session, rec.ts_local)
-                        await self.send(session, payload)
-        finally:
-            self.snapshots_left = False
-            for future in self.waiting:
-                if not future.done():
-                    future.set_result(None)
-            self.finished.set()
 
     async def _serve_snapshot(self, body: str) -> None:
         """Answer the pending snapshot request(s) with the recorded one (waiting briefly for one)."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from http import HTTPStatus  # noqa: F401  (kept for symmetry with other venues' REST handlers)
-from typing import Any
 
 import orjson
 
@@ -31,7 +30,7 @@ from ..recordings import first_lines, read_recording
 from ..records import RowSink
 from ..sim.market import SimSymbol
 from .base import Action, ConfigError, ConnectionPlan, Endpoints, Send, VenueClient
-from .serving import Session, SimulatedVenue, VenueServer
+from .serving import ReplayVenue, Session, SimulatedVenue, VenueServer
 
 NAME = "bybit"
 MARKET = "perp"
@@ -370,49 +369,17 @@ def replay_venue_cfg(venue_cfg: dict, path: str) -> dict:
     return cfg
 
 
-class BybitReplayServer(_BybitServerBase):
+class BybitReplayServer(ReplayVenue, _BybitServerBase):
     """Serves a capture back: every recorded topic message to the sessions subscribed to it."""
 
-    def __init__(self, path: str, speed: float, symbols: list[str]) -> None:
-        super().__init__()
-        import asyncio
-
-        self.path, self.speed = path, speed
-        self.symbols = set(symbols)
-        self.subscribed = asyncio.Event()
-        self.clock = next(r for r in read_recording(path) if r.ts_local).ts_local
-
-    def initial_clock(self) -> int | None:
-        return self.clock
+    def stream_of(self, rec) -> str | None:
+        if rec.kind != "recv" or not rec.payload.startswith('{"topic":"'):
+            return None
+        topic = rec.payload[10:rec.payload.index('"', 10)]
+        return topic if topic.rsplit(".", 1)[-1] in self.symbols else None
 
     async def on_subscribe(self, session: Session, topic: str) -> None:
         self.subscribed.set()
-
-    async def run(self) -> None:
-        import asyncio
-
-        await self.subscribed.wait()
-        await asyncio.sleep(0.2)
-        first_ts, t0 = None, time.monotonic()
-        try:
-            for rec in read_recording(self.path):
-                if rec.kind != "recv" or not rec.payload.startswith('{"topic":"'):
-                    continue
-                topic = rec.payload[10:rec.payload.index('"', 10)]
-                if topic.rsplit(".", 1)[-1] not in self.symbols:
-                    continue
-                if self.speed > 0:
-                    first_ts = first_ts if first_ts is not None else rec.ts_local
-                    delay = t0 + (rec.ts_local - first_ts) / 1e9 / self.speed - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                self.clock = rec.ts_local
-                for session in list(self.sessions):
-                    if topic in session.streams:
-                        await self.send_clock(session, rec.ts_local)
-                        await self.send(session, rec.payload)
-        finally:
-            self.finished.set()
 
 
 def make_replay_server(path: str, speed: float, symbols: list[str]) -> BybitReplayServer:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any
 
 import orjson
 
@@ -29,7 +28,7 @@ from ..records import RowSink
 from ..recordings import first_lines, read_recording
 from ..sim.market import SimSymbol
 from .base import Action, ConfigError, ConnectionPlan, Endpoints, Send, VenueClient
-from .serving import Session, SimulatedVenue, VenueServer
+from .serving import ReplayVenue, Session, SimulatedVenue, VenueServer
 
 NAME = "hyperliquid"
 MARKET = "perp"
@@ -308,47 +307,15 @@ def replay_venue_cfg(venue_cfg: dict, path: str) -> dict:
     return dict(venue_cfg)
 
 
-class HyperliquidReplayServer(_HyperliquidServerBase):
+class HyperliquidReplayServer(ReplayVenue, _HyperliquidServerBase):
     """Serves an hftbacktest capture back to the sessions subscribed to each (type, coin)."""
 
-    def __init__(self, path: str, speed: float, symbols: list[str]) -> None:
-        import asyncio
-
-        super().__init__()
-        self.path, self.speed, self.symbols = path, speed, set(symbols)
-        self.subscribed = asyncio.Event()
-        self.clock = next(iter(read_recording(path))).ts_local
-
-    def initial_clock(self) -> int | None:
-        return self.clock
+    def stream_of(self, rec) -> str | None:
+        found = _coin_of(rec.payload)
+        return f"{found[0]}:{found[1]}" if found and found[1] in self.symbols else None
 
     async def on_subscribe(self, session: Session, sub: dict) -> None:
         self.subscribed.set()
-
-    async def run(self) -> None:
-        import asyncio
-
-        await self.subscribed.wait()
-        await asyncio.sleep(0.2)
-        first_ts, t0 = None, time.monotonic()
-        try:
-            for rec in read_recording(self.path):
-                found = _coin_of(rec.payload)
-                if not found or found[1] not in self.symbols:
-                    continue
-                if self.speed > 0:
-                    first_ts = first_ts if first_ts is not None else rec.ts_local
-                    delay = t0 + (rec.ts_local - first_ts) / 1e9 / self.speed - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                self.clock = rec.ts_local
-                key = f"{found[0]}:{found[1]}"
-                for session in list(self.sessions):
-                    if key in session.streams:
-                        await self.send_clock(session, rec.ts_local)
-                        await self.send(session, rec.payload)
-        finally:
-            self.finished.set()
 
 
 def make_replay_server(path: str, speed: float, symbols: list[str]) -> HyperliquidReplayServer:

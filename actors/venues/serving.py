@@ -285,6 +285,67 @@ class SimulatedVenue(VenueServer):
             raise ValueError(f"unknown fault {kind!r} (allowed: {', '.join(self.FAULTS)})")
 
 
+class ReplayVenue(VenueServer):
+    """Serves a recording back frame by frame to the sessions subscribed to each frame's stream.
+
+    Subclasses implement :meth:`stream_of` (the subscription key a recorded frame belongs to,
+    or None to skip it) and may override :meth:`on_record` for frames that are not stream
+    data (e.g. a recorded REST answer). Replay starts once a client subscribed; ``speed`` 1
+    keeps the recorded pace, 0 is as fast as the client reads. Each frame is preceded by a
+    clock frame with its recorded receive time; ``finished`` is set at the end.
+    """
+
+    def __init__(self, path: str, speed: float, symbols: list[str]) -> None:
+        from ..recordings import read_recording
+
+        super().__init__()
+        self.path, self.speed, self.symbols = path, speed, set(symbols)
+        self.subscribed = asyncio.Event()
+        self.clock = next(r for r in read_recording(path) if r.ts_local).ts_local
+
+    def initial_clock(self) -> int | None:
+        return self.clock
+
+    def stream_of(self, rec) -> str | None:
+        raise NotImplementedError
+
+    async def on_record(self, rec) -> bool:
+        """Handle a recorded frame that is not stream data; True when handled."""
+        return False
+
+    async def run(self) -> None:
+        import time as _time
+
+        from ..recordings import read_recording
+
+        await self.subscribed.wait()
+        await asyncio.sleep(0.2)              # let the client finish subscribing everything
+        first_ts, t0 = None, _time.monotonic()
+        try:
+            for rec in read_recording(self.path):
+                if self.speed > 0:
+                    first_ts = first_ts if first_ts is not None else rec.ts_local
+                    delay = t0 + (rec.ts_local - first_ts) / 1e9 / self.speed - _time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                self.clock = rec.ts_local
+                if await self.on_record(rec):
+                    continue
+                key = self.stream_of(rec)
+                if key is None:
+                    continue
+                for session in list(self.sessions):
+                    if key in session.streams:
+                        await self.send_clock(session, rec.ts_local)
+                        await self.send(session, rec.payload)
+        finally:
+            await self.on_finished()
+            self.finished.set()
+
+    async def on_finished(self) -> None:
+        """The recording is exhausted."""
+
+
 class ServerThread:
     """Runs a :class:`VenueServer` in a daemon thread with its own event loop."""
 
