@@ -23,6 +23,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+import orjson
+
 
 class ConfigError(ValueError):
     """Invalid configuration; the message is one line naming the problem and allowed values."""
@@ -109,3 +111,27 @@ class VenueClient(ABC):
     def heartbeat_frame(self) -> str | None:
         """Text frame to send every ``heartbeat_s`` seconds (None: nothing)."""
         return None
+
+    # helpers for subclasses that keep ``self.symbols`` and ``self.sink``
+    def event_all(self, ts_local: int, kind: str, detail: str, channel: str = "") -> None:
+        """The same event for every symbol of this connection."""
+        for sym in self.symbols:  # type: ignore[attr-defined]
+            self.sink.event(sym, ts_local, channel, kind, detail)  # type: ignore[attr-defined]
+
+    def decode(self, data: str | bytes, ts_local: int) -> dict | None:
+        """A frame as a JSON object, or None after an ``error`` event quoting a malformed frame."""
+        try:
+            msg = orjson.loads(data)
+            if isinstance(msg, dict):
+                return msg
+            problem = "not a JSON object"
+        except orjson.JSONDecodeError as exc:
+            problem = str(exc)
+        self.event_all(ts_local, "error", f"malformed frame ({problem}): {quote(data)}")
+        return None
+
+
+def quote(data: str | bytes, limit: int = 300) -> str:
+    """A frame as text for an event's detail, truncated."""
+    text = data.decode("utf-8", "replace") if isinstance(data, (bytes, bytearray)) else str(data)
+    return text if len(text) <= limit else text[:limit] + "..."

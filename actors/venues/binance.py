@@ -43,7 +43,7 @@ from ..layout import parse_duration
 from ..recordings import first_lines, read_recording
 from ..records import RowSink
 from ..sim.market import SimSymbol
-from .base import (Action, ConfigError, ConnectionPlan, Endpoints, FetchSnapshot, Send, VenueClient)
+from .base import Action, ConfigError, ConnectionPlan, Endpoints, FetchSnapshot, Send, VenueClient, quote
 from .serving import ReplayVenue, Session, SimulatedVenue, VenueServer
 
 NAME = "binance"
@@ -157,18 +157,14 @@ class BinanceClient(VenueClient):
         return actions
 
     def on_disconnect(self, ts_local: int, reason: str) -> None:
+        self.event_all(ts_local, "disconnect", reason)
         for sym in self.symbols:
-            self.sink.event(sym, ts_local, "", "disconnect", reason)
             self.states[sym] = _BookState()
 
     # -- frames --------------------------------------------------------------------------
     def on_frame(self, data: str | bytes, ts_local: int) -> list[Action]:
-        try:
-            msg = orjson.loads(data)
-            if not isinstance(msg, dict):
-                raise ValueError("not a JSON object")
-        except (orjson.JSONDecodeError, ValueError) as exc:
-            self._error_all(ts_local, f"malformed frame ({exc}): {_quote(data)}")
+        msg = self.decode(data, ts_local)
+        if msg is None:
             return []
         try:
             if "stream" in msg and "data" in msg:
@@ -180,10 +176,10 @@ class BinanceClient(VenueClient):
                 self._on_ack(msg, ts_local)
                 return []
             if "code" in msg or "error" in msg:
-                self._error_all(ts_local, f"venue error: {_quote(data)}")
+                self.event_all(ts_local, "error", f"venue error: {quote(data)}")
                 return []
         except (KeyError, TypeError, ValueError) as exc:
-            self._error_all(ts_local, f"unexpected frame ({type(exc).__name__}: {exc}): {_quote(data)}")
+            self.event_all(ts_local, "error", f"unexpected frame ({type(exc).__name__}: {exc}): {quote(data)}")
             return []
         return []
 
@@ -259,7 +255,7 @@ class BinanceClient(VenueClient):
             snap = orjson.loads(body)
             st.snapshot = (int(snap["lastUpdateId"]), snap["bids"], snap["asks"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            self.sink.event(symbol, ts_local, "l2book", "error", f"bad snapshot ({exc}): {_quote(body)}")
+            self.sink.event(symbol, ts_local, "l2book", "error", f"bad snapshot ({exc}): {quote(body)}")
             st.retry_at = ts_local + SNAPSHOT_RETRY_NS
             return []
         if st.synced:
@@ -307,15 +303,6 @@ class BinanceClient(VenueClient):
             st.book.clear()
             return
         self.sink.book(sym, ts_local, int(d["T"]) * MS, d["u"], *st.book.top(self.depth))
-
-    def _error_all(self, ts_local: int, detail: str) -> None:
-        for sym in self.symbols:
-            self.sink.event(sym, ts_local, "", "error", detail)
-
-
-def _quote(data: str | bytes, limit: int = 300) -> str:
-    text = data.decode("utf-8", "replace") if isinstance(data, (bytes, bytearray)) else str(data)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # ----------------------------------------------------------------------------- server side

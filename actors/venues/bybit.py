@@ -29,7 +29,7 @@ from ..layout import parse_duration
 from ..recordings import first_lines, read_recording
 from ..records import RowSink
 from ..sim.market import SimSymbol
-from .base import Action, ConfigError, ConnectionPlan, Endpoints, Send, VenueClient
+from .base import Action, ConfigError, ConnectionPlan, Endpoints, Send, VenueClient, quote
 from .serving import ReplayVenue, Session, SimulatedVenue, VenueServer
 
 NAME = "bybit"
@@ -123,17 +123,13 @@ class BybitClient(VenueClient):
         return actions
 
     def on_disconnect(self, ts_local: int, reason: str) -> None:
+        self.event_all(ts_local, "disconnect", reason)
         for sym in self.symbols:
-            self.sink.event(sym, ts_local, "", "disconnect", reason)
             self.states[sym] = _BookState()
 
     def on_frame(self, data: str | bytes, ts_local: int) -> list[Action]:
-        try:
-            msg = orjson.loads(data)
-            if not isinstance(msg, dict):
-                raise ValueError("not a JSON object")
-        except (orjson.JSONDecodeError, ValueError) as exc:
-            self._error_all(ts_local, f"malformed frame ({exc}): {_quote(data)}")
+        msg = self.decode(data, ts_local)
+        if msg is None:
             return []
         try:
             topic = msg.get("topic")
@@ -147,7 +143,7 @@ class BybitClient(VenueClient):
             if msg.get("op") in ("subscribe", "unsubscribe"):
                 self._on_ack(msg, ts_local)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
-            self._error_all(ts_local, f"unexpected frame ({type(exc).__name__}: {exc}): {_quote(data)}")
+            self.event_all(ts_local, "error", f"unexpected frame ({type(exc).__name__}: {exc}): {quote(data)}")
         return []
 
     def _on_ack(self, msg: dict, ts_local: int) -> None:
@@ -209,15 +205,6 @@ class BybitClient(VenueClient):
         self.requests[req_id] = [topic]
         return [Send(orjson.dumps({"op": "unsubscribe", "args": [topic], "req_id": f"u{req_id}"}).decode()),
                 Send(orjson.dumps({"op": "subscribe", "args": [topic], "req_id": req_id}).decode())]
-
-    def _error_all(self, ts_local: int, detail: str) -> None:
-        for sym in self.symbols:
-            self.sink.event(sym, ts_local, "", "error", detail)
-
-
-def _quote(data: str | bytes, limit: int = 300) -> str:
-    text = data.decode("utf-8", "replace") if isinstance(data, (bytes, bytearray)) else str(data)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # ----------------------------------------------------------------------------- server side

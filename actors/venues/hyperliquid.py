@@ -105,8 +105,8 @@ class HyperliquidClient(VenueClient):
         return [Send(frame) for frame in self.plan.subscribe_frames]
 
     def on_disconnect(self, ts_local: int, reason: str) -> None:
+        self.event_all(ts_local, "disconnect", reason)
         for sym in self.symbols:
-            self.sink.event(sym, ts_local, "", "disconnect", reason)
             self.synced[sym] = False
 
     def on_frame(self, data: str | bytes, ts_local: int) -> list[Action]:
@@ -133,11 +133,9 @@ class HyperliquidClient(VenueClient):
                     kind = "l2book" if sub.get("type") == "l2Book" else "trades"
                     self.sink.event(coin, ts_local, kind, "subscribed", orjson.dumps(sub).decode())
             elif channel == "error":
-                for sym in self.symbols:
-                    self.sink.event(sym, ts_local, "", "error", f"venue error: {str(msg.get('data'))[:300]}")
+                self.event_all(ts_local, "error", f"venue error: {str(msg.get('data'))[:300]}")
         except (KeyError, TypeError, ValueError, IndexError) as exc:
-            for sym in self.symbols:
-                self.sink.event(sym, ts_local, "", "error", f"unexpected frame ({type(exc).__name__}: {exc})")
+            self.event_all(ts_local, "error", f"unexpected frame ({type(exc).__name__}: {exc})")
         return []
 
     def _on_book(self, d: dict, ts_local: int) -> None:
