@@ -25,7 +25,9 @@ Credentials come from the environment or ``.env`` (``AWS_ACCESS_KEY_ID`` /
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -64,10 +66,25 @@ class Target:
     secret_key: str | None = field(default=None, repr=False)
     workers: int = 8
     multipart_mb: int = 64
+    # S3 additional checksums (x-amz-checksum-sha256 on PUT, x-amz-checksum-mode on HEAD).
+    # Backblaze B2 rejects those headers, so b2 starts without them; any other endpoint that
+    # answers "unsupported checksum header" switches them off for the rest of the process.
+    checksums: bool = True
+    data_dir: str | None = None          # backup=local: the embedded server's folder
 
     def key_of(self, rel: str) -> str:
         prefix = self.prefix.strip("/")
         return f"{prefix}/{rel}" if prefix else rel
+
+    @property
+    def scope(self) -> str:
+        """Identity of the bucket for the local record of verified objects.
+
+        The embedded server gets new free ports on every start, so ``backup=local`` is
+        identified by its data folder, not by its endpoint.
+        """
+        where = f"embedded:{self.data_dir}" if self.kind == "local" else str(self.endpoint)
+        return f"{where}|{self.bucket}|{self.prefix.strip('/')}"
 
 
 @dataclass
@@ -102,25 +119,107 @@ def embedded_dir(root: str) -> Path:
     return root_path.parent / f".{root_path.name}-s3"
 
 
+KINDS = ("none", "local", "s3", "b2")
+_BUCKET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-_]{1,61}[A-Za-z0-9]$")
+
+
+def validate_section(section: dict | None) -> dict:
+    """Check the ``backup`` config group (called by ``actors/config.py``); returns it normalized.
+
+    Every problem is one :class:`ConfigError` line naming the key. Credentials are not
+    config keys at all (struct mode refuses them); they come from the environment.
+    """
+    from .layout import parse_duration
+    from .venues.base import ConfigError
+
+    out = dict(section or {})
+    kind = out.get("name", "none")
+    if kind not in KINDS:
+        raise ConfigError(f"backup: {kind!r} is not a backup target (allowed: {', '.join(KINDS)})")
+    out["name"] = kind
+    if kind == "none":
+        return out
+    try:
+        parse_duration(out.get("interval") or "10m", "backup.interval")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    for key, low, high, default in (("workers", 1, 256, 8), ("multipart_mb", 5, 5000, 64)):
+        value = out.get(key, default)
+        if value is None:
+            value = default
+        try:
+            if isinstance(value, bool) or int(value) != float(value):
+                raise ValueError
+            value = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"backup.{key}: {value!r} is not an integer") from None
+        if not low <= value <= high:
+            raise ConfigError(f"backup.{key}: {value} is out of range ({low}..{high})")
+        out[key] = value
+    retention = dict(out.get("retention") or {})
+    days = retention.get("local_days")
+    if days not in (None, "", 0):
+        try:
+            days = float(days)
+        except (TypeError, ValueError):
+            raise ConfigError(f"backup.retention.local_days: {days!r} is not a number of days") from None
+        if days <= 0:
+            raise ConfigError("backup.retention.local_days: must be > 0 (null keeps every local file)")
+        retention["local_days"] = days
+    else:
+        retention["local_days"] = None
+    out["retention"] = retention
+    bucket = out.get("bucket")
+    if kind in ("s3", "b2") and not bucket:
+        raise ConfigError(f"backup.bucket: required with backup={kind} (e.g. backup.bucket=archives)")
+    if bucket and not _BUCKET_NAME.match(str(bucket)):
+        raise ConfigError(f"backup.bucket: {bucket!r} is not a bucket name (3-63 letters, digits, '.', '-')")
+    prefix = str(out.get("prefix") or "").strip("/")
+    if prefix and (any(part in ("", ".", "..") for part in prefix.split("/")) or "\\" in prefix):
+        raise ConfigError(f"backup.prefix: {out.get('prefix')!r} is not a clean key prefix (e.g. desk/archives)")
+    out["prefix"] = prefix
+    endpoint = out.get("endpoint")
+    if endpoint and kind != "b2" and not str(endpoint).startswith(("http://", "https://")):
+        raise ConfigError(f"backup.endpoint: {endpoint!r} must start with http:// or https://")
+    checksums = out.get("checksums", "auto")
+    if checksums not in ("auto", True, False, "true", "false"):
+        raise ConfigError(f"backup.checksums: {checksums!r} not allowed (auto, true, false)")
+    return out
+
+
+def _checksums(section: dict, kind: str) -> bool:
+    value = section.get("checksums", "auto")
+    if value in (True, "true"):
+        return True
+    if value in (False, "false"):
+        return False
+    return kind != "b2"     # B2 answers "Unsupported header 'x-amz-checksum-sha256'"
+
+
 def resolve_target(section: dict, root: str) -> Target | None:
     """The configured target, with keys from the environment (``.env`` is read too)."""
     kind = (section or {}).get("name", "none")
     if kind == "none":
         return None
     try:
-        from dotenv import load_dotenv
-        load_dotenv(override=False)
+        section = validate_section(section)
+    except ValueError as exc:
+        raise BackupError(str(exc)) from None
+    try:
+        from dotenv import find_dotenv, load_dotenv
+        load_dotenv(find_dotenv(usecwd=True), override=False)    # ./.env (or a parent's), never overriding
     except ImportError:  # python-dotenv is a dependency; tolerate its absence
         pass
     env = os.environ
     common = dict(prefix=str(section.get("prefix") or ""), region=section.get("region"),
-                  workers=int(section.get("workers") or 8), multipart_mb=int(section.get("multipart_mb") or 64))
+                  workers=int(section.get("workers") or 8), multipart_mb=int(section.get("multipart_mb") or 64),
+                  checksums=_checksums(section, kind))
     if kind == "local":
         endpoint = section.get("endpoint")      # set by the archiver, which runs the one server
         if not endpoint:
             endpoint = ensure_embedded(root, str(section.get("bucket") or "archives")).endpoint
         return Target("local", endpoint, str(section.get("bucket") or "archives"),
-                      access_key="local", secret_key="local", **common)
+                      access_key="local", secret_key="local", data_dir=str(embedded_dir(root)), **common)
     bucket = section.get("bucket")
     if not bucket:
         raise BackupError(f"backup.bucket: required with backup={kind} (e.g. backup.bucket=archives)")
@@ -132,6 +231,9 @@ def resolve_target(section: dict, root: str) -> Target | None:
             raise BackupError("backup.endpoint: required with backup=b2 (or set BACKBLAZE_ENDPOINT)")
         if endpoint and not endpoint.startswith("http"):
             endpoint = "https://" + endpoint
+        m = re.match(r"^https?://s3\.([a-z0-9-]+)\.backblazeb2\.com", endpoint)
+        if m and not common["region"]:
+            common["region"] = m.group(1)          # B2 signs with the region in its endpoint
     else:
         endpoint = section.get("endpoint") or env.get("AWS_ENDPOINT_URL") or None
         access = env.get("AWS_ACCESS_KEY_ID")
@@ -189,7 +291,8 @@ def describe_error(exc: BaseException, target: Target) -> str:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in ("404", "NoSuchBucket"):
             return f"bucket '{target.bucket}' does not exist at {where} (create it or fix backup.bucket)"
-        if code in ("403", "SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied"):
+        if code in ("403", "SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "InvalidToken",
+                    "ExpiredToken"):
             return f"the bucket endpoint {where} rejected the credentials ({code}): check the access key and secret"
         return f"bucket error at {where}: {code} {exc.response.get('Error', {}).get('Message', '')}".strip()
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -237,7 +340,7 @@ class VerifiedState:
 
     def __init__(self, root: str, target: Target) -> None:
         self.path = Path(root) / STATE_DIR / STATE_FILE
-        self.scope = f"{target.endpoint}|{target.bucket}|{target.prefix}"
+        self.scope = target.scope
         self.entries: dict[str, list] = {}
         self.hashes: dict[str, list] = {}     # key -> [size, mtime_ns, sha256] of the local file
         self.lock = threading.Lock()
@@ -309,22 +412,60 @@ def _transient(exc: BaseException) -> bool:
     return False
 
 
-def _remote_matches(client, target: Target, rel: str, size: int, sha: str) -> tuple[bool, str]:
-    """HEAD the object: same size and the same recorded SHA-256 (and S3 checksum if any)."""
+_MD5_ETAG = re.compile(r"^[0-9a-f]{32}(-\d+)?$")
+
+
+def _remote_matches(client, target: Target, rel: str, size: int, sha: str,
+                    etag: str | None = None) -> tuple[bool, str]:
+    """HEAD the object: same size, the same recorded SHA-256, and the content checksums we can see.
+
+    * ``ChecksumSHA256`` (S3 additional checksum, computed by the server from the bytes it
+      received) must equal the file's SHA-256 when it is a whole-object checksum;
+    * otherwise, when ``etag`` (the MD5 ETag expected for what we just uploaded) is given and
+      the server's ETag is an MD5 ETag, they must be equal. ETags that are not MD5s (e.g.
+      SSE-KMS on AWS) are not compared.
+    """
     from botocore.exceptions import ClientError
 
+    kwargs = {"ChecksumMode": "ENABLED"} if target.checksums else {}
     try:
-        head = client.head_object(Bucket=target.bucket, Key=target.key_of(rel), ChecksumMode="ENABLED")
+        head = client.head_object(Bucket=target.bucket, Key=target.key_of(rel), **kwargs)
     except ClientError as exc:
         if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
             return False, ""
         raise
+    remote_etag = head.get("ETag", "").strip('"')
     if head.get("ContentLength") != size or (head.get("Metadata") or {}).get("sha256") != sha:
         return False, ""
     s3_sum = head.get("ChecksumSHA256")
-    if s3_sum and "-" not in s3_sum and s3_sum != base64.b64encode(bytes.fromhex(sha)).decode():
+    if s3_sum and "-" not in s3_sum:
+        if s3_sum != base64.b64encode(bytes.fromhex(sha)).decode():
+            return False, ""
+    elif etag and _MD5_ETAG.match(remote_etag) and remote_etag != etag:
         return False, ""
-    return True, head.get("ETag", "").strip('"')
+    return True, remote_etag
+
+
+def multipart_etag(path: str | Path, chunk_bytes: int) -> str:
+    """The ETag S3 gives an upload of ``path`` in ``chunk_bytes`` parts: MD5 of the part MD5s, ``-N``."""
+    parts = []
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_bytes), b""):
+            parts.append(hashlib.md5(chunk).digest())
+    if len(parts) == 1:
+        return parts[0].hex()
+    return f"{hashlib.md5(b''.join(parts)).hexdigest()}-{len(parts)}"
+
+
+def _checksum_unsupported(exc: BaseException | None) -> bool:
+    """The endpoint refused an S3 additional-checksum header (Backblaze B2 and some others)."""
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return False
+    err = exc.response.get("Error", {})
+    return (str(err.get("Code")) in ("InvalidArgument", "NotImplemented", "InvalidRequest")
+            and "checksum" in str(err.get("Message", "")).lower())
 
 
 class _Abort(Exception):
@@ -342,25 +483,39 @@ def _upload(client, target: Target, root: str, rel: str, st: os.stat_result, sha
     from boto3.s3.transfer import TransferConfig
 
     path = Path(root) / rel
-    config = TransferConfig(multipart_threshold=target.multipart_mb << 20, multipart_chunksize=target.multipart_mb << 20,
-                            max_concurrency=4, use_threads=True)
-    extra = {"Metadata": {"sha256": sha}, "ContentType": "application/vnd.apache.parquet"}
+    chunk = target.multipart_mb << 20
+    config = TransferConfig(multipart_threshold=chunk, multipart_chunksize=chunk, max_concurrency=4, use_threads=True)
     delay = 0.5
-    for attempt in range(retries + 1):
+    attempt = 0
+    while True:
         if abort is not None and abort.is_set():
             raise _Abort("the endpoint stopped answering during this pass; retried next pass")
+        checksums = target.checksums
+        extra: dict[str, Any] = {"Metadata": {"sha256": sha}, "ContentType": "application/vnd.apache.parquet"}
         try:
-            if st.st_size < target.multipart_mb << 20:
-                # one request; the server checks the body against our SHA-256 (no second hash pass here)
+            if st.st_size < chunk:
+                # one request; the server checks the body against its MD5 (Content-MD5) and,
+                # where supported, our SHA-256 (x-amz-checksum-sha256): a corrupted body is refused
                 with open(path, "rb") as f:
-                    client.put_object(Bucket=target.bucket, Key=target.key_of(rel), Body=f.read(),
-                                      Metadata=extra["Metadata"], ContentType=extra["ContentType"],
-                                      ChecksumSHA256=base64.b64encode(bytes.fromhex(sha)).decode())
+                    body = f.read()
+                md5 = hashlib.md5(body)
+                if checksums:
+                    extra["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha)).decode()
+                client.put_object(Bucket=target.bucket, Key=target.key_of(rel), Body=body,
+                                  ContentMD5=base64.b64encode(md5.digest()).decode(), **extra)
+                del body
+                expected_etag = md5.hexdigest()
             else:
+                # multipart: each part's checksum is checked by the server where supported; the
+                # whole object is checked against the multipart ETag computed from the file
+                if checksums:
+                    extra["ChecksumAlgorithm"] = "SHA256"
                 client.upload_file(str(path), target.bucket, target.key_of(rel), ExtraArgs=extra, Config=config)
-            ok, etag = _remote_matches(client, target, rel, st.st_size, sha)
+                from s3transfer.utils import ChunksizeAdjuster   # the part size boto3 really uses
+                expected_etag = multipart_etag(path, ChunksizeAdjuster().adjust_chunksize(chunk, st.st_size))
+            ok, etag = _remote_matches(client, target, rel, st.st_size, sha, expected_etag)
             if not ok:
-                raise BackupError(f"{rel}: uploaded object does not verify (size or SHA-256 differ)")
+                raise BackupError(f"{rel}: uploaded object does not verify (size, SHA-256 or ETag differ)")
             now = path.stat()
             if (now.st_size, now.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
                 raise BackupError(f"{rel}: the local file changed during the upload; it is uploaded next pass")
@@ -368,15 +523,22 @@ def _upload(client, target: Target, root: str, rel: str, st: os.stat_result, sha
         except BackupError:
             raise
         except Exception as exc:
+            if checksums and (_checksum_unsupported(exc) or _checksum_unsupported(exc.__cause__)):
+                if target.checksums:
+                    target.checksums = False
+                    log.warning(f"{target.endpoint or 'the endpoint'} does not support S3 additional checksums; "
+                                "verifying with Content-MD5/ETag and the stored SHA-256 instead "
+                                "(backup.checksums=false skips this probe)")
+                continue                          # the same attempt again, without checksum headers
             inner = getattr(exc, "__cause__", None) or exc
             transient = _transient(exc) or _transient(inner) or "S3UploadFailedError" in type(exc).__name__
             if attempt == retries or not transient:
                 if transient and abort is not None:
                     abort.set()
                 raise
+            attempt += 1
             time.sleep(delay)
             delay = min(delay * 2, 8.0)
-    raise AssertionError("unreachable")
 
 
 def reconcile(root: str, target: Target, catalog: Any = None, progress: Callable[[int, int], None] | None = None,

@@ -184,6 +184,9 @@ def _validate(raw: dict[str, Any]) -> Settings:
     known = {"name", "messages_per_s", "seed", "faults", "record_truth"}
     sim = {k: v for k, v in (raw.get("source") or {}).items() if k in known}
     sections = {k: v for k, v in raw.items() if k in ("backup", "restore")}
+    if "backup" in sections:  # backup.* keys: one ConfigError line each (checked in actors/backup.py)
+        from .backup import validate_section
+        sections["backup"] = validate_section(sections["backup"])
     return Settings(
         mode=mode, source=source, duration_s=duration_s, depth=depth, channels=channels,
         venues=tuple(specs), root=root,
