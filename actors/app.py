@@ -195,6 +195,7 @@ def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
         start_actors(settings, runs)
         service_actors = start_services(settings)
         ray.get([run.socket.ensure_started.remote() for run in runs])
+        started_at = time.monotonic()        # duration_s counts from here, not from Ray's start-up
         log.info(f"archiving {sum(len(r.spec.symbols) for r in runs)} symbols on "
                  f"{', '.join(r.spec.name for r in runs)} from {settings.source} into {settings.root}")
         if on_started is not None:

@@ -17,7 +17,7 @@ import pytest
 
 from actors.app import run_archive
 from actors.catalog import Catalog
-from actors.config import load_settings
+from actors.config import load_settings, supported_venues
 from archive_reading import archive_files, read_channel
 
 pytestmark = pytest.mark.slow
@@ -27,8 +27,9 @@ DEPTH = 10
 
 def sim_settings(root, *extra):
     """Binance-only simulator settings; ``extra`` overrides replace the defaults by key."""
+    only_binance = [f"archive.{v}=[]" for v in supported_venues() if v != "binance"]
     overrides = dict(o.split("=", 1) for o in [
-        "source=sim", f"archive.binance=[{','.join(SYMBOLS)}]", "archive.bybit=[]", f"depth={DEPTH}",
+        "source=sim", f"archive.binance=[{','.join(SYMBOLS)}]", *only_binance, f"depth={DEPTH}",
         "storage.rollover=2s", "storage.seal_grace=0.5s", f"storage.root={root}",
         "source.messages_per_s=150", "source.record_truth=true", "socket.flush_ms=100",
         "socket.backoff_min_s=0.2", "socket.backoff_max_s=1", *extra])

@@ -21,7 +21,7 @@ SYMBOL = "BTCUSDT"
 def archived(tmp_path_factory, ray_session):
     """A sim archive over several 2 s periods, its original rows, and its catalog."""
     root = tmp_path_factory.mktemp("restore") / "archive"
-    settings = load_settings(["source=sim", f"archive.binance=[{SYMBOL}]", "archive.bybit=[]", "depth=10", "duration_s=7",
+    settings = load_settings(["source=sim", f"archive.binance=[{SYMBOL}]", "archive.bybit=[]", "archive.hyperliquid=[]", "archive.okx=[]", "depth=10", "duration_s=7",
                               "storage.rollover=2s", "storage.seal_grace=0.3s", f"storage.root={root}",
                               "source.messages_per_s=150"])
     run_archive(settings)
