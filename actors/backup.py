@@ -13,10 +13,28 @@ One pass:
    endpoint supports it). What was verified before is remembered in ``{root}/.backup/verified.json``
    (key, size, mtime, sha256, ETag), so a no-op pass costs one listing and no request per
    object; an object whose size or ETag changed is checked again with ``HEAD``;
-4. uploads what is missing or differs, concurrently (multipart above ``multipart_mb``), each
-   with its SHA-256; verifies every upload with ``HEAD``; only then records ``backed_up_at``
-   and the checksum in the catalog. Transient errors (connection resets, 5xx, SlowDown,
-   timeouts) are retried with backoff; a pass interrupted at any point resumes next time.
+4. uploads what is missing or differs, concurrently (multipart from ``multipart_mb`` up), and
+   verifies every upload before it counts:
+
+   * the server checks the bytes it receives: ``Content-MD5`` on single-request uploads and,
+     where supported, ``x-amz-checksum-sha256`` (per part for multipart uploads); a corrupted
+     body is refused and retried;
+   * a ``HEAD`` then checks the size, the stored ``sha256`` metadata, and the server's
+     whole-object ``ChecksumSHA256`` when it has one, else the MD5 ETag (single or multipart
+     ``md5-N``, computed locally) when the ETag is an MD5 at all.
+
+   Only then is the object recorded as verified, and ``backed_up_at`` plus the checksum set in
+   the catalog (rows are optional: a file without one is backed up all the same; a row left
+   unmarked by an earlier pass is marked from the local record). Transient errors
+   (connection resets, 5xx, SlowDown, timeouts) are retried with backoff (botocore
+   ``standard`` retries, then per file); when the endpoint stays down the rest of the pass is
+   skipped; a pass interrupted at any point resumes next time.
+5. optionally (``backup.retention.local_days``) deletes local files whose period ended more
+   than N days ago and whose copy was verified, keeping their catalog rows as remote-only.
+
+Backblaze B2 refuses the S3 additional-checksum headers: ``backup=b2`` goes without them
+(``backup.checksums``), and any endpoint that answers "unsupported checksum header" is
+switched to Content-MD5/ETag verification automatically.
 
 Credentials come from the environment or ``.env`` (``AWS_ACCESS_KEY_ID`` /
 ``AWS_SECRET_ACCESS_KEY`` / ``AWS_ENDPOINT_URL``, or quantpylib's ``BACKBLAZE_ENDPOINT`` /
@@ -208,6 +226,7 @@ def resolve_target(section: dict, root: str) -> Target | None:
     try:
         from dotenv import find_dotenv, load_dotenv
         load_dotenv(find_dotenv(usecwd=True), override=False)    # ./.env (or a parent's), never overriding
+        load_dotenv(Path(__file__).resolve().parents[1] / ".env", override=False)   # the checkout's .env
     except ImportError:  # python-dotenv is a dependency; tolerate its absence
         pass
     env = os.environ
@@ -472,9 +491,12 @@ class _Abort(Exception):
     """The endpoint went away during the pass: the remaining uploads wait for the next pass."""
 
 
-def _upload(client, target: Target, root: str, rel: str, st: os.stat_result, sha: str,
-            abort: threading.Event | None = None, retries: int = 4) -> str:
-    """Upload one file with its checksum and verify it; returns the ETag. Raises on failure.
+def _upload(client, target: Target, root: str, rel: str, st: os.stat_result, sha: str | None,
+            abort: threading.Event | None = None, retries: int = 4,
+            state: VerifiedState | None = None) -> tuple[str, str]:
+    """Upload one file with its checksum and verify it; returns (ETag, SHA-256). Raises on failure.
+
+    ``sha`` None: hash the file here (through ``state``'s cache when given).
 
     Transient errors are retried with backoff; when they persist the endpoint is considered
     down and ``abort`` is set, so the other uploads of the pass stop instead of waiting out
@@ -483,6 +505,10 @@ def _upload(client, target: Target, root: str, rel: str, st: os.stat_result, sha
     from boto3.s3.transfer import TransferConfig
 
     path = Path(root) / rel
+    if sha is None:
+        if abort is not None and abort.is_set():
+            raise _Abort("the endpoint stopped answering during this pass; retried next pass")
+        sha = state.local_sha(rel, path, st) if state is not None else sha256_of(path)
     chunk = target.multipart_mb << 20
     config = TransferConfig(multipart_threshold=chunk, multipart_chunksize=chunk, max_concurrency=4, use_threads=True)
     delay = 0.5
@@ -519,7 +545,7 @@ def _upload(client, target: Target, root: str, rel: str, st: os.stat_result, sha
             now = path.stat()
             if (now.st_size, now.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
                 raise BackupError(f"{rel}: the local file changed during the upload; it is uploaded next pass")
-            return etag
+            return etag, sha
         except BackupError:
             raise
         except Exception as exc:
@@ -555,21 +581,29 @@ def reconcile(root: str, target: Target, catalog: Any = None, progress: Callable
         remote = list_bucket(client, target)
     except Exception as exc:
         raise BackupError(describe_error(exc, target)) from None
-    todo: list[tuple[str, os.stat_result, str]] = []
+    todo: list[tuple[str, os.stat_result, str | None]] = []
     verified_now: dict[str, str] = {}
+    head_down = False                        # the endpoint stopped answering HEADs: don't wait per file
     for rel, st in sorted(local.items()):
+        obj = remote.get(rel)
+        if obj is None:                      # not in the bucket: hashed by the upload worker, in parallel
+            state.forget(rel)
+            todo.append((rel, st, None))
+            continue
         sha = state.local_sha(rel, Path(root) / rel, st)
         entry = state.entries.get(rel)
-        obj = remote.get(rel)
-        if obj is not None and entry and entry[0] == st.st_size and entry[2] == sha and obj == (entry[0], entry[3]):
+        if entry and entry[0] == st.st_size and entry[2] == sha and obj == (entry[0], entry[3]):
             summary.skipped += 1
             continue
-        if obj is not None and obj[0] == st.st_size:
+        if obj[0] == st.st_size:
             try:
+                if head_down:
+                    raise _Abort("the endpoint stopped answering during this pass; retried next pass")
                 ok, etag = _remote_matches(client, target, rel, st.st_size, sha)
             except Exception as exc:
+                head_down = head_down or isinstance(exc, _Abort) or _transient(exc)
                 summary.failed += 1
-                summary.errors.append(f"{rel}: {describe_error(exc, target)}")
+                summary.errors.append(f"{rel}: {exc if isinstance(exc, _Abort) else describe_error(exc, target)}")
                 continue
             if ok:
                 state.record(rel, st.st_size, st.st_mtime_ns, sha, etag)
@@ -583,12 +617,12 @@ def reconcile(root: str, target: Target, catalog: Any = None, progress: Callable
         on_total(len(todo), sum(st.st_size for _, st, _ in todo))
     with ThreadPoolExecutor(max_workers=target.workers) as pool:
         abort = threading.Event()
-        futures = {pool.submit(_upload, client, target, root, rel, st, sha, abort): (rel, st, sha)
+        futures = {pool.submit(_upload, client, target, root, rel, st, sha, abort, state=state): (rel, st)
                    for rel, st, sha in todo}
         for n, future in enumerate(as_completed(futures), 1):
-            rel, st, sha = futures[future]
+            rel, st = futures[future]
             try:
-                etag = future.result()
+                etag, sha = future.result()
             except Exception as exc:
                 summary.failed += 1
                 summary.errors.append(f"{rel}: {exc if isinstance(exc, (BackupError, _Abort)) else describe_error(exc, target)}")
@@ -605,12 +639,37 @@ def reconcile(root: str, target: Target, catalog: Any = None, progress: Callable
             if n % 200 == 0:
                 state.save()
     state.save()
-    _mark_catalog(catalog, verified_now)
+    _mark_catalog(catalog, {**_unmarked_verified(catalog, state, local), **verified_now})
     if retention_days:
         summary.deleted_local = apply_retention(root, state, local, catalog, retention_days)
         state.save()
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _unmarked_verified(catalog: Any, state: VerifiedState, local: dict[str, os.stat_result]) -> dict[str, str]:
+    """Catalog rows not (or differently) marked although their file is verified in the bucket.
+
+    Heals a catalog update that failed after an earlier pass, and rows added later (reindex),
+    without any request to the bucket: the local record says what was verified.
+    """
+    if catalog is None or not state.entries:
+        return {}
+    try:
+        if hasattr(catalog, "query"):
+            table = catalog.query("backed_up_at IS NULL OR backup_sha256 IS NULL", columns=["key", "backup_sha256"])
+        else:
+            table = catalog.all().select(["key", "backup_sha256"])
+    except Exception as exc:
+        log.warning(f"catalog not readable for backup bookkeeping: {exc}")
+        return {}
+    out = {}
+    for key, marked in zip(table.column("key").to_pylist(), table.column("backup_sha256").to_pylist()):
+        entry = state.entries.get(key)
+        st = local.get(key)
+        if entry and st is not None and entry[0] == st.st_size and entry[1] == st.st_mtime_ns and marked != entry[2]:
+            out[key] = entry[2]
+    return out
 
 
 def _mark_catalog(catalog: Any, verified: dict[str, str]) -> None:

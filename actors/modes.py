@@ -36,7 +36,7 @@ def run_backup(settings: Settings) -> int:
         def on_total(n: int, nbytes: int) -> None:
             files["total"] = n
             bars.append(tqdm(unit="B", unit_scale=True, desc="backup", file=sys.stderr, total=nbytes,
-                             disable=n == 0))
+                             disable=True if n == 0 else None))   # None: no bar when stderr is not a terminal
 
         def progress(n: int, nbytes: int) -> None:
             files["done"] += n
@@ -45,8 +45,14 @@ def run_backup(settings: Settings) -> int:
 
         retention = (section.get("retention") or {}).get("local_days")
         try:
-            summary = reconcile(settings.root, target, Catalog(settings.root), progress=progress,
-                                on_total=on_total, retention_days=float(retention) if retention else None)
+            import logging
+
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            # JSON log lines (one per upload) print above the bar instead of through it
+            with logging_redirect_tqdm(loggers=[logging.getLogger("tickarchive")]):
+                summary = reconcile(settings.root, target, Catalog(settings.root), progress=progress,
+                                    on_total=on_total, retention_days=float(retention) if retention else None)
         finally:
             for bar in bars:
                 bar.close()

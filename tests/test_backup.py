@@ -90,9 +90,22 @@ def write_plain_files(root: Path, n: int, size: int = 200_000) -> list[str]:
     return rels
 
 
+def catalog_rows_for(root: Path, rels: list[str]) -> Catalog:
+    """Real catalog rows (sha256 of each file, not backed up yet) for files written without the writer."""
+    catalog = Catalog(str(root))
+    catalog.upsert([{"key": rel, "sha256": sha256_of(root / rel), "bytes": (root / rel).stat().st_size,
+                     "local": True} for rel in rels])
+    return catalog
+
+
+def backed_up(root: Path) -> dict[str, str]:
+    return {r["key"]: r["backup_sha256"] for r in Catalog(str(root)).rows() if r["backed_up_at"]}
+
+
 def test_server_killed_mid_pass_then_next_pass_completes(tmp_path):
     root = tmp_path / "archive"
     rels = write_plain_files(root, 80)
+    catalog_rows_for(root, rels)
     server = SeaweedS3(tmp_path / "s3", buckets=("archives",)).start()
     target = Target("s3", server.endpoint, "archives", access_key="any", secret_key="any", workers=2)
     try:
@@ -104,18 +117,21 @@ def test_server_killed_mid_pass_then_next_pass_completes(tmp_path):
                 server.kill()
 
         t0 = time.monotonic()
-        first = reconcile(str(root), target, progress=progress)
+        first = reconcile(str(root), target, Catalog(str(root)), progress=progress)
         assert first.failed > 0 and first.uploaded < len(rels), first.line()
         assert time.monotonic() - t0 < 240
         verified_before = set(VerifiedState(str(root), target).entries)
         assert len(verified_before) == first.uploaded
+        marked = backed_up(root)
+        assert set(marked) == verified_before            # the catalog marks exactly the verified uploads
         server.start()                                   # same ports, same data
         client = server.client()
         for rel in verified_before:                      # nothing was recorded that does not verify
             assert verifies(client, target, root, rel)
-        second = reconcile(str(root), target)
+        second = reconcile(str(root), target, Catalog(str(root)))
         assert second.failed == 0 and second.uploaded + second.skipped == len(rels)
         assert all(verifies(client, target, root, rel) for rel in rels)
+        assert backed_up(root) == {rel: sha256_of(root / rel) for rel in rels}
     finally:
         server.stop()
 
@@ -139,19 +155,24 @@ def test_bad_endpoint_credentials_bucket_are_one_clear_line(tmp_path, seaweed):
     creds = {"AWS_ACCESS_KEY_ID": "AKTEST", "AWS_SECRET_ACCESS_KEY": "s3cr3t-value"}
     secured = SeaweedS3(tmp_path / "s3", access_key="AKTEST", secret_key="s3cr3t-value", buckets=("archives",)).start()
     try:
+        from concurrent.futures import ThreadPoolExecutor
+
         common = ["backup=s3", f"storage.root={root}"]
-        line = one_error_line(run_cli([*common, "backup.endpoint=http://127.0.0.1:9", "backup.bucket=archives"], creds))
-        assert "cannot reach" in line
-        line = one_error_line(run_cli([*common, f"backup.endpoint={secured.endpoint}", "backup.bucket=archives"],
-                                      {**creds, "AWS_SECRET_ACCESS_KEY": "wrong"}))
+        at = [f"backup.endpoint={secured.endpoint}"]
+        runs = {"unreachable": ([*common, "backup.endpoint=http://127.0.0.1:9", "backup.bucket=archives"], creds),
+                "credentials": ([*common, *at, "backup.bucket=archives"], {**creds, "AWS_SECRET_ACCESS_KEY": "wrong"}),
+                "bucket": ([*common, *at, "backup.bucket=nope-bucket"], creds),
+                "nokeys": ([*common, *at, "backup.bucket=archives"], {})}
+        with ThreadPoolExecutor(len(runs)) as pool:     # independent processes: run them side by side
+            procs = dict(zip(runs, pool.map(lambda args: run_cli(*args), runs.values())))
+        assert "cannot reach" in one_error_line(procs["unreachable"])
+        line = one_error_line(procs["credentials"])
         assert "rejected the credentials" in line and "wrong" not in line
-        line = one_error_line(run_cli([*common, f"backup.endpoint={secured.endpoint}", "backup.bucket=nope-bucket"],
-                                      creds))
-        assert "does not exist" in line
-        line = one_error_line(run_cli([*common, f"backup.endpoint={secured.endpoint}", "backup.bucket=archives"]))
-        assert "no credentials" in line
-        ok = run_cli([*common, f"backup.endpoint={secured.endpoint}", "backup.bucket=archives"], creds)
+        assert "does not exist" in one_error_line(procs["bucket"])
+        assert "no credentials" in one_error_line(procs["nokeys"])
+        ok = run_cli([*common, *at, "backup.bucket=archives"], creds)
         assert ok.returncode == 0 and "uploaded 2 files" in ok.stdout, ok.stderr
+        assert ok.stderr.count("File exists<NO> upload<binance/perp/trades/") == 2      # one JSON line per upload
         assert "s3cr3t-value" not in ok.stdout + ok.stderr
     finally:
         secured.stop()
@@ -162,7 +183,7 @@ def test_archiver_keeps_archiving_when_the_bucket_is_unreachable(tmp_path, ray_s
     from actors.config import load_settings
 
     root = tmp_path / "archive"
-    settings = load_settings(["source=sim", "archive.binance=[BTCUSDT]", "archive.bybit=[]", "duration_s=4", "storage.rollover=2s",
+    settings = load_settings(["source=sim", "archive.binance=[BTCUSDT]", "archive.bybit=[]", "archive.hyperliquid=[]", "archive.okx=[]", "duration_s=4", "storage.rollover=2s",
                               f"storage.root={root}", "backup=s3", "backup.endpoint=http://127.0.0.1:9",
                               "backup.bucket=archives", "storage.seal_grace=0.2s"])
     report = run_archive(settings)
@@ -186,3 +207,145 @@ def test_retention_deletes_only_verified_files(tmp_path, seaweed, bucket_target)
     rows = {r["key"]: r for r in Catalog(str(root)).rows()}
     assert rows[modified]["local"] and not any(rows[rel]["local"] for rel in files[1:])
     assert len(rows) == len(files)                                 # catalog rows are kept
+
+
+def test_multipart_and_endpoint_without_checksums(tmp_path, seaweed, bucket_target):
+    """Large files go in parts (verified by the multipart ETag); an endpoint that refuses
+    x-amz-checksum-* headers (Backblaze B2) is detected and served with Content-MD5/ETag."""
+    from botocore.awsrequest import AWSResponse
+
+    from actors.backup import make_client
+
+    root = tmp_path / "archive"
+    rels = write_plain_files(root, 3, size=50_000)
+    big = StreamKey("binance", "perp", "l2book", "BIGUSDT", 20).relpath(OLD)
+    (root / big).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"blob": [os.urandom(12 << 20)]}), root / big, compression="none")
+    target = Target("s3", bucket_target.endpoint, bucket_target.bucket, access_key="any", secret_key="any",
+                    multipart_mb=5, workers=2)
+    client = make_client(target)
+    refused = []
+
+    class Raw:
+        def __init__(self, body):
+            self.body = body
+
+        def stream(self, **_):
+            yield self.body
+
+    def like_b2(request, **_):          # what B2 answers to additional-checksum headers
+        if any(h.lower().startswith("x-amz-checksum") or h.lower() == "x-amz-sdk-checksum-algorithm"
+               for h in request.headers.keys()):
+            refused.append(request.url)
+            body = (b"<Error><Code>InvalidArgument</Code><Message>Unsupported header "
+                    b"'x-amz-checksum-sha256' received for this API call.</Message></Error>")
+            return AWSResponse(request.url, 400, {"Content-Type": "application/xml"}, Raw(body))
+        return None
+
+    client.meta.events.register("before-send.s3", like_b2)
+    first = reconcile(str(root), target, client=client)
+    assert (first.uploaded, first.failed) == (4, 0), first.errors
+    assert refused and target.checksums is False
+    head = seaweed.client().head_object(Bucket=target.bucket, Key=big)
+    assert head["ETag"].strip('"').endswith("-3") and verifies(seaweed.client(), target, root, big)
+    assert all(verifies(seaweed.client(), target, root, rel) for rel in rels)
+    again = reconcile(str(root), target, client=client)
+    assert (again.uploaded, again.skipped, again.failed) == (0, 4, 0)
+
+
+def test_files_without_catalog_rows_are_backed_up(tmp_path, seaweed, bucket_target):
+    root = tmp_path / "archive"
+    files = build_archive(root, periods=2)                 # these have catalog rows
+    extra = write_plain_files(root, 2, size=1000)          # these do not (e.g. copied in by hand)
+    summary = reconcile(str(root), bucket_target, catalog=None)     # e.g. the catalog was unavailable
+    assert (summary.uploaded, summary.failed) == (len(files) + 2, 0)
+    assert set(bucket_keys(bucket_target, seaweed.client())) == set(files) | set(extra)
+    assert backed_up(root) == {}
+    again = reconcile(str(root), bucket_target, Catalog(str(root)))  # no upload, but the catalog catches up
+    assert (again.uploaded, again.skipped, again.failed) == (0, len(files) + 2, 0)
+    assert backed_up(root) == {rel: sha256_of(root / rel) for rel in files}
+    assert Catalog(str(root)).count() == len(files)                  # no rows invented for the others
+
+
+def test_config_rejects_bad_backup_keys_in_one_line():
+    from actors.config import load_settings
+    from actors.venues.base import ConfigError
+
+    ok = load_settings(["mode=backup", "backup=s3", "backup.bucket=archives", "backup.workers=4"])
+    assert ok.sections["backup"]["workers"] == 4 and ok.sections["backup"]["name"] == "s3"
+    for override, needle in (("backup.workers=abc", "backup.workers"), ("backup.interval=soon", "backup.interval"),
+                             ("backup.prefix=../up", "backup.prefix"), ("backup.bucket=null", "backup.bucket"),
+                             ("backup.retention.local_days=-1", "local_days"),
+                             ("backup.multipart_mb=1", "backup.multipart_mb")):
+        args = ["mode=backup", "backup=s3", "backup.bucket=archives", override]
+        try:
+            load_settings(args)
+        except ConfigError as exc:
+            assert needle in str(exc) and "\n" not in str(exc), exc
+        else:
+            raise AssertionError(f"{override} accepted")
+    assert load_settings(["mode=backup"]).sections["backup"] == {"name": "none"}
+
+
+def test_backup_actor_poke_schedule_and_errors(tmp_path, ray_session, seaweed, bucket_target):
+    import ray
+
+    from actors.backup_actor import NAMESPACE, BackupActor
+
+    root = tmp_path / "archive"
+    files = build_archive(root, periods=2)
+    section = {"name": "local", "endpoint": seaweed.endpoint, "bucket": bucket_target.bucket,
+               "interval": "1h", "settle_s": 0.2}
+    actor = BackupActor.options(name=f"backup-test-{bucket_target.bucket}", namespace=NAMESPACE).remote(
+        str(root), section)
+    broken = BackupActor.options(name=f"backup-test-broken-{bucket_target.bucket}", namespace=NAMESPACE).remote(
+        str(root), {**section, "endpoint": "http://127.0.0.1:9", "bucket": "archives"})
+    try:
+        assert ray.get(actor.stats.remote())["passes"] == 0      # the schedule waits (interval 1h)
+        actor.poke.remote()
+        deadline = time.time() + 60
+        while time.time() < deadline and ray.get(actor.stats.remote())["passes"] == 0:
+            time.sleep(0.2)
+        stats = ray.get(actor.stats.remote())
+        assert stats["last"]["uploaded"] == len(files) and stats["backlog"] == 0, stats
+        assert set(bucket_keys(bucket_target, seaweed.client())) == set(files)
+        assert ray.get(actor.run_once.remote())["skipped"] == len(files)
+        result = ray.get(broken.run_once.remote())             # endpoint down: one line, actor alive
+        assert not result["ok"] and "cannot reach" in result["error"] and "\n" not in result["error"]
+        ray.get(broken.poke.remote())
+        assert ray.get(broken.stats.remote())["pokes"] == 1
+    finally:
+        for handle in (actor, broken):
+            ray.kill(handle)
+
+
+def test_transient_errors_are_retried(tmp_path, seaweed, bucket_target):
+    """SlowDown/503 answers and connection resets on uploads are retried; the pass completes verified."""
+    from botocore.awsrequest import AWSResponse
+    from botocore.exceptions import ConnectionClosedError
+
+    from actors.backup import make_client
+
+    root = tmp_path / "archive"
+    rels = write_plain_files(root, 6, size=20_000)
+    client = make_client(bucket_target)
+    faults = ["slowdown"] * 5 + ["reset"] * 4
+    injected = []
+
+    class Raw:
+        def stream(self, **_):
+            yield b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+
+    def flaky(request, **_):
+        if request.method != "PUT" or not faults:
+            return None
+        fault = faults.pop(0)
+        injected.append(fault)
+        if fault == "reset":
+            raise ConnectionClosedError(endpoint_url=request.url)
+        return AWSResponse(request.url, 503, {"Content-Type": "application/xml"}, Raw())
+
+    client.meta.events.register("before-send.s3.PutObject", flaky)
+    summary = reconcile(str(root), bucket_target, client=client)
+    assert len(injected) == 9 and (summary.uploaded, summary.failed) == (len(rels), 0), summary.errors
+    assert all(verifies(seaweed.client(), bucket_target, root, rel) for rel in rels)

@@ -71,6 +71,8 @@ def main() -> None:
     parser.add_argument("--noop-objects", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=8)
     args = parser.parse_args()
+    from actors.logs import setup_logging
+    setup_logging("WARNING")                  # no JSON line per upload in the measurements
     work = Path(tempfile.mkdtemp(prefix="bench-backup-"))
     server = SeaweedS3(work / "s3", buckets=("quantpylib", "ours", "noop")).start()
     client = server.client()
