@@ -66,3 +66,17 @@ def test_cli_bad_override_exits_2_with_one_line():
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "depth" in lines[0], proc.stderr
+
+
+def test_replay_spec_must_name_a_recorded_symbol(binance_recording):
+    from actors.app import plan_sources
+
+    settings = load_settings(["source=replay", f"replay.file={binance_recording}", "archive.binance=[ETHUSDT]"])
+    with pytest.raises(ConfigError, match="names none of the recording's symbols"):
+        plan_sources(settings)
+    settings = load_settings(["source=replay", f"replay.file={binance_recording}", "archive.binance=[BTCUSDT,ETHUSDT]"])
+    run, = plan_sources(settings)
+    try:
+        assert run.spec.name == "binance" and run.spec.symbols == ("BTCUSDT",)    # narrowed to the recording
+    finally:
+        run.server_thread.stop()

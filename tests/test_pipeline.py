@@ -247,6 +247,7 @@ def test_sim_two_venues_in_one_run(tmp_path, ray_session):
 @pytest.mark.parametrize("venue, path, symbols", [
     ("bybit", "bybit/bybit_v5_linear_btc_eth_2026-08-10.jsonl.zst", ["BTCUSDT", "ETHUSDT"]),
     ("hyperliquid", "hyperliquid/btcusd_20250126.gz", ["BTC"]),
+    ("okx", "okx/okx_v5_2022-05-13.jsonl.zst", ["BTC-USDT", "BTC-USD-220527"]),
 ])
 def test_replay_other_venues_end_to_end(tmp_path, ray_session, venue, path, symbols):
     """source=replay on each venue's recording: exactly the recorded trades, valid books."""
@@ -256,13 +257,13 @@ def test_replay_other_venues_end_to_end(tmp_path, ray_session, venue, path, symb
 
     root = tmp_path / "archive"
     report = run_archive(load_settings(["source=replay", f"replay.file={FIXTURES / path}", "replay.speed=0",
-                                        f"storage.root={root}"]))
+                                        f"storage.root={root}", f"archive.{venue}=[{','.join(symbols)}]"]))
     assert set(report.venues) == {venue}
     recorded = []
     for rec in read_recording(FIXTURES / path):
         if rec.kind == "recv" and ('"topic":"publicTrade.' in rec.payload[:30] or '"channel":"trades"' in rec.payload[:30]):
             for t in orjson.loads(rec.payload)["data"]:
-                recorded.append(str(t.get("i") or t.get("tid")))
+                recorded.append(str(t.get("i") or t.get("tid") or t.get("tradeId")))
     archived = []
     for sym in symbols:
         archived += read_channel(root, "trades", sym, venue).column("trade_id").to_pylist()
