@@ -172,7 +172,7 @@ def start_services(settings: Settings) -> list[Any]:
         backup["endpoint"] = ensure_embedded(settings.root, str(backup.get("bucket") or "archives")).endpoint
     actors = [start_restore_actor(settings.root, backup, list(supported_venues()), settings.log_level)]
     if backup.get("name", "none") != "none":
-        from .ray_actors import start_backup_actor
+        from .backup_actor import start_backup_actor
         actors.append(start_backup_actor(settings.root, backup, settings.log_level))
     return actors
 

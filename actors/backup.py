@@ -16,9 +16,9 @@ One pass:
 4. uploads what is missing or differs, concurrently (multipart from ``multipart_mb`` up), and
    verifies every upload before it counts:
 
-   * the server checks the bytes it receives: ``Content-MD5`` on single-request uploads and,
-     where supported, ``x-amz-checksum-sha256`` (per part for multipart uploads); a corrupted
-     body is refused and retried;
+   * the server checks the bytes it receives against ``x-amz-checksum-sha256`` (per part for
+     multipart uploads) or, where additional checksums are not supported, ``Content-MD5``;
+     a corrupted body is refused and retried;
    * a ``HEAD`` then checks the size, the stored ``sha256`` metadata, and the server's
      whole-object ``ChecksumSHA256`` when it has one, else the MD5 ETag (single or multipart
      ``md5-N``, computed locally) when the ETag is an MD5 at all.
@@ -293,6 +293,7 @@ def make_client(target: Target):
         "s3", endpoint_url=target.endpoint, region_name=target.region or "us-east-1",
         aws_access_key_id=target.access_key, aws_secret_access_key=target.secret_key,
         config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60,
+                      signature_version="s3v4",     # also for presigned listing URLs (SigV2 is refused widely)
                       s3={"addressing_style": "path"}, max_pool_connections=max(10, target.workers * 2),
                       request_checksum_calculation="when_required", response_checksum_validation="when_required"))
 
@@ -403,19 +404,78 @@ class VerifiedState:
 
 # ----------------------------------------------------------------------------- the pass
 def list_bucket(client, target: Target) -> dict[str, tuple[int, str]]:
-    """key relative to the root -> (size, etag), one paged listing under the prefix."""
-    out = {}
+    """key relative to the root -> (size, etag), one paged listing under the prefix.
+
+    Pages are fetched through presigned ``ListObjectsV2`` URLs and read with ElementTree,
+    about 5x faster than botocore's generic response parser (which dominates a no-op pass
+    over 100,000 objects); on any surprise (an error status, a proxy, an odd answer) the
+    whole listing is done again with the boto3 paginator, which also gives the precise error.
+    """
     prefix = target.prefix.strip("/")
-    paginator = client.get_paginator("list_objects_v2")
     kwargs = {"Bucket": target.bucket}
     if prefix:
         kwargs["Prefix"] = prefix + "/"
-    for page in paginator.paginate(**kwargs):
-        for obj in page.get("Contents", []):
+    pages = _fast_pages(client, kwargs)
+    if pages is None:
+        pages = (page.get("Contents", []) for page in client.get_paginator("list_objects_v2").paginate(**kwargs))
+    out = {}
+    for contents in pages:
+        for obj in contents:
             key = obj["Key"]
             rel = key[len(prefix) + 1:] if prefix else key
             out[rel] = (obj["Size"], obj.get("ETag", "").strip('"'))
     return out
+
+
+def _fast_pages(client, kwargs: dict) -> list[list[dict]] | None:
+    """All listing pages as ``[{"Key", "Size", "ETag"}]`` lists, or None if anything is unusual."""
+    import urllib.request
+    import xml.etree.ElementTree as ET
+    from urllib.parse import unquote_plus
+
+    pages: list[list[dict]] = []
+    token = None
+    try:
+        for _ in range(1_000_000):
+            params = dict(kwargs, MaxKeys=1000)
+            if token:
+                params["ContinuationToken"] = token
+            url = client.generate_presigned_url("list_objects_v2", Params=params, ExpiresIn=900)
+            body = None
+            for attempt in range(4):                      # transient trouble: retry, then fall back
+                try:
+                    with urllib.request.urlopen(url, timeout=60) as resp:
+                        if resp.status != 200:
+                            return None
+                        body = resp.read()
+                    break
+                except urllib.error.HTTPError:
+                    return None                           # 403/404/5xx: the paginator says what it is
+                except OSError:
+                    if attempt == 3:
+                        return None
+                    time.sleep(0.5 * 2 ** attempt)
+            root = ET.fromstring(body)
+            if not root.tag.endswith("ListBucketResult"):
+                return None
+            ns = root.tag[:-len("ListBucketResult")]
+            encoded = (root.findtext(ns + "EncodingType") or "").lower() == "url"   # botocore asks for it
+            page = []
+            for item in root.iter(ns + "Contents"):
+                key = item.findtext(ns + "Key")
+                if key is None:
+                    return None
+                page.append({"Key": unquote_plus(key) if encoded else key, "Size": int(item.findtext(ns + "Size")),
+                             "ETag": item.findtext(ns + "ETag") or ""})
+            pages.append(page)
+            if (root.findtext(ns + "IsTruncated") or "").strip().lower() != "true":
+                return pages
+            token = root.findtext(ns + "NextContinuationToken")
+            if not token:
+                return None
+    except Exception:                                      # parse error, odd XML, no URL support, ...
+        return None
+    return None
 
 
 def _transient(exc: BaseException) -> bool:
@@ -435,14 +495,15 @@ _MD5_ETAG = re.compile(r"^[0-9a-f]{32}(-\d+)?$")
 
 
 def _remote_matches(client, target: Target, rel: str, size: int, sha: str,
-                    etag: str | None = None) -> tuple[bool, str]:
+                    etag: str | Callable[[], str] | None = None) -> tuple[bool, str]:
     """HEAD the object: same size, the same recorded SHA-256, and the content checksums we can see.
 
     * ``ChecksumSHA256`` (S3 additional checksum, computed by the server from the bytes it
       received) must equal the file's SHA-256 when it is a whole-object checksum;
     * otherwise, when ``etag`` (the MD5 ETag expected for what we just uploaded) is given and
       the server's ETag is an MD5 ETag, they must be equal. ETags that are not MD5s (e.g.
-      SSE-KMS on AWS) are not compared.
+      SSE-KMS on AWS) are not compared. ``etag`` may be a function: it is only computed
+      (reading the file again) when the server has no whole-object checksum.
     """
     from botocore.exceptions import ClientError
 
@@ -460,8 +521,9 @@ def _remote_matches(client, target: Target, rel: str, size: int, sha: str,
     if s3_sum and "-" not in s3_sum:
         if s3_sum != base64.b64encode(bytes.fromhex(sha)).decode():
             return False, ""
-    elif etag and _MD5_ETAG.match(remote_etag) and remote_etag != etag:
-        return False, ""
+    elif etag and _MD5_ETAG.match(remote_etag):
+        if remote_etag != (etag() if callable(etag) else etag):
+            return False, ""
     return True, remote_etag
 
 
@@ -471,8 +533,8 @@ def multipart_etag(path: str | Path, chunk_bytes: int) -> str:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(chunk_bytes), b""):
             parts.append(hashlib.md5(chunk).digest())
-    if len(parts) == 1:
-        return parts[0].hex()
+    if len(parts) <= 1:
+        return parts[0].hex() if parts else hashlib.md5(b"").hexdigest()
     return f"{hashlib.md5(b''.join(parts)).hexdigest()}-{len(parts)}"
 
 
@@ -520,17 +582,19 @@ def _upload(client, target: Target, root: str, rel: str, st: os.stat_result, sha
         extra: dict[str, Any] = {"Metadata": {"sha256": sha}, "ContentType": "application/vnd.apache.parquet"}
         try:
             if st.st_size < chunk:
-                # one request; the server checks the body against its MD5 (Content-MD5) and,
-                # where supported, our SHA-256 (x-amz-checksum-sha256): a corrupted body is refused
+                # one request; the server checks the body against our SHA-256 (x-amz-checksum-sha256)
+                # or, where that is not supported, its MD5 (Content-MD5): a corrupted body is refused
                 with open(path, "rb") as f:
                     body = f.read()
-                md5 = hashlib.md5(body)
-                if checksums:
+                if checksums:                    # the server hashes the body with SHA-256 and compares
                     extra["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha)).decode()
-                client.put_object(Bucket=target.bucket, Key=target.key_of(rel), Body=body,
-                                  ContentMD5=base64.b64encode(md5.digest()).decode(), **extra)
+                    expected_etag: Any = lambda: multipart_etag(path, chunk)   # only if no checksum comes back
+                else:
+                    md5 = hashlib.md5(body)
+                    extra["ContentMD5"] = base64.b64encode(md5.digest()).decode()
+                    expected_etag = md5.hexdigest()
+                client.put_object(Bucket=target.bucket, Key=target.key_of(rel), Body=body, **extra)
                 del body
-                expected_etag = md5.hexdigest()
             else:
                 # multipart: each part's checksum is checked by the server where supported; the
                 # whole object is checked against the multipart ETag computed from the file
@@ -538,7 +602,8 @@ def _upload(client, target: Target, root: str, rel: str, st: os.stat_result, sha
                     extra["ChecksumAlgorithm"] = "SHA256"
                 client.upload_file(str(path), target.bucket, target.key_of(rel), ExtraArgs=extra, Config=config)
                 from s3transfer.utils import ChunksizeAdjuster   # the part size boto3 really uses
-                expected_etag = multipart_etag(path, ChunksizeAdjuster().adjust_chunksize(chunk, st.st_size))
+                part = ChunksizeAdjuster().adjust_chunksize(chunk, st.st_size)
+                expected_etag = lambda: multipart_etag(path, part)     # noqa: E731
             ok, etag = _remote_matches(client, target, rel, st.st_size, sha, expected_etag)
             if not ok:
                 raise BackupError(f"{rel}: uploaded object does not verify (size, SHA-256 or ETag differ)")

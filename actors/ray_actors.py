@@ -86,11 +86,9 @@ class SymbolWriter:
         return sealed
 
     def _poke_backup(self) -> None:
-        """Tell this cluster's backup actor (if any) that files were sealed."""
-        try:
-            ray.get_actor("backup", namespace=NAMESPACE).poke.remote()
-        except ValueError:      # no backup configured
-            pass
+        """Tell this node's backup actor (if any) that files were sealed."""
+        from .backup_actor import poke_backup
+        poke_backup()
 
     def write(self, producer: str, seq: int, batches: dict[tuple[str, str], pa.RecordBatch]) -> bool:
         """Make the batches durable, then acknowledge; False for an already-durable re-send."""
@@ -322,74 +320,3 @@ def start_restore_actor(root: str, backup_section: dict | None, venues: list[str
     return RestoreActor.options(name="restore", namespace=NAMESPACE, get_if_exists=True,
                                 lifetime="detached").remote(root, backup_section, venues, log_level)
 
-
-@ray.remote(num_cpus=0, max_restarts=-1)
-class BackupActor:
-    """``backup``: reconciles the sealed local tree with the bucket on a schedule and when poked.
-
-    Errors (unreachable endpoint, wrong credentials, missing bucket) are logged as one line and
-    retried at the next interval; archiving is never affected.
-    """
-
-    def __init__(self, root: str, section: dict, log_level: str = "INFO") -> None:
-        from .layout import parse_duration
-
-        setup_logging(log_level)
-        self.log = get_logger("backup")
-        self.root, self.section = root, dict(section)
-        self.interval_s = parse_duration(section.get("interval") or "10m", "backup.interval")
-        self.retention = (section.get("retention") or {}).get("local_days")
-        self.wake = threading.Event()
-        self.lock = threading.Lock()
-        self.last: dict[str, Any] = {}
-        self.passes = 0
-        self.backlog = Gauge("tickarchive_backup_backlog_files", "files not yet verified in the bucket",
-                             tag_keys=("node",))
-        self.uploaded = Counter("tickarchive_backup_uploaded_bytes", "bytes uploaded and verified",
-                                tag_keys=("node",))
-        self.node = socketlib.gethostname()
-        threading.Thread(target=self._loop, daemon=True, name="backup").start()
-
-    def _loop(self) -> None:
-        while True:
-            self.wake.wait(self.interval_s)
-            self.wake.clear()
-            time.sleep(1.0)                  # let a burst of sealed files settle
-            self.run_once()
-
-    def poke(self) -> None:
-        """A file was sealed: reconcile soon."""
-        self.wake.set()
-
-    def run_once(self) -> dict[str, Any]:
-        """One reconcile pass now; returns its summary."""
-        from .backup import BackupError, reconcile, resolve_target
-
-        with self.lock:
-            try:
-                target = resolve_target(self.section, self.root)
-                summary = reconcile(self.root, target, Catalog(self.root),
-                                    retention_days=float(self.retention) if self.retention else None)
-                self.last = {"ok": True, "summary": summary.line(), "failed": summary.failed,
-                             "uploaded": summary.uploaded, "errors": summary.errors[:5]}
-                self.backlog.set(float(summary.failed), tags={"node": self.node})
-                if summary.uploaded_bytes:
-                    self.uploaded.inc(float(summary.uploaded_bytes), tags={"node": self.node})
-                self.log.info(f"backup pass: {summary.line()}")
-            except BackupError as exc:
-                self.last = {"ok": False, "error": str(exc)}
-                self.log.error(f"backup: {exc}")
-            except Exception as exc:  # never let the schedule die
-                self.last = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-                self.log.error(f"backup pass failed: {type(exc).__name__}: {exc}")
-            self.passes += 1
-            return {**self.last, "passes": self.passes}
-
-    def stats(self) -> dict[str, Any]:
-        return {**self.last, "passes": self.passes}
-
-
-def start_backup_actor(root: str, section: dict, log_level: str = "INFO"):
-    """The named ``backup`` actor of this node."""
-    return BackupActor.options(name="backup", namespace=NAMESPACE, get_if_exists=True).remote(
-        root, section, log_level)

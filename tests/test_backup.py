@@ -349,3 +349,46 @@ def test_transient_errors_are_retried(tmp_path, seaweed, bucket_target):
     summary = reconcile(str(root), bucket_target, client=client)
     assert len(injected) == 9 and (summary.uploaded, summary.failed) == (len(rels), 0), summary.errors
     assert all(verifies(seaweed.client(), bucket_target, root, rel) for rel in rels)
+
+
+def test_fast_listing_matches_the_boto3_paginator(seaweed, bucket_target):
+    import actors.backup as backup
+
+    client = backup.make_client(bucket_target)
+    keys = [f"desk/a/binance/perp/trades/2025/01/S{i:04d} +&%<x>_0518.parquet" for i in range(1203)] + ["other/k"]
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: client.put_object(Bucket=bucket_target.bucket, Key=k, Body=k.encode()), keys))
+    target = Target("s3", bucket_target.endpoint, bucket_target.bucket, prefix="desk/a", access_key="any",
+                    secret_key="any")
+    pages = backup._fast_pages(client, {"Bucket": target.bucket, "Prefix": "desk/a/"})
+    assert pages is not None and [len(p) for p in pages] == [1000, 203]
+    fast = backup.list_bucket(client, target)
+    slow = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=target.bucket, Prefix="desk/a/"):
+        for obj in page["Contents"]:
+            slow[obj["Key"][len("desk/a/"):]] = (obj["Size"], obj["ETag"].strip('"'))
+    assert fast == slow and len(fast) == 1203
+
+
+def test_an_upload_that_does_not_verify_is_never_marked(tmp_path, seaweed, bucket_target):
+    """A server without whole-object checksums whose ETag disagrees with the file: the upload
+    fails verification, nothing is recorded or marked; the next honest pass verifies all."""
+    from actors.backup import make_client
+
+    root = tmp_path / "archive"
+    files = build_archive(root, periods=2)
+    client = make_client(bucket_target)
+
+    def lying_head(response_dict, **_):
+        headers = response_dict["headers"]
+        headers.pop("x-amz-checksum-sha256", None)
+        headers["ETag"] = '"0123456789abcdef0123456789abcdef"'
+
+    client.meta.events.register("before-parse.s3.HeadObject", lying_head)
+    bad = reconcile(str(root), bucket_target, Catalog(str(root)), client=client)
+    assert (bad.uploaded, bad.failed) == (0, len(files)) and "does not verify" in bad.errors[0]
+    assert backed_up(root) == {} and VerifiedState(str(root), bucket_target).entries == {}
+    good = reconcile(str(root), bucket_target, Catalog(str(root)))
+    assert good.failed == 0 and good.verified_existing + good.uploaded == len(files)
+    assert backed_up(root) == {rel: sha256_of(root / rel) for rel in files}
