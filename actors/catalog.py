@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 
-from .layout import ParsedPath
+from .layout import HOUR_NS, ParsedPath
 from .records import TS_TYPE
 
 TABLE = "files"
@@ -240,7 +240,8 @@ class Catalog:
         """Files of one stream whose period overlaps ``[start_ns, end_ns)``, in time order."""
         where = [f"exchange = {sql_str(exchange)}", f"symbol = {sql_str(symbol)}",
                  f"channel = {sql_str(channel)}", f"period_start < {ts_literal(end_ns)}",
-                 f"period_end > {ts_literal(start_ns)}"]
+                 # files never span more than an hour: a two-sided range keeps the BTree scan small
+                 f"period_start >= {ts_literal(start_ns - HOUR_NS)}", f"period_end > {ts_literal(start_ns)}"]
         if market:
             where.append(f"market = {sql_str(market)}")
         if depth is not None and channel == "l2book":
