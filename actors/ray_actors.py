@@ -35,6 +35,14 @@ from .writer import SymbolWriterCore
 NAMESPACE = "tickarchive"
 
 
+def root_cause(exc: BaseException) -> str:
+    """``Type: message`` of the exception a Ray error wraps (the part a user can act on)."""
+    cause = getattr(exc, "cause", None)
+    inner = cause if isinstance(cause, BaseException) else exc
+    text = " ".join(str(inner).split()) or type(inner).__name__
+    return f"{type(inner).__name__}: {text}"[:1000]
+
+
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class SymbolWriter:
     """Durable per-symbol writer (see module docstring)."""
@@ -93,7 +101,12 @@ class SymbolWriter:
     def write(self, producer: str, seq: int, batches: dict[tuple[str, str], pa.RecordBatch]) -> bool:
         """Make the batches durable, then acknowledge; False for an already-durable re-send."""
         with self.lock:
-            fresh = self.core.write(producer, seq, batches)
+            try:
+                fresh = self.core.write(producer, seq, batches)
+            except OSError as exc:     # disk full, I/O error: the socket keeps the rows and re-sends
+                self.log.error(f"write failed, rows kept by the socket and re-sent: {exc}",
+                               extra={"exchange": self.exchange, "writer": self.writer_id})
+                raise
             if self.clock == "data":
                 self._seal(self.core.max_ts_local)
         if fresh:
@@ -231,7 +244,7 @@ class ExchangeSocket:
                         await self.writers[name].write.remote(self.producer, seq, batches)
                         break
                     except Exception as exc:  # writer error or unavailable: keep the batch, retry
-                        self.log.error(f"write to {name} failed (will retry): {str(exc)[:300]}",
+                        self.log.error(f"write to {name} failed (will retry): {root_cause(exc)}",
                                        extra={"exchange": self.venue})
                         await asyncio.sleep(delay)
                         delay = min(delay * 2, 10.0)

@@ -8,22 +8,27 @@ part of one ``write`` call::
 
 The header names the producer, its call sequence number, the part index and part count
 (a call whose rows span two periods has one part per period), and the (symbol, channel,
-length) of every batch. A torn tail (crash during a write) fails the length or CRC check;
-:func:`read_frames` stops there and reports the offset, and :meth:`SpoolFile.open`
-truncates the file to it so later appends follow valid frames.
+length) of every batch.
+
+Damage is found by the length and CRC checks. :func:`read_frames` skips a damaged stretch
+and resynchronises on the next valid frame (magic, plausible length, matching CRC), so one
+bad frame never costs the frames after it; it reports every damaged stretch. A torn tail
+(crash or full disk during a write) is such a stretch at the end: :meth:`SpoolFile.open`
+truncates it so later appends follow valid frames, and :meth:`SpoolFile.append` undoes a
+write that failed part-way (truncating back to the last whole frame) before it raises.
 """
 from __future__ import annotations
 
 import os
 import struct
 import zlib
-from dataclasses import dataclass
-from typing import Iterator
+from dataclasses import dataclass, field
 
 import orjson
 import pyarrow as pa
 
 MAGIC = b"TASP"
+MAX_FRAME_BYTES = 1 << 31
 _HEAD = struct.Struct("<4sII")
 _U32 = struct.Struct("<I")
 
@@ -74,24 +79,67 @@ def _decode_body(body: bytes) -> Frame:
     return Frame(header["producer"], header["seq"], header["part"], header["parts"], batches)
 
 
-def read_frames(path: str) -> tuple[list[Frame], int, int]:
-    """All valid frames of a spool file, the offset after the last one, and the file size."""
-    frames: list[Frame] = []
+class SpoolError(OSError):
+    """An append could not be made durable; the spool was left as it was before the call."""
+
+
+@dataclass
+class SpoolScan:
+    """What :func:`scan_spool` found in one spool file."""
+
+    frames: list[Frame]
+    valid_end: int                  # offset after the last valid frame (appends go there)
+    size: int
+    damaged: list[tuple[int, int]] = field(default_factory=list)   # [start, end) stretches skipped
+
+    @property
+    def damaged_bytes(self) -> int:
+        return sum(end - start for start, end in self.damaged)
+
+
+def _frame_at(data: bytes, offset: int) -> tuple[Frame, int] | None:
+    """The valid frame starting at ``offset`` and the offset after it, or None."""
+    if offset + _HEAD.size > len(data):
+        return None
+    magic, length, crc = _HEAD.unpack_from(data, offset)
+    start = offset + _HEAD.size
+    if magic != MAGIC or length > len(data) - start:
+        return None
+    body = data[start:start + length]
+    if zlib.crc32(body) != crc:
+        return None
+    try:
+        return _decode_body(body), start + length
+    except (pa.ArrowInvalid, ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
+def scan_spool(path: str) -> SpoolScan:
+    """Every valid frame of a spool file, skipping (and reporting) damaged stretches."""
     with open(path, "rb") as f:
         data = f.read()
+    scan = SpoolScan([], 0, len(data))
     offset = 0
-    while offset + _HEAD.size <= len(data):
-        magic, length, crc = _HEAD.unpack_from(data, offset)
-        start = offset + _HEAD.size
-        body = data[start:start + length]
-        if magic != MAGIC or len(body) != length or zlib.crc32(body) != crc:
-            break
-        try:
-            frames.append(_decode_body(body))
-        except (pa.ArrowInvalid, ValueError, KeyError):
-            break
-        offset = start + length
-    return frames, offset, len(data)
+    while offset < len(data):
+        found = _frame_at(data, offset)
+        if found is not None:
+            frame, offset = found
+            scan.frames.append(frame)
+            scan.valid_end = offset
+            continue
+        resync = data.find(MAGIC, offset + 1)
+        while resync != -1 and _frame_at(data, resync) is None:
+            resync = data.find(MAGIC, resync + 1)
+        end = len(data) if resync == -1 else resync
+        scan.damaged.append((offset, end))
+        offset = end
+    return scan
+
+
+def read_frames(path: str) -> tuple[list[Frame], int, int]:
+    """All valid frames of a spool file, the offset after the last one, and the file size."""
+    scan = scan_spool(path)
+    return scan.frames, scan.valid_end, scan.size
 
 
 class SpoolFile:
@@ -115,12 +163,26 @@ class SpoolFile:
         return self
 
     def append(self, frame: bytes) -> None:
+        """Write and fsync one frame; on failure truncate back and raise :class:`SpoolError`."""
         view = memoryview(frame)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        os.fsync(self._fd)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            os.fsync(self._fd)
+        except OSError as exc:
+            self._undo()
+            raise SpoolError(exc.errno, f"spool append to {self.path} failed ({exc.strerror}); "
+                                        "the call was not acknowledged and will be re-sent") from exc
         self.size += len(frame)
+
+    def _undo(self) -> None:
+        """Cut a partly written frame so the file ends with whole frames again."""
+        try:
+            os.ftruncate(self._fd, self.size)
+            os.fsync(self._fd)
+        except OSError:     # recovery skips the torn stretch anyway (resync on the next frame)
+            pass
 
     def close(self) -> None:
         if self._fd is not None:
@@ -136,7 +198,3 @@ def fsync_dir(path: str) -> None:
     finally:
         os.close(fd)
 
-
-def iter_frames(paths: list[str]) -> Iterator[Frame]:
-    for path in paths:
-        yield from read_frames(path)[0]

@@ -41,7 +41,7 @@ from .catalog import file_record
 from .layout import NS, StreamKey, parse_relpath
 from .logs import get_logger
 from .records import SCHEMAS
-from .spool import SpoolFile, encode_frame, fsync_dir, read_frames
+from .spool import SpoolFile, encode_frame, fsync_dir, read_frames, scan_spool
 
 log = get_logger("writer")
 
@@ -84,51 +84,138 @@ class SymbolWriterCore:
         self.watermarks: dict[str, int] = {}
         self.max_ts_local: int | None = None
         self.pending_records: list[dict] = []
+        self.recovery: dict[str, Any] = {}
         self.counters = {"rows": 0, "calls": 0, "duplicates": 0, "files": 0, "bytes": 0,
                          "late_merges": 0, "orphan_parts": 0, "rejected": 0}
 
     # -- recovery ------------------------------------------------------------------------
-    def recover(self) -> dict[str, int]:
-        """Load the watermarks and every spool left by a previous run (torn tails truncated)."""
-        summary = {"spools": 0, "frames": 0, "truncated_bytes": 0}
-        path = os.path.join(self.spool_dir, WATERMARKS)
-        if os.path.exists(path):
-            with open(path, "rb") as f:
-                self.watermarks = {k: int(v) for k, v in orjson.loads(f.read()).items()}
+    def recover(self) -> dict[str, Any]:
+        """Load the watermarks and every spool left by a previous run.
+
+        Damaged stretches of a spool are skipped (the frames after them are kept) and torn
+        tails truncated. Calls that were acknowledged but whose frames are gone are reported
+        in ``self.recovery["lost_calls"]`` and written as a ``lost`` event into the archive.
+        A missing or unreadable ``watermarks.json`` is rebuilt from the spool frames and the
+        footers of the newest sealed files. Never raises for bad files on disk.
+        """
+        summary: dict[str, Any] = {"spools": 0, "frames": 0, "damaged_bytes": 0, "lost_calls": {}}
+        persisted = self._load_watermarks()
+        damage: dict[int, list[tuple[int, int]]] = {}       # period -> damaged stretches
+        last_ts: dict[int, int] = {}                         # period -> newest ts before damage
         for spool_path in sorted(glob.glob(os.path.join(self.spool_dir, "*.spool"))):
-            period = int(Path(spool_path).stem)
-            frames, valid, size = read_frames(spool_path)
-            if valid < size:
-                log.warning(f"spool {spool_path}: dropped a torn tail of {size - valid} bytes",
-                            extra={"writer": self.writer_id})
-                summary["truncated_bytes"] += size - valid
-            self.spools[period] = SpoolFile(spool_path).open(valid_size=valid)
+            try:
+                period = int(Path(spool_path).stem)
+            except ValueError:
+                log.error(f"ignoring {spool_path}: not a spool of this writer", extra={"writer": self.writer_id})
+                continue
+            scan = scan_spool(spool_path)
+            if scan.damaged:
+                damage[period] = scan.damaged
+                summary["damaged_bytes"] += scan.damaged_bytes
+                log.error(f"spool {spool_path}: skipped {scan.damaged_bytes} damaged bytes at "
+                          f"{', '.join(f'{a}-{b}' for a, b in scan.damaged)} ({len(scan.frames)} valid frames kept)",
+                          extra={"writer": self.writer_id})
+            self.spools[period] = SpoolFile(spool_path).open(valid_size=scan.valid_end)
             summary["spools"] += 1
-            summary["frames"] += len(frames)
-            for frame in frames:
+            summary["frames"] += len(scan.frames)
+            for frame in scan.frames:
                 call = self.calls.setdefault(frame.call, _Call(frame.parts))
                 call.seen.add(frame.part)
                 call.periods.add(period)
                 self._see_ts(frame.batches.values())
-        persisted = dict(self.watermarks)
+                top = _max_ts(frame.batches.values())
+                if top is not None:
+                    last_ts[period] = max(last_ts.get(period, top), top)
+        self.watermarks = dict(persisted)
+        newest_complete: dict[str, int] = {}
         for (producer, seq), call in self.calls.items():
-            if seq <= persisted.get(producer, 0):
-                # complete when the watermarks were saved: its other part went into a period
-                # that is sealed already (a call spanning a period boundary)
-                call.seen = set(range(call.parts))
+            if call.complete:
+                newest_complete[producer] = max(newest_complete.get(producer, 0), seq)
+        lost: dict[str, list[int]] = {}
+        for (producer, seq), call in sorted(self.calls.items()):
+            # acknowledged: at or below the saved watermark, or older than a complete call
+            # (a producer sends one call at a time, so only its newest can be unacknowledged)
+            acknowledged = seq <= persisted.get(producer, 0) or seq < newest_complete.get(producer, 0)
+            if acknowledged and not call.complete:
+                if damage:
+                    lost.setdefault(producer, []).append(seq)
+                call.seen = set(range(call.parts))       # keep the parts that are left
             if call.complete and seq > self.watermarks.get(producer, 0):
                 self.watermarks[producer] = seq
+        if damage:              # a torn tail alone is a call in flight at a crash: nothing lost
+            for producer, top in newest_complete.items():
+                seen = {seq for (p, seq) in self.calls if p == producer}
+                floor = persisted.get(producer, min(seen) - 1)
+                lost.setdefault(producer, []).extend(s for s in range(floor + 1, top) if s not in seen)
+            summary["lost_calls"] = {p: _ranges(sorted(set(seqs))) for p, seqs in lost.items() if seqs}
+            sizes = {period: self.spools[period].size for period in damage}
+            inside = {period: stretches for period, stretches in damage.items()
+                      if summary["lost_calls"] or any(end < sizes[period] for _, end in stretches)}
+            if inside:
+                self._record_loss(inside, last_ts, summary["lost_calls"])
         if summary["spools"]:
             log.info(f"recovered {summary['spools']} spool(s), {summary['frames']} frames",
                      extra={"writer": self.writer_id})
+        self.recovery = summary
         return summary
 
+    def _load_watermarks(self) -> dict[str, int]:
+        """The saved watermarks; rebuilt from the newest sealed files when missing or unreadable."""
+        path = os.path.join(self.spool_dir, WATERMARKS)
+        if os.path.exists(path):
+            try:
+                with open(path, "rb") as f:
+                    return {str(k): int(v) for k, v in orjson.loads(f.read()).items()}
+            except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError, OSError) as exc:
+                aside = f"{path}.corrupt-{time.time_ns()}"
+                os.replace(path, aside)
+                log.error(f"{path} is unreadable ({exc}); moved to {aside}, rebuilding the watermarks "
+                          "from the spool frames and the sealed files", extra={"writer": self.writer_id})
+        elif not glob.glob(os.path.join(self.spool_dir, "*.spool")):
+            return {}
+        return self._watermarks_from_sealed()
+
+    def _watermarks_from_sealed(self) -> dict[str, int]:
+        """Highest call per producer in the footers of this writer's newest sealed files."""
+        marks: dict[str, int] = {}
+        for symbol in sorted(self.symbols):
+            for channel in SCHEMAS:
+                stream = StreamKey(self.exchange, self.market, channel, symbol,
+                                   self.depth if channel == "l2book" else None)
+                for path in _newest_sealed(self.root, stream):
+                    try:
+                        calls = _decode_calls(pq.ParquetFile(path).schema_arrow.metadata or {})
+                    except Exception as exc:      # a damaged file: reported by reindex/backup
+                        log.warning(f"cannot read the footer of {path}: {exc}", extra={"writer": self.writer_id})
+                        continue
+                    for producer, seq in calls:
+                        marks[producer] = max(marks.get(producer, 0), seq)
+        return marks
+
+    def _record_loss(self, damage: dict[int, list[tuple[int, int]]], last_ts: dict[int, int],
+                     lost_calls: dict[str, list[list[int]]]) -> None:
+        """Write a ``lost`` event per symbol into each damaged period, so the archive says so."""
+        from .records import StreamBuffers
+
+        calls = "; ".join(f"{p} calls {', '.join(f'{a}-{b}' if a != b else str(a) for a, b in r)}"
+                          for p, r in lost_calls.items()) or "no acknowledged call identified"
+        seqs = [s for r in lost_calls.values() for pair in r for s in pair]
+        for period, stretches in sorted(damage.items()):
+            nbytes = sum(b - a for a, b in stretches)
+            detail = f"spool damage: {nbytes} bytes unreadable in {len(stretches)} stretch(es); lost {calls}"
+            sink = StreamBuffers()
+            for symbol in sorted(self.symbols):
+                sink.event(symbol, last_ts.get(period, period), "", "lost", detail,
+                           min(seqs) if seqs else None, max(seqs) if seqs else None)
+            producer = f"recovery-{uuid.uuid4().hex[:12]}"
+            self._spool(period).append(encode_frame(producer, 1, 0, 1, sink.take()))
+            call = _Call(1, {0}, {period})
+            self.calls[(producer, 1)] = call
+
     def _see_ts(self, batches) -> None:
-        for batch in batches:
-            if batch.num_rows:
-                top = pc.max(batch.column("ts_local").cast(pa.int64())).as_py()
-                if self.max_ts_local is None or top > self.max_ts_local:
-                    self.max_ts_local = top
+        top = _max_ts(batches)
+        if top is not None and (self.max_ts_local is None or top > self.max_ts_local):
+            self.max_ts_local = top
 
     # -- writes --------------------------------------------------------------------------
     def write(self, producer: str, seq: int, batches: dict[tuple[str, str], pa.RecordBatch]) -> bool:
@@ -315,6 +402,35 @@ class SymbolWriterCore:
                 "pending_catalog": len(self.pending_records), "max_ts_local": self.max_ts_local}
 
 
+def _max_ts(batches) -> int | None:
+    """Newest ``ts_local`` (ns) of some batches, None when they hold no rows."""
+    tops = [pc.max(b.column("ts_local").cast(pa.int64())).as_py() for b in batches if b.num_rows]
+    return max(tops) if tops else None
+
+
+def _ranges(seqs: list[int]) -> list[list[int]]:
+    """Sorted integers as ``[[first, last], ...]`` runs."""
+    out: list[list[int]] = []
+    for s in seqs:
+        if out and s == out[-1][1] + 1:
+            out[-1][1] = s
+        else:
+            out.append([s, s])
+    return out
+
+
+def _newest_sealed(root: str, stream: StreamKey, count: int = 2) -> list[str]:
+    """The ``count`` newest sealed files of a stream (newest month folder that has any)."""
+    base = Path(root) / stream.exchange / stream.market / stream.channel
+    if not base.is_dir():
+        return []
+    for month in sorted((p for p in base.glob("[0-9]*/[0-9]*") if p.is_dir()), reverse=True):
+        files = sorted(str(p) for p in month.glob(f"{stream.name}_*.parquet"))
+        if files:
+            return files[-count:]
+    return []
+
+
 def _write_parquet(path: str, table: pa.Table, schema: pa.Schema) -> dict[str, Any]:
     """Write row groups of at most five minutes / 65,536 rows; fsync; return the file stats."""
     ts = table.column("ts_local").cast(pa.int64()).to_numpy()
@@ -395,17 +511,7 @@ def _encode_calls(calls: set[tuple[str, int]]) -> bytes:
     by_producer: dict[str, list[int]] = {}
     for producer, seq in calls:
         by_producer.setdefault(producer, []).append(seq)
-    out = {}
-    for producer, seqs in by_producer.items():
-        seqs.sort()
-        ranges = [[seqs[0], seqs[0]]]
-        for s in seqs[1:]:
-            if s == ranges[-1][1] + 1:
-                ranges[-1][1] = s
-            else:
-                ranges.append([s, s])
-        out[producer] = ranges
-    return orjson.dumps(out)
+    return orjson.dumps({producer: _ranges(sorted(seqs)) for producer, seqs in by_producer.items()})
 
 
 def _decode_calls(metadata: dict) -> set[tuple[str, int]]:
