@@ -57,7 +57,7 @@ import orjson
 
 from .layout import NS, LayoutError, parse_relpath
 from .logs import get_logger
-from .writer import sha256_file as sha256_of
+from .integrity import damage_message, is_damaged, sha256_file as sha256_of
 
 log = get_logger("backup")
 
@@ -69,6 +69,10 @@ TRANSIENT_CODES = {"SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "Intern
 
 class BackupError(RuntimeError):
     """A configuration or endpoint problem; the message is one line saying what to fix."""
+
+
+class LocalDamage(BackupError):
+    """The local file no longer hashes to what was recorded at seal: never uploaded."""
 
 
 @dataclass
@@ -116,11 +120,14 @@ class PassSummary:
     failed: int = 0
     deleted_local: int = 0
     errors: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)     # local files that contradict their seal hash
     seconds: float = 0.0
 
     def line(self) -> str:
         text = (f"uploaded {self.uploaded} files, {self.uploaded_bytes / 1e6:.1f} MB, skipped {self.skipped}, "
                 f"failed {self.failed}")
+        if self.damaged:
+            text += f", damaged {len(self.damaged)} (not uploaded; the bucket copies are kept)"
         if self.deleted_local:
             text += f", freed {self.deleted_local} local files (retention)"
         return text
@@ -382,6 +389,14 @@ class VerifiedState:
             self.hashes[rel] = [st.st_size, st.st_mtime_ns, sha]
         return sha
 
+    def hash_known(self, rel: str, st: os.stat_result) -> bool:
+        known = self.hashes.get(rel)
+        return bool(known) and known[0] == st.st_size and known[1] == st.st_mtime_ns
+
+    def forget_hash(self, rel: str) -> None:
+        with self.lock:
+            self.hashes.pop(rel, None)
+
     def record(self, rel: str, size: int, mtime_ns: int, sha: str, etag: str) -> None:
         with self.lock:
             self.entries[rel] = [size, mtime_ns, sha, etag]
@@ -555,10 +570,11 @@ class _Abort(Exception):
 
 def _upload(client, target: Target, root: str, rel: str, st: os.stat_result, sha: str | None,
             abort: threading.Event | None = None, retries: int = 4,
-            state: VerifiedState | None = None) -> tuple[str, str]:
+            state: VerifiedState | None = None, record: dict | None = None) -> tuple[str, str]:
     """Upload one file with its checksum and verify it; returns (ETag, SHA-256). Raises on failure.
 
-    ``sha`` None: hash the file here (through ``state``'s cache when given).
+    ``sha`` None: hash the file here (through ``state``'s cache when given), then refuse it
+    (:class:`LocalDamage`) when it contradicts the catalog ``record`` made at seal.
 
     Transient errors are retried with backoff; when they persist the endpoint is considered
     down and ``abort`` is set, so the other uploads of the pass stop instead of waiting out
@@ -571,6 +587,8 @@ def _upload(client, target: Target, root: str, rel: str, st: os.stat_result, sha
         if abort is not None and abort.is_set():
             raise _Abort("the endpoint stopped answering during this pass; retried next pass")
         sha = state.local_sha(rel, path, st) if state is not None else sha256_of(path)
+        if is_damaged(path, sha, record):
+            raise LocalDamage(damage_message(rel))
     chunk = target.multipart_mb << 20
     config = TransferConfig(multipart_threshold=chunk, multipart_chunksize=chunk, max_concurrency=4, use_threads=True)
     delay = 0.5
@@ -648,6 +666,7 @@ def reconcile(root: str, target: Target, catalog: Any = None, progress: Callable
         raise BackupError(describe_error(exc, target)) from None
     todo: list[tuple[str, os.stat_result, str | None]] = []
     verified_now: dict[str, str] = {}
+    records = _seal_records(catalog, [rel for rel, st in local.items() if not state.hash_known(rel, st)])
     head_down = False                        # the endpoint stopped answering HEADs: don't wait per file
     for rel, st in sorted(local.items()):
         obj = remote.get(rel)
@@ -656,6 +675,9 @@ def reconcile(root: str, target: Target, catalog: Any = None, progress: Callable
             todo.append((rel, st, None))
             continue
         sha = state.local_sha(rel, Path(root) / rel, st)
+        if is_damaged(Path(root) / rel, sha, records.get(rel)):
+            _report_damage(summary, state, rel)
+            continue
         entry = state.entries.get(rel)
         if entry and entry[0] == st.st_size and entry[2] == sha and obj == (entry[0], entry[3]):
             summary.skipped += 1
@@ -682,12 +704,15 @@ def reconcile(root: str, target: Target, catalog: Any = None, progress: Callable
         on_total(len(todo), sum(st.st_size for _, st, _ in todo))
     with ThreadPoolExecutor(max_workers=target.workers) as pool:
         abort = threading.Event()
-        futures = {pool.submit(_upload, client, target, root, rel, st, sha, abort, state=state): (rel, st)
+        futures = {pool.submit(_upload, client, target, root, rel, st, sha, abort, state=state,
+                               record=records.get(rel)): (rel, st)
                    for rel, st, sha in todo}
         for n, future in enumerate(as_completed(futures), 1):
             rel, st = futures[future]
             try:
                 etag, sha = future.result()
+            except LocalDamage:
+                _report_damage(summary, state, rel)
             except Exception as exc:
                 summary.failed += 1
                 summary.errors.append(f"{rel}: {exc if isinstance(exc, (BackupError, _Abort)) else describe_error(exc, target)}")
@@ -704,12 +729,30 @@ def reconcile(root: str, target: Target, catalog: Any = None, progress: Callable
             if n % 200 == 0:
                 state.save()
     state.save()
+    summary.damaged.sort()
     _mark_catalog(catalog, {**_unmarked_verified(catalog, state, local), **verified_now})
     if retention_days:
         summary.deleted_local = apply_retention(root, state, local, catalog, retention_days)
         state.save()
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _seal_records(catalog: Any, keys: list[str]) -> dict[str, dict]:
+    """Catalog rows (SHA-256 and sealed_at recorded at seal) of the files about to be hashed."""
+    if catalog is None or not keys or not hasattr(catalog, "get_many"):
+        return {}
+    try:
+        return catalog.get_many(keys)
+    except Exception as exc:    # no reference to check against: files are uploaded as they are
+        log.warning(f"catalog not readable, local files not checked against their seal hashes: {exc}")
+        return {}
+
+
+def _report_damage(summary: PassSummary, state: VerifiedState, rel: str) -> None:
+    summary.damaged.append(rel)
+    state.forget_hash(rel)                   # checked again next pass, never trusted from the cache
+    log.error(f"not uploaded: {damage_message(rel)}; the bucket copy is kept")
 
 
 def _unmarked_verified(catalog: Any, state: VerifiedState, local: dict[str, os.stat_result]) -> dict[str, str]:

@@ -127,7 +127,8 @@ class BackupActor:
                     raise BackupError("backup=none: nothing to do")
                 summary = reconcile(self.root, target, self._catalog(), progress=self._progress,
                                     on_total=self._on_total, retention_days=self.retention_days)
-                result = {"ok": summary.failed == 0, "summary": summary.line(), "uploaded": summary.uploaded,
+                result = {"ok": summary.failed == 0 and not summary.damaged, "summary": summary.line(),
+                          "uploaded": summary.uploaded, "damaged": summary.damaged[:20],
                           "uploaded_bytes": summary.uploaded_bytes, "skipped": summary.skipped,
                           "failed": summary.failed, "deleted_local": summary.deleted_local,
                           "errors": summary.errors[:5], "seconds": round(summary.seconds, 3)}
@@ -138,8 +139,8 @@ class BackupActor:
                 if summary.uploaded:
                     self.files_counter.inc(float(summary.uploaded), tags=self.tags)
                     self.bytes_counter.inc(float(summary.uploaded_bytes), tags=self.tags)
-                if summary.failed:
-                    self.failed_counter.inc(float(summary.failed), tags=self.tags)
+                if summary.failed or summary.damaged:
+                    self.failed_counter.inc(float(summary.failed + len(summary.damaged)), tags=self.tags)
                     self.log.error(f"backup pass: {summary.line()}")
                 elif summary.uploaded or summary.deleted_local:
                     self.log.info(f"backup pass: {summary.line()}")

@@ -155,14 +155,20 @@ class Catalog:
                     raise CatalogError(f"catalog upsert of {len(records)} rows failed: {exc}") from None
                 time.sleep(0.05 * 2 ** attempt)
 
-    def _update_rows(self, keys: Iterable[str], change) -> int:
+    def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Rows of these files (times as ns ints) by key; unknown keys are absent."""
         keys = list(dict.fromkeys(keys))
-        if not keys:
-            return 0
-        rows = []
+        out: dict[str, dict[str, Any]] = {}
         for chunk in range(0, len(keys), 500):
             part = keys[chunk:chunk + 500]
-            rows.extend(self.rows(f"key IN ({', '.join(sql_str(k) for k in part)})"))
+            for row in self.rows(f"key IN ({', '.join(sql_str(k) for k in part)})"):
+                out[row["key"]] = row
+        return out
+
+    def _update_rows(self, keys: Iterable[str], change) -> int:
+        rows = list(self.get_many(keys).values())
+        if not rows:
+            return 0
         for row in rows:
             change(row)
         self.upsert(rows)

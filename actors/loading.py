@@ -6,6 +6,12 @@ the row groups whose ``ts_local`` statistics overlap the range are read (pyarrow
 prunes on Parquet statistics), so ten minutes of a one-hour depth-20 file cost a fraction
 of the file.
 
+Files the catalog knows are checked against the SHA-256 recorded when they were sealed
+(``verify=True``, the default; hashing runs at about 2 GB/s and is remembered per process
+while a file is unchanged): a damaged file raises :class:`DamagedFileError` naming it
+instead of returning wrong rows. Files the catalog does not know (copied in, quantpylib's)
+are read as they are.
+
 quantpylib-compatible loaders keep the shapes its users' replay code expects:
 ``load_lob_archives`` → ``[{'ts': ms, 'b': ndarray[[px, sz], ...], 'a': ...}, ...]`` and
 ``load_trade_archives`` → ``[[ts_ms, price, size, dir], ...]``.
@@ -19,11 +25,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from .integrity import DamagedFileError, check_files  # noqa: F401  (DamagedFileError: re-exported)
 from .layout import HOUR_NS, LayoutError, StreamKey, parse_relpath
+from .logs import get_logger
 from .records import SCHEMAS, TS_TYPE
 from .timerange import TimeLike, hours_between, parse_range
 
 DEFAULT_MARKET = "perp"
+CATALOG_DIR = ".catalog"
+log = get_logger("loading")
 
 
 def stream_key(exchange: str, channel: str, symbol: str, depth: int | None = None,
@@ -60,6 +70,21 @@ def local_files(root: str | Path, key: StreamKey, start_ns: int, end_ns: int) ->
     return sorted(found, key=lambda p: (found[p], p))
 
 
+def verify_local(root: str | Path, files: Iterable[str]) -> None:
+    """Raise :class:`DamagedFileError` for a file that contradicts its catalog record."""
+    rels = [Path(f).relative_to(root).as_posix() for f in files]
+    if not rels or not (Path(root) / CATALOG_DIR).is_dir():
+        return
+    from .catalog import Catalog
+
+    try:
+        records = Catalog(root).get_many(rels)
+    except Exception as exc:     # a broken catalog must not stop a load; say the files are unchecked
+        log.warning(f"catalog unreadable ({exc}); {len(rels)} file(s) loaded without checking their seal hashes")
+        return
+    check_files(root, rels, records)
+
+
 def read_range(files: Iterable[str], channel: str, start_ns: int, end_ns: int,
                columns: list[str] | None = None) -> pa.Table:
     """Rows with ``start_ns <= ts_local < end_ns`` from ``files`` (in the given order).
@@ -79,12 +104,21 @@ def read_range(files: Iterable[str], channel: str, start_ns: int, end_ns: int,
     return pa.concat_tables(tables)
 
 
+def checked_files(root: str | Path, key: StreamKey, start_ns: int, end_ns: int, verify: bool = True) -> list[str]:
+    """:func:`local_files`, each checked against its seal hash when ``verify``."""
+    files = local_files(root, key, start_ns, end_ns)
+    if verify:
+        verify_local(root, files)
+    return files
+
+
 def load(root: str | Path, exchange: str, channel: str, symbol: str, start: TimeLike, end: TimeLike,
-         depth: int | None = None, market: str = DEFAULT_MARKET, columns: list[str] | None = None) -> pa.Table:
+         depth: int | None = None, market: str = DEFAULT_MARKET, columns: list[str] | None = None,
+         verify: bool = True) -> pa.Table:
     """Rows of one stream in a range (quantpylib hours include both ends; ISO is half-open)."""
     start_ns, end_ns = parse_range(start, end)
     key = stream_key(exchange, channel, symbol, depth, market)
-    return read_range(local_files(root, key, start_ns, end_ns), channel, start_ns, end_ns, columns)
+    return read_range(checked_files(root, key, start_ns, end_ns, verify), channel, start_ns, end_ns, columns)
 
 
 def load_l2book(root: str | Path, exchange: str, symbol: str, start: TimeLike, end: TimeLike,
@@ -117,10 +151,9 @@ def load_lob_archives(exc: str, ticker: str, depth: int, start: TimeLike, end: T
     """
     start_ns, end_ns = parse_range(start, end)
     key = stream_key(exc, "l2book", ticker, depth, market)
-    files = local_files(path, key, start_ns, end_ns)
     if only_paths:
-        return files
-    table = read_range(files, "l2book", start_ns, end_ns)
+        return local_files(path, key, start_ns, end_ns)
+    table = read_range(checked_files(path, key, start_ns, end_ns), "l2book", start_ns, end_ns)
     ts = _ms(table.column("ts_local"))
     cols = [table.column(c).to_pylist() for c in ("bid_px", "bid_sz", "ask_px", "ask_sz")]
     out = []
@@ -136,10 +169,9 @@ def load_trade_archives(exc: str, ticker: str, start: TimeLike, end: TimeLike, p
     """quantpylib-compatible: rows ``[ts_ms, price, size, dir]`` (dir +1 taker buy, -1 taker sell)."""
     start_ns, end_ns = parse_range(start, end)
     key = stream_key(exc, "trades", ticker, None, market)
-    files = local_files(path, key, start_ns, end_ns)
     if only_paths:
-        return files
-    table = read_range(files, "trades", start_ns, end_ns)
+        return local_files(path, key, start_ns, end_ns)
+    table = read_range(checked_files(path, key, start_ns, end_ns), "trades", start_ns, end_ns)
     ts = _ms(table.column("ts_local"))
     price = table.column("price").to_numpy()
     size = table.column("size").to_numpy()

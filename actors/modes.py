@@ -22,6 +22,7 @@ def run_backup(settings: Settings) -> int:
 
     from .backup import BackupError, reconcile, resolve_target, stop_embedded
     from .catalog import Catalog
+    from .integrity import damage_message
 
     section = settings.sections.get("backup") or {}
     try:
@@ -63,5 +64,7 @@ def run_backup(settings: Settings) -> int:
         stop_embedded()
     for err in summary.errors[:10]:
         print(f"failed: {err}", file=sys.stderr)
+    for rel in summary.damaged[:20]:
+        print(f"damaged: {damage_message(rel)}", file=sys.stderr)
     print(summary.line())
-    return 1 if summary.failed else 0
+    return 1 if summary.failed or summary.damaged else 0

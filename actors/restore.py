@@ -41,7 +41,7 @@ from .logs import get_logger
 from .records import SCHEMAS
 from .spool import fsync_dir
 from .timerange import TimeLike, hours_between, parse_range
-from .writer import sha256_file
+from .integrity import DamagedFileError, cached_sha256, damage_message, is_damaged, sha256_file
 
 log = get_logger("restore")
 
@@ -92,6 +92,7 @@ class FileRef:
     local: bool = False
     remote: bool = False
     rows: int | None = None
+    sealed_at: int | None = None
 
 
 def safe_relpath(rel: str, root: str | Path) -> Path:
@@ -170,7 +171,7 @@ class Restorer:
             local = (Path(self.root) / row["key"]).is_file()
             refs.append(FileRef(row["key"], row["period_start"], row["period_end"], row["bytes"],
                                 row["sha256"], local=local, remote=row["backed_up_at"] is not None,
-                                rows=row["rows"]))
+                                rows=row["rows"], sealed_at=row["sealed_at"]))
         return refs
 
     def _from_listings(self, stream: StreamKey, start_ns: int, end_ns: int) -> list[FileRef]:
@@ -222,6 +223,9 @@ class Restorer:
 
     def restore_refs(self, refs: list[FileRef], progress: Callable[[int], None] | None = None) -> list[str]:
         todo = [ref for ref in refs if not self._valid_local(ref)]
+        damaged = [ref.rel for ref in todo if (Path(self.root) / ref.rel).is_file()]
+        if damaged and self.bucket is None:
+            raise DamagedFileError("; ".join(damage_message(rel) for rel in damaged[:5]))
         if todo and self.bucket is None:
             raise RestoreError(f"{len(todo)} file(s) are not local and no bucket is configured "
                                f"(first: {todo[0].rel}); use backup=s3|b2|local")
@@ -254,6 +258,12 @@ class Restorer:
             log.warning(f"local copy of {ref.rel} does not match its checksum; fetching it again")
             return False
         return True
+
+    def _damaged(self, ref: FileRef) -> bool:
+        """The local copy contradicts the SHA-256 recorded at seal."""
+        path = Path(self.root) / ref.rel
+        return bool(ref.sha256) and is_damaged(path, cached_sha256(path), {"sha256": ref.sha256,
+                                                                          "sealed_at": ref.sealed_at})
 
     def _download(self, ref: FileRef) -> dict:
         path = safe_relpath(ref.rel, self.root)
@@ -330,12 +340,14 @@ class Restorer:
                 hour = ref.period_start - ref.period_start % HOUR_NS
                 stream = self._stream(exchange, symbol, channel, depth, market).id
                 row = out.setdefault((stream, hour), {"stream": stream, "hour": hour, "files": 0, "rows": 0,
-                                                      "bytes": 0, "local": 0, "remote": 0})
+                                                      "bytes": 0, "local": 0, "remote": 0,
+                                                      "damaged": 0})
                 row["files"] += 1
                 row["rows"] += ref.rows or 0
                 row["bytes"] += ref.size or 0
                 row["local"] += int(ref.local)
                 row["remote"] += int(ref.remote)
+                row["damaged"] += int(ref.local and self._damaged(ref))
                 if channel == "events" and ref.local:
                     events = read_range([str(Path(self.root) / ref.rel)], "events", start_ns, end_ns,
                                         ["ts_local", "kind"])
@@ -346,8 +358,8 @@ class Restorer:
         rows = []
         for (stream, hour), row in sorted(out.items(), key=lambda kv: (kv[0][1], kv[0][0])):
             files = row.pop("files")
-            local, remote = row.pop("local"), row.pop("remote")
-            row["where"] = ("both" if local == files and remote == files else
+            local, remote, damaged = row.pop("local"), row.pop("remote"), row.pop("damaged")
+            row["where"] = ("damaged" if damaged else "both" if local == files and remote == files else
                             "local" if local == files else "remote" if remote == files else "partial")
             row["gaps"] = gaps_by_hour.get(hour, 0) if stream.split("/")[2] == "events" else 0
             row["files"] = files

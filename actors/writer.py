@@ -23,9 +23,8 @@ Delivery rules it implements (DESIGN.md "Delivery and failure rules"):
 from __future__ import annotations
 
 import glob
-import time
-import hashlib
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .catalog import file_record
+from .integrity import FILE_METADATA, sha256_file
 from .layout import NS, StreamKey, parse_relpath
 from .logs import get_logger
 from .records import SCHEMAS
@@ -49,7 +49,6 @@ SPOOL_DIR = ".spool"
 ROW_GROUP_SPAN_NS = 300 * NS
 ROW_GROUP_ROWS = 65_536
 CALLS_METADATA = b"tickarchive.calls"
-FILE_METADATA = b"tickarchive.file"     # {"node", "sealed_at", "period_end"}: lets reindex rebuild the catalog
 WATERMARKS = "watermarks.json"
 MAX_PRODUCERS = 1000
 
@@ -495,15 +494,6 @@ def describe_file(root: str, rel: str, source=None, size: int | None = None,
     if info.get("sealed_at"):
         rec["sealed_at"] = info["sealed_at"]
     return rec
-
-
-def sha256_file(path: str) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _encode_calls(calls: set[tuple[str, int]]) -> bytes:

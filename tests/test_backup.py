@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from actors.backup import Target, VerifiedState, apply_retention, reconcile, sealed_files, sha256_of
 from actors.catalog import Catalog
@@ -66,7 +67,13 @@ def test_reconcile_uploads_sealed_only_then_nothing_then_repairs(tmp_path, seawe
     client.put_object(Bucket=bucket_target.bucket, Key=truncated, Body=(root / truncated).read_bytes()[:100],
                       Metadata={"sha256": sha256_of(root / truncated)})
     third = reconcile(str(root), bucket_target, Catalog(str(root)))
-    assert (third.uploaded, third.failed) == (3, 0)
+    # a sealed file whose bytes changed contradicts its seal hash: never uploaded over the good copy
+    assert (third.uploaded, third.failed, third.damaged) == (2, 0, [changed])
+    assert all(verifies(client, bucket_target, root, rel) for rel in files if rel != changed)
+    from actors.restore import reindex
+    reindex(root, Catalog(str(root)))                                     # replaced on purpose: re-record it
+    fourth = reconcile(str(root), bucket_target, Catalog(str(root)))
+    assert (fourth.uploaded, fourth.failed, fourth.damaged) == (1, 0, [])
     assert all(verifies(client, bucket_target, root, rel) for rel in files)
 
 
@@ -392,3 +399,44 @@ def test_an_upload_that_does_not_verify_is_never_marked(tmp_path, seaweed, bucke
     good = reconcile(str(root), bucket_target, Catalog(str(root)))
     assert good.failed == 0 and good.verified_existing + good.uploaded == len(files)
     assert backed_up(root) == {rel: sha256_of(root / rel) for rel in files}
+
+
+def test_locally_damaged_file_is_not_uploaded_over_the_good_copy(tmp_path, seaweed, bucket_target):
+    """Bytes flipped in a sealed file after a good backup: the bucket copy is kept, the damage is
+    reported, loads refuse the file, status flags it, and restore brings the good copy back."""
+    from actors.integrity import DamagedFileError
+    from actors.loading import load_trades
+    from actors.restore import Bucket, Restorer
+
+    root = tmp_path / "archive"
+    files = build_archive(root)
+    assert reconcile(str(root), bucket_target, Catalog(str(root))).uploaded == len(files)
+    rel = next(f for f in files if "/trades/" in f)
+    good = (root / rel).read_bytes()
+    before = load_trades(root, "binance", "BTCUSDT", OLD, OLD + HOUR_NS)
+    damaged = bytearray(good)
+    middle = len(damaged) // 2
+    damaged[middle:middle + 16] = bytes(b ^ 0x5A for b in damaged[middle:middle + 16])
+    (root / rel).write_bytes(bytes(damaged))
+
+    summary = reconcile(str(root), bucket_target, Catalog(str(root)))
+    assert (summary.uploaded, summary.damaged) == (0, [rel]), summary.line()
+    assert "damaged" in summary.line()
+    head = seaweed.client().head_object(Bucket=bucket_target.bucket, Key=rel)
+    assert head["Metadata"]["sha256"] == sha256_of_bytes(good)
+    with pytest.raises(DamagedFileError, match=rel):
+        load_trades(root, "binance", "BTCUSDT", OLD, OLD + HOUR_NS)
+    coverage = Restorer(root).coverage("binance", "BTCUSDT", OLD, OLD + HOUR_NS, channels=["trades"])
+    assert coverage.column("where").to_pylist() == ["damaged"]
+
+    restorer = Restorer(root, bucket=Bucket(seaweed.client(), bucket_target.bucket), venues=["binance"])
+    restorer.restore("binance", "BTCUSDT", "trades", OLD, OLD + HOUR_NS)
+    assert (root / rel).read_bytes() == good
+    assert load_trades(root, "binance", "BTCUSDT", OLD, OLD + HOUR_NS).equals(before)
+    again = reconcile(str(root), bucket_target, Catalog(str(root)))
+    assert (again.uploaded, again.damaged, again.failed) == (0, [], 0)
+
+
+def sha256_of_bytes(data: bytes) -> str:
+    import hashlib
+    return hashlib.sha256(data).hexdigest()
