@@ -182,8 +182,11 @@ def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
     """Run ``mode=archive`` until the duration is over, the replay is exhausted, or stop."""
     import ray
 
+    from .restore import prepare_catalog
+
     setup_logging(settings.log_level)
     os.makedirs(settings.root, exist_ok=True)
+    prepare_catalog(settings.root)          # a damaged catalog is rebuilt before anything seals into it
     runs = plan_sources(settings)
     report = RunReport()
     stop_flag = stop_flag or threading.Event()

@@ -271,20 +271,30 @@ def resolve_target(section: dict, root: str) -> Target | None:
 
 
 def ensure_embedded(root: str, bucket: str):
-    """Start (once per process) the embedded SeaweedFS of ``backup=local``."""
+    """The embedded SeaweedFS of ``backup=local``, started once per process.
+
+    A server that another live process (e.g. a running archiver) started on the same folder
+    is used as it is and left running; one left behind by a process that died is adopted and
+    stopped by :func:`stop_embedded` like our own.
+    """
     from .seaweed import SeaweedS3
 
     data_dir = embedded_dir(root)
     with _embedded_lock:
         server = _embedded.get(str(data_dir))
-        if server is not None and server.proc is not None and server.proc.poll() is None:
+        if server is not None and (server.adopted_pid or (server.proc is not None and server.proc.poll() is None)):
             return server
-        server = SeaweedS3(data_dir, buckets=(bucket,)).start()
+        running, orphan = SeaweedS3.adopt(data_dir, buckets=(bucket,))
+        if running is not None and not orphan:
+            running.adopted_pid = None       # someone else's: never stopped from here
+            return running
+        server = running or SeaweedS3(data_dir, buckets=(bucket,)).start()
         _embedded[str(data_dir)] = server
         return server
 
 
 def stop_embedded() -> None:
+    """Stop the embedded servers this process started or adopted."""
     with _embedded_lock:
         for server in _embedded.values():
             server.stop()

@@ -13,6 +13,8 @@ commits and folds new rows into the indexes (the archiver calls it every
 """
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -107,36 +109,63 @@ class Catalog:
 
     # -- table handling ------------------------------------------------------------------
     def _open(self, create: bool = True):
+        """The table handle; created when missing (``create``), else None.
+
+        Another process may be creating the table right now (listed, not yet openable), so a
+        failure is retried briefly before the catalog is called damaged.
+        """
         if self._table is not None:
             return self._table
-        try:
-            self._table = self._db.open_table(TABLE)
-            return self._table
-        except Exception:  # not created yet
-            pass
-        if not create:
-            return None
-        for attempt in range(5):
+        last: Exception | None = None
+        for attempt in range(6):
             try:
-                table = self._db.create_table(TABLE, schema=CATALOG_SCHEMA, exist_ok=True)
-                try:
-                    table.set_unenforced_primary_key("key")
-                except Exception:  # already declared by a concurrent creator
-                    pass
-                self._table = table
-                return table
-            except Exception as exc:  # concurrent creation: open what the other process made
+                self._table = self._db.open_table(TABLE)
+                return self._table
+            except Exception as exc:
                 last = exc
-                time.sleep(0.1 * (attempt + 1))
+            if not self._listed():
+                if not create:
+                    return None
                 try:
-                    self._table = self._db.open_table(TABLE)
-                    return self._table
-                except Exception:
-                    continue
-        raise CatalogError(f"cannot create catalog table in {self.uri}: {last}")
+                    table = self._db.create_table(TABLE, schema=CATALOG_SCHEMA, exist_ok=True)
+                    try:
+                        table.set_unenforced_primary_key("key")
+                    except Exception:  # already declared by a concurrent creator
+                        pass
+                    self._table = table
+                    return table
+                except Exception as exc:  # concurrent creation: open what the other process made
+                    last = exc
+            time.sleep(0.05 * (attempt + 1))
+        reason = " ".join(str(last).split())[:300]
+        if self._listed():
+            raise CatalogError(f"catalog {self.uri} is unreadable ({reason}); "
+                               "python launch.py mode=reindex rebuilds it from the files")
+        raise CatalogError(f"cannot create catalog table in {self.uri}: {reason}")
 
-    def exists(self) -> bool:
-        return self._open(create=False) is not None
+    def _table_names(self) -> list[str]:
+        return list(self._db.list_tables().tables)
+
+    def _listed(self) -> bool:
+        """The table exists on disk (whether or not it can be opened)."""
+        try:
+            return TABLE in self._table_names()
+        except Exception:
+            return Path(self.uri).exists()
+
+    def healthy(self) -> bool:
+        """False when the catalog folder exists but cannot be read (damaged on disk)."""
+        if not Path(self.uri).exists():
+            return True
+        try:
+            if TABLE not in self._table_names():
+                return True
+            table = self._db.open_table(TABLE)
+            table.count_rows()
+            table.search().limit(1).to_arrow()
+            return True
+        except Exception:
+            return False
 
     # -- writes --------------------------------------------------------------------------
     def upsert(self, records: list[dict[str, Any]]) -> None:
@@ -194,15 +223,28 @@ class Catalog:
         return self._update_rows(keys, change)
 
     def replace_all(self, records: list[dict[str, Any]]) -> None:
-        """Replace the whole table with these rows (``mode=reindex``)."""
-        table = self._db.create_table(TABLE, schema=CATALOG_SCHEMA, mode="overwrite")
-        try:
-            table.set_unenforced_primary_key("key")
-        except Exception:
-            pass
-        self._table = table
+        """Replace the whole catalog with these rows (``mode=reindex``).
+
+        The new table is built in a fresh folder and swapped in, so a damaged catalog is
+        replaced without anyone deleting it by hand; it is kept aside as ``.catalog.corrupt-*``.
+        """
+        import lancedb
+
+        stamp = time.time_ns()
+        fresh_uri = f"{self.uri}.new-{stamp}"
+        table = lancedb.connect(fresh_uri).create_table(TABLE, schema=CATALOG_SCHEMA, mode="overwrite")
+        table.set_unenforced_primary_key("key")
         if records:
             table.add(records_table(records))
+        healthy = self.healthy()
+        aside = f"{self.uri}.{'old' if healthy else 'corrupt'}-{stamp}"
+        if Path(self.uri).exists():
+            os.replace(self.uri, aside)
+        os.replace(fresh_uri, self.uri)
+        if healthy and Path(aside).exists():
+            shutil.rmtree(aside, ignore_errors=True)
+        self._db = lancedb.connect(self.uri, read_consistency_interval=timedelta(0))
+        self._table = None
         self.optimize()
 
     def delete(self, keys: list[str]) -> None:
@@ -223,7 +265,11 @@ class Catalog:
             search = search.where(where)
         if columns:
             search = search.select(columns)
-        return search.limit(None).to_arrow()
+        try:
+            return search.limit(None).to_arrow()
+        except Exception as exc:
+            raise CatalogError(f"catalog {self.uri} is unreadable ({' '.join(str(exc).split())[:300]}); "
+                               "python launch.py mode=reindex rebuilds it from the files") from None
 
     def all(self) -> pa.Table:
         return self.query()

@@ -7,13 +7,24 @@ from .config import Settings
 
 
 def run(settings: Settings) -> int:
-    """Run one non-archive mode; returns the exit status."""
-    if settings.mode == "backup":
-        return run_backup(settings)
-    from . import restore_modes
+    """Run one non-archive mode; returns the exit status.
 
-    return {"restore": restore_modes.run_restore, "status": restore_modes.run_status,
-            "reindex": restore_modes.run_reindex}[settings.mode](settings)
+    Whatever the mode, an embedded S3 server it started (``backup=local``) is stopped when
+    it ends; one started by a running archiver is left to that archiver.
+    """
+    from . import restore_modes
+    from .backup import stop_embedded
+    from .seaweed import SeaweedError
+
+    modes = {"backup": run_backup, "restore": restore_modes.run_restore, "status": restore_modes.run_status,
+             "reindex": restore_modes.run_reindex}
+    try:
+        return modes[settings.mode](settings)
+    except SeaweedError as exc:
+        print(f"error: embedded S3 server: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        stop_embedded()
 
 
 def run_backup(settings: Settings) -> int:

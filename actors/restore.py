@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .catalog import Catalog, as_ns_ints
+from .catalog import Catalog, CatalogError, as_ns_ints, sql_str
 from .layout import HOUR_NS, LayoutError, StreamKey, parse_relpath
 from .loading import DEFAULT_MARKET, local_files, read_range
 from .logs import get_logger
@@ -129,6 +129,7 @@ class Restorer:
         self.bucket = bucket
         self.workers = workers
         self.venues = set(venues) if venues is not None else None
+        self._catalog_warned = False
 
     # -- requests ------------------------------------------------------------------------
     def _stream(self, exchange: str, symbol: str, channel: str, depth: int | None,
@@ -142,9 +143,12 @@ class Restorer:
         return StreamKey(exchange, market, channel, symbol, depth if channel == "l2book" else None)
 
     def _default_depth(self, exchange: str, symbol: str, market: str) -> int:
-        rows = self.catalog.query(f"exchange = '{exchange}' AND symbol = '{symbol}' AND channel = 'l2book'",
-                                  columns=["depth"])
-        depths = sorted(set(rows.column("depth").to_pylist()) - {None})
+        try:
+            rows = self.catalog.query(f"exchange = {sql_str(exchange)} AND symbol = {sql_str(symbol)} "
+                                      "AND channel = 'l2book'", columns=["depth"])
+            depths = sorted(set(rows.column("depth").to_pylist()) - {None})
+        except CatalogError:
+            depths = []
         if len(depths) == 1:
             return depths[0]
         if not depths:
@@ -153,19 +157,50 @@ class Restorer:
 
     def paths(self, exchange: str, symbol: str, channel: str, start: TimeLike, end: TimeLike,
               depth: int | None = None, market: str = DEFAULT_MARKET) -> list[FileRef]:
-        """Files of one stream overlapping the range, in time order (catalog, else listings)."""
+        """Files of one stream overlapping the range, in time order.
+
+        The catalog, the local tree and the bucket listing are merged for every query: the
+        catalog may know only part of a range (a file restored earlier, a catalog that is
+        being rebuilt or damaged), and each source adds what the others miss.
+        """
         start_ns, end_ns = parse_range(start, end)
         stream = self._stream(exchange, symbol, channel, depth, market)
-        refs = self._from_catalog(stream, start_ns, end_ns)
-        if not refs:
-            refs = self._from_listings(stream, start_ns, end_ns)
+        found: dict[str, FileRef] = {}
+        for ref in self._from_catalog(stream, start_ns, end_ns) + self._from_listings(stream, start_ns, end_ns):
+            known = found.get(ref.rel)
+            if known is None:
+                found[ref.rel] = ref
+                continue
+            known.local = known.local or ref.local
+            known.remote = known.remote or ref.remote
+            for name in ("size", "sha256", "rows", "sealed_at"):
+                if getattr(known, name) is None:
+                    setattr(known, name, getattr(ref, name))
+        refs = sorted(found.values(), key=lambda r: (r.period_start, r.rel))
         if not refs:
             self._check_known(stream)
         return refs
 
+    def missing_hours(self, exchange: str, symbol: str, channel: str, start: TimeLike, end: TimeLike,
+                      depth: int | None = None, market: str = DEFAULT_MARKET) -> list[int]:
+        """Start (ns) of every hour of the range that no file covers, locally or in the bucket."""
+        start_ns, end_ns = parse_range(start, end)
+        try:
+            refs = self.paths(exchange, symbol, channel, start_ns, end_ns, depth, market)
+        except RestoreError:
+            refs = []
+        covered = {h for ref in refs for h in hours_between(ref.period_start, ref.period_end)}
+        return [h for h in hours_between(start_ns, end_ns) if h not in covered]
+
     def _from_catalog(self, stream: StreamKey, start_ns: int, end_ns: int) -> list[FileRef]:
-        table = as_ns_ints(self.catalog.lookup(stream.exchange, stream.symbol, stream.channel, start_ns, end_ns,
-                                               depth=stream.depth, market=stream.market))
+        try:
+            table = as_ns_ints(self.catalog.lookup(stream.exchange, stream.symbol, stream.channel, start_ns,
+                                                   end_ns, depth=stream.depth, market=stream.market))
+        except CatalogError as exc:     # serve from the files; say once what to run
+            if not self._catalog_warned:
+                log.error(f"{exc}; answering from the local tree and the bucket meanwhile")
+                self._catalog_warned = True
+            return []
         refs = []
         for row in table.to_pylist():
             local = (Path(self.root) / row["key"]).is_file()
@@ -180,7 +215,7 @@ class Restorer:
             rel = Path(path).relative_to(self.root).as_posix()
             parsed = parse_relpath(rel)
             found[rel] = FileRef(rel, parsed.period_start_ns, parsed.period_end_ns or parsed.period_start_ns + HOUR_NS,
-                                 os.path.getsize(path), None, local=True)
+                                 os.path.getsize(path), None, local=True, rows=_footer_rows(path))
         if self.bucket is not None:
             months = sorted({stream.relpath(h).rsplit("/", 1)[0] for h in hours_between(start_ns, end_ns)})
             for month in months:
@@ -204,8 +239,11 @@ class Restorer:
 
     def _check_known(self, stream: StreamKey) -> None:
         """No file for the range: say so clearly when the symbol itself is unknown."""
-        known = self.catalog.query(f"exchange = '{stream.exchange}' AND channel = '{stream.channel}'",
-                                   columns=["symbol"]).column("symbol").to_pylist()
+        try:
+            known = self.catalog.query(f"exchange = {sql_str(stream.exchange)} AND channel = "
+                                       f"{sql_str(stream.channel)}", columns=["symbol"]).column("symbol").to_pylist()
+        except CatalogError:
+            known = []
         folder = Path(self.root) / stream.exchange / stream.market / stream.channel
         if not known and not folder.is_dir() and self.bucket is None:
             raise RestoreError(f"no {stream.channel} data for {stream.exchange} at all in {self.root}")
@@ -302,8 +340,7 @@ class Restorer:
             return
         from .writer import describe_file
         try:
-            known = {r["key"] for r in self.catalog.rows(
-                "key IN (" + ", ".join("'" + r["rel"].replace("'", "''") + "'" for r in restored) + ")")}
+            known = set(self.catalog.get_many(r["rel"] for r in restored))
             self.catalog.mark_local([r["rel"] for r in restored if r["rel"] in known])
             fresh = [describe_file(self.root, r["rel"], size=r["size"], sha256=r["sha256"])
                      for r in restored if r["rel"] not in known]
@@ -418,6 +455,7 @@ def reindex(root: str | Path, catalog: Catalog, bucket: Bucket | None = None,
 
     root = Path(root)
     records: dict[str, dict] = {}
+    unreadable: list[str] = []
     for path in sorted(root.rglob("*.parquet")):
         rel = path.relative_to(root).as_posix()
         if any(part.startswith(".") for part in rel.split("/")):
@@ -426,11 +464,14 @@ def reindex(root: str | Path, catalog: Catalog, bucket: Bucket | None = None,
             parse_relpath(rel)
         except LayoutError:
             continue
-        records[rel] = describe_file(str(root), rel)
+        try:
+            records[rel] = describe_file(str(root), rel)
+        except (OSError, ValueError, KeyError, pa.ArrowException) as exc:   # truncated, not Parquet, ...
+            log.error(f"reindex: {rel} is unreadable, not indexed: {' '.join(str(exc).split())[:200]}")
+            unreadable.append(rel)
         if progress:
             progress(1)
     remote = 0
-    unreadable: list[str] = []
     if bucket is not None:
         for obj in bucket.list(""):
             try:
@@ -460,6 +501,27 @@ def reindex(root: str | Path, catalog: Catalog, bucket: Bucket | None = None,
                 progress(1)
     catalog.replace_all(list(records.values()))
     return {"files": len(records), "remote_only": remote, "unreadable": unreadable}
+
+
+def prepare_catalog(root: str | Path) -> dict[str, Any]:
+    """Before archiving: rebuild a damaged catalog from the local files (else nothing to do)."""
+    catalog = Catalog(str(root))
+    if catalog.healthy():
+        return {"rebuilt": False}
+    log.error(f"catalog {catalog.uri} is unreadable; rebuilding it from the local files (kept aside as "
+              ".catalog.corrupt-*)")
+    result = reindex(root, catalog)
+    return {"rebuilt": True, **result}
+
+
+def _footer_rows(path: str | Path) -> int | None:
+    """Row count from a Parquet footer, None when unreadable."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except Exception:
+        return None
 
 
 def bucket_from_section(section: dict, root: str | Path) -> Bucket | None:

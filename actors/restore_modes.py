@@ -45,9 +45,12 @@ def run_restore(settings: Settings) -> int:
         req = _request(settings)
         restorer = _restorer(settings)
         refs = []
+        missing: dict[str, list[int]] = {}
         for channel in req.get("channels") or ["l2book", "trades"]:
-            refs.extend(restorer.paths(req["exchange"], str(req["symbol"]), channel, str(req["start"]),
-                                       str(req["end"]), req.get("depth"), req.get("market") or "perp"))
+            args = (req["exchange"], str(req["symbol"]), channel, str(req["start"]), str(req["end"]),
+                    req.get("depth"), req.get("market") or "perp")
+            refs.extend(restorer.paths(*args))
+            missing[channel] = restorer.missing_hours(*args)
         total = sum(r.size or 0 for r in refs if not r.local)
         with tqdm(total=total, unit="B", unit_scale=True, desc="restore", file=sys.stderr,
                   disable=total == 0) as bar:
@@ -59,7 +62,16 @@ def run_restore(settings: Settings) -> int:
         print(path)
     print(f"{len(paths)} file(s) for {req['exchange']} {req['symbol']} are local under {settings.root}",
           file=sys.stderr)
+    for channel, hours in missing.items():
+        if hours:
+            print(f"missing: no {channel} file anywhere for {len(hours)} hour(s): {_hour_list(hours)}",
+                  file=sys.stderr)
     return 0
+
+
+def _hour_list(hours: list[int], limit: int = 12) -> str:
+    text = ", ".join(f"{datetime.fromtimestamp(h / NS, tz=timezone.utc):%Y-%m-%d:%H}" for h in hours[:limit])
+    return text + (f" (+{len(hours) - limit} more)" if len(hours) > limit else "")
 
 
 def run_status(settings: Settings) -> int:
@@ -72,6 +84,9 @@ def run_status(settings: Settings) -> int:
     except (RestoreError, RangeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if not Catalog(settings.root).healthy():
+        print(f"warning: the catalog in {settings.root}/.catalog is unreadable; rows below come from the "
+              "files themselves (python launch.py mode=reindex rebuilds it)", file=sys.stderr)
     rows = table.to_pylist()
     header = f"{'stream':<44} {'hour (UTC)':<16} {'rows':>10} {'bytes':>12} {'where':<8} {'gaps':>5}"
     print(header)
@@ -100,5 +115,5 @@ def run_reindex(settings: Settings) -> int:
     print(f"reindexed {result['files']} files ({result['remote_only']} only in the bucket) "
           f"into {settings.root}/.catalog")
     for key in result["unreadable"]:
-        print(f"unreadable bucket object (not indexed): {key}", file=sys.stderr)
+        print(f"unreadable (not indexed): {key}", file=sys.stderr)
     return 1 if result["unreadable"] else 0

@@ -8,6 +8,7 @@ them it accepts any key.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -20,6 +21,9 @@ from pathlib import Path
 from .logs import get_logger
 
 log = get_logger("seaweed")
+
+
+STATE_FILE = "server.json"      # {"pid", "ports"} of the running server, in its data folder
 
 
 class SeaweedError(RuntimeError):
@@ -66,6 +70,7 @@ class SeaweedS3:
         self.ports: dict[str, int] = {}
         self.fixed_s3_port = s3_port
         self.proc: subprocess.Popen | None = None
+        self.adopted_pid: int | None = None     # a server started by another process (see adopt)
 
     @property
     def endpoint(self) -> str:
@@ -94,6 +99,7 @@ class SeaweedS3:
                 raise SeaweedError(f"weed exited with {self.proc.returncode}; see {self.data_dir / 'weed.log'}")
             if self._ready():
                 log.info(f"embedded S3 (SeaweedFS) on {self.endpoint}, data in {self.data_dir}")
+                (self.data_dir / STATE_FILE).write_text(json.dumps({"pid": self.proc.pid, "ports": self.ports}))
                 return self
             time.sleep(0.3)
         self.stop()
@@ -132,6 +138,31 @@ class SeaweedS3:
                             config=Config(retries={"max_attempts": 2, "mode": "standard"},
                                           connect_timeout=3, read_timeout=20))
 
+    @classmethod
+    def adopt(cls, data_dir: str | Path, buckets: tuple[str, ...] = ()) -> tuple["SeaweedS3 | None", bool]:
+        """The server already running on ``data_dir`` (from its state file) and whether it is an
+        orphan (its starter died, so nobody else will stop it); ``(None, False)`` if none answers.
+
+        A stale state file, or a hung server that no longer answers, is cleaned up (the hung
+        process is stopped) so a fresh server can take the folder.
+        """
+        state_path = Path(data_dir) / STATE_FILE
+        try:
+            state = json.loads(state_path.read_text())
+            pid, ports = int(state["pid"]), dict(state["ports"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None, False
+        if not _is_weed(pid, data_dir):
+            state_path.unlink(missing_ok=True)
+            return None, False
+        server = cls(data_dir, buckets=buckets)
+        server.ports, server.adopted_pid = ports, pid
+        if server._ready():
+            return server, _parent_of(pid) in (0, 1) or not _alive(_parent_of(pid))
+        _stop_group(pid)
+        state_path.unlink(missing_ok=True)
+        return None, False
+
     def kill(self) -> None:
         """Stop abruptly (SIGKILL), as a crashed server would."""
         if self.proc is not None and self.proc.poll() is None:
@@ -139,9 +170,53 @@ class SeaweedS3:
             self.proc.wait(10)
 
     def stop(self) -> None:
+        if self.adopted_pid is not None:
+            _stop_group(self.adopted_pid)
+            self.adopted_pid = None
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
+        (self.data_dir / STATE_FILE).unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _parent_of(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _is_weed(pid: int, data_dir: str | Path) -> bool:
+    """``pid`` is a live weed process serving ``data_dir``."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return bool(cmdline) and cmdline[0].endswith(b"weed") and f"-dir={data_dir}".encode() in cmdline
+
+
+def _stop_group(pid: int, timeout_s: float = 10.0) -> None:
+    """SIGTERM the server's process group, SIGKILL if it lingers."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+        if not _alive(pid):
+            return

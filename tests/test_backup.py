@@ -440,3 +440,49 @@ def test_locally_damaged_file_is_not_uploaded_over_the_good_copy(tmp_path, seawe
 def sha256_of_bytes(data: bytes) -> str:
     import hashlib
     return hashlib.sha256(data).hexdigest()
+
+
+def weed_processes_for(data_dir: Path) -> list[int]:
+    """PIDs of live ``weed`` processes serving ``data_dir``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmdline and cmdline[0].endswith(b"weed") and f"-dir={data_dir}".encode() in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_backup_local_leaves_no_server_behind_after_any_mode(tmp_path):
+    """mode=restore|status|reindex with backup=local stop the embedded S3 server they started,
+    and the next backup=local command on the same root works."""
+    from actors.backup import embedded_dir
+
+    root = tmp_path / "archive"
+    build_archive(root, periods=2)
+    s3_dir = embedded_dir(str(root))
+    common = [f"storage.root={root}", "backup=local"]
+    request = ["restore.exchange=binance", "restore.symbol=BTCUSDT", "restore.start=2025-01-05:18",
+               "restore.end=2025-01-05:19"]
+    backup = run_cli(common)
+    assert backup.returncode == 0 and "uploaded 4 files" in backup.stdout, backup.stderr
+    assert weed_processes_for(s3_dir) == []
+    for mode, extra in (("status", request), ("restore", request), ("reindex", [])):
+        proc = subprocess.run([sys.executable, "launch.py", f"mode={mode}", *common, *extra], cwd=REPO,
+                              capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, (mode, proc.stderr)
+        assert weed_processes_for(s3_dir) == [], f"mode={mode} left its S3 server running"
+    again = run_cli(common)
+    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
+    assert "uploaded 0 files" in again.stdout and weed_processes_for(s3_dir) == []
+    # a process that died without stopping its server (kill -9): the next command adopts and stops it
+    crash = f"import os; from actors.backup import ensure_embedded; ensure_embedded({str(root)!r}, 'archives'); os._exit(0)"
+    subprocess.run([sys.executable, "-c", crash], cwd=REPO, check=True, timeout=120)
+    assert len(weed_processes_for(s3_dir)) == 1
+    after_crash = run_cli(common)
+    assert after_crash.returncode == 0 and "uploaded 0 files" in after_crash.stdout, after_crash.stderr
+    assert weed_processes_for(s3_dir) == []

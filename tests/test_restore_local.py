@@ -82,3 +82,53 @@ def test_reindex_rebuilds_the_same_catalog(archive):
     reindex(archive, catalog)
     after = sorted(Catalog(str(archive)).rows(), key=lambda r: r["key"])
     assert after == before and len(after) == 6
+
+
+def corrupt_catalog(root) -> int:
+    """Overwrite every file of the LanceDB catalog with garbage (as a bad disk or copy would)."""
+    import os
+    files = [p for p in (root / ".catalog").rglob("*") if p.is_file()]
+    for path in files:
+        path.write_bytes(os.urandom(max(64, path.stat().st_size)))
+    return len(files)
+
+
+def test_reindex_skips_and_names_a_truncated_file(archive):
+    good = next(archive.rglob("*.parquet"))
+    bad_rel = good.relative_to(archive).as_posix().rsplit("_", 1)[0] + "_0100.parquet"    # another hour
+    if bad_rel == good.relative_to(archive).as_posix():
+        bad_rel = bad_rel.replace("_0100", "_0200")
+    (archive / bad_rel).write_bytes(good.read_bytes()[:1000])                             # truncated copy
+    result = reindex(archive, Catalog(str(archive)))
+    assert result["unreadable"] == [bad_rel] and result["files"] == 6
+    assert {r["key"] for r in Catalog(str(archive)).rows()} == {
+        p.relative_to(archive).as_posix() for p in archive.rglob("*.parquet")} - {bad_rel}
+
+
+def test_a_corrupted_catalog_is_replaced_by_reindex_and_status_still_reads_the_tree(archive):
+    before = sorted(Catalog(str(archive)).rows(), key=lambda r: r["key"])
+    assert corrupt_catalog(archive) > 0
+    # while corrupted: status reports the files on disk, not zero rows
+    table = Restorer(archive).coverage("binance", SYM, T0, T0 + 3 * HOUR_NS, channels=["trades", "l2book"])
+    rows = table.to_pylist()
+    assert len(rows) == 6 and all(r["rows"] == 1800 and r["where"] == "local" for r in rows), rows
+    result = reindex(archive, Catalog(str(archive)))          # no manual deletion of .catalog needed
+    assert result["files"] == 6 and result["unreadable"] == []
+    after = sorted(Catalog(str(archive)).rows(), key=lambda r: r["key"])
+    strip = lambda r: {k: v for k, v in r.items() if k != "sealed_at"}  # noqa: E731
+    assert [strip(r) for r in after] == [strip(r) for r in before]
+    assert any(p.name.startswith(".catalog.corrupt-") for p in archive.iterdir())
+
+
+def test_archive_start_repairs_a_corrupted_catalog(archive):
+    from actors.restore import prepare_catalog
+
+    corrupt_catalog(archive)
+    repaired = prepare_catalog(str(archive))
+    assert repaired["rebuilt"] and repaired["files"] == 6
+    core = make_core(archive, rollover_s=3600, writer_id="w2")           # a writer seals into it again
+    core.write("p9", 1, call_batches(9000, 5, T0 + 5 * HOUR_NS))
+    records = core.seal_all()
+    keys = {r["key"] for r in Catalog(str(archive)).rows()}
+    assert {r["key"] for r in records} <= keys and len(keys) == 6 + len(records)
+    assert prepare_catalog(str(archive)) == {"rebuilt": False}          # healthy: nothing to do

@@ -116,3 +116,26 @@ def test_corrupted_object_fails_with_its_key(tmp_path, seaweed, bucket_target, a
     assert not keys & set(odd) and set(result["unreadable"]) <= {victim}
     assert result["files"] + len(result["unreadable"]) == len(Catalog(str(root)).rows())
     assert not list(fresh.rglob("*evil*")) and not list(fresh.rglob("* *"))
+
+
+def test_narrow_then_wide_restore_on_a_new_machine_gets_every_file(tmp_path, seaweed, bucket_target):
+    """The catalog learns of the first restored file; a wider range must still list the bucket."""
+    from actors.layout import HOUR_NS, NS
+    from test_writer import SYM, T0, call_batches, make_core
+
+    root = tmp_path / "archive"
+    core = make_core(root, rollover_s=3600)
+    for i in range(5 * 12):
+        core.write("p1", i + 1, call_batches(i * 10, 10, T0 + i * 300 * NS, step_ns=NS))
+    core.seal_all()
+    assert reconcile(str(root), bucket_target, Catalog(str(root))).failed == 0
+    fresh = tmp_path / "fresh"
+    restorer = Restorer(fresh, bucket=Bucket(seaweed.client(), bucket_target.bucket), venues=["binance"])
+    assert len(restorer.restore("binance", SYM, "trades", T0, T0 + HOUR_NS)) == 1
+    wide = restorer.restore("binance", SYM, "trades", T0, T0 + 5 * HOUR_NS)
+    assert len(wide) == 5
+    got = restorer.load("binance", SYM, "trades", T0, T0 + 5 * HOUR_NS)
+    assert sorted(map(int, got.column("trade_id").to_pylist())) == list(range(600))
+    # hours with no file anywhere are reported
+    assert restorer.missing_hours("binance", SYM, "trades", T0 - HOUR_NS, T0 + 6 * HOUR_NS) == [
+        T0 - HOUR_NS, T0 + 5 * HOUR_NS]
