@@ -37,6 +37,7 @@ class VenueRun:
     writers: dict[str, Any] = field(default_factory=dict)     # writer name -> handle
     writer_of: dict[str, str] = field(default_factory=dict)   # symbol -> writer name
     socket: Any = None
+    restarting: bool = False
 
 
 @dataclass
@@ -48,6 +49,7 @@ class RunReport:
     rows: int = 0
     files: list[dict] = field(default_factory=list)     # sealed at the end of the run
     files_sealed: int = 0                                # sealed during the whole run
+    socket_restarts: dict[str, int] = field(default_factory=dict)   # venue -> socket processes restarted
     backup: dict = field(default_factory=dict)           # the final backup pass, if any
     venues: dict[str, Any] = field(default_factory=dict)
 
@@ -58,6 +60,9 @@ class RunReport:
     def summary(self) -> str:
         text = (f"archived {self.rows} rows from {self.frames} frames in {self.seconds:.1f}s "
                 f"({self.frames_per_s:.0f} msgs/s), sealed {max(self.files_sealed, len(self.files))} files")
+        restarts = sum(self.socket_restarts.values())
+        if restarts:
+            text += f", {restarts} socket restart(s) (gaps recorded)"
         if self.backup:
             text += f"; backup: {self.backup.get('summary') or self.backup.get('error')}"
         return text
@@ -210,7 +215,7 @@ def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
             if settings.source == "replay" and _replay_done(runs):
                 break
             stop_flag.wait(0.5)
-            ray.get([run.socket.ensure_started.remote() for run in runs], timeout=60)
+            _supervise(runs, report)
             if time.monotonic() - last_compact >= settings.compact_every_s:
                 _compact(settings)
                 last_compact = time.monotonic()
@@ -241,6 +246,26 @@ def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
     return report
 
 
+def _supervise(runs: list[VenueRun], report: RunReport) -> None:
+    """(Re)start each venue's socket; a socket process that died is restarted by Ray meanwhile."""
+    import ray
+    from ray.exceptions import GetTimeoutError, RayActorError
+
+    for run in runs:
+        try:
+            started = ray.get(run.socket.ensure_started.remote(), timeout=30)
+        except (RayActorError, GetTimeoutError) as exc:     # dead or restarting: asked again next round
+            if not run.restarting:
+                log.warning(f"socket:{run.spec.name} is unavailable ({type(exc).__name__}); "
+                            "waiting for Ray to restart it")
+            run.restarting = True
+            continue
+        run.restarting = False
+        if started:
+            report.socket_restarts[run.spec.name] = report.socket_restarts.get(run.spec.name, 0) + 1
+            log.warning(f"socket:{run.spec.name} was restarted; it subscribed again and recorded a gap")
+
+
 def _replay_done(runs: list[VenueRun]) -> bool:
     """True once every recorded frame was sent and the socket has received all of them."""
     import ray
@@ -268,8 +293,13 @@ def _quiesce_sim(runs: list[VenueRun], timeout_s: float = 15.0) -> None:
     time.sleep(0.3)          # a step already under way finishes its sends
     deadline = time.monotonic() + timeout_s
     while sims and time.monotonic() < deadline:
-        stats = ray.get([run.socket.stats.remote() for run in sims])
-        if all(st["frames"] >= run.server.frames_sent for st, run in zip(stats, sims)):
+        try:
+            stats = ray.get([run.socket.stats.remote() for run in sims], timeout=10)
+        except Exception:        # a socket restarting: its frames in flight are a recorded gap
+            time.sleep(0.2)
+            continue
+        if all(st["frames_on_open_connections"] >= run.server.call(run.server.sent_on_open_sessions)
+               for st, run in zip(stats, sims)):
             return
         time.sleep(0.1)
 
@@ -280,25 +310,36 @@ def _shutdown(settings: Settings, runs: list[VenueRun], report: RunReport, seal_
     if settings.source == "sim":
         _quiesce_sim(runs)
     sockets = [run.socket for run in runs if run.socket is not None]
-    for run, stats in zip(runs, ray.get([s.stats.remote() for s in sockets])):
-        report.frames += stats["frames"]
+    for run, stats in zip(runs, _each(sockets, "stats")):
+        report.frames += stats.get("frames", 0)
         report.venues[run.spec.name] = stats
-    drained = ray.get([s.stop.remote() for s in sockets])
-    if not all(drained):
+    if not all(_each(sockets, "stop", timeout=180, default=False)):
         log.error("some rows could not be handed to the writers before the timeout")
-    for run, stats in zip(runs, ray.get([s.stats.remote() for s in sockets])):
-        report.rows += stats["sent_rows"]
-        report.venues[run.spec.name] = stats
+    for run, stats in zip(runs, _each(sockets, "stats")):
+        report.rows += stats.get("sent_rows", 0)
+        report.venues[run.spec.name] = stats or report.venues.get(run.spec.name, {})
     writers = [h for run in runs for h in run.writers.values()]
-    if seal_everything:
-        sealed = ray.get([w.seal_all.remote() for w in writers])
-    else:
-        sealed = ray.get([w.seal_due.remote() for w in writers])
-    report.files = [rec for batch in sealed for rec in batch]
-    report.files_sealed = sum(st["files"] for st in ray.get([w.stats.remote() for w in writers]))
+    method = "seal_all" if seal_everything else "seal_due"
+    report.files = [rec for batch in _each(writers, method, timeout=600, default=[]) for rec in batch]
+    report.files_sealed = sum(st.get("files", 0) for st in _each(writers, "stats"))
     _compact(settings)
     for actor in sockets + writers:
         ray.kill(actor)
+
+
+def _each(actors: list[Any], method: str, timeout: float = 60, default: Any = None) -> list[Any]:
+    """Call ``method`` on every actor at once; an actor that fails gives ``default`` (logged)."""
+    import ray
+
+    refs = [getattr(actor, method).remote() for actor in actors]
+    out = []
+    for ref in refs:
+        try:
+            out.append(ray.get(ref, timeout=timeout))
+        except Exception as exc:
+            log.error(f"{method} failed on an actor: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+            out.append({} if default is None else default)
+    return out
 
 
 def _compact(settings: Settings) -> None:

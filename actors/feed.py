@@ -38,6 +38,7 @@ class FeedStats:
     connects: int = 0
     disconnects: int = 0
     frames: int = 0
+    frames_this_connection: int = 0
     clock_frames: int = 0
     snapshots: int = 0
     last_frame_monotonic: float = 0.0
@@ -136,6 +137,7 @@ class FeedConnection:
                            max_size=2 ** 24, ping_interval=20, ping_timeout=20,
                            close_timeout=2) as ws:
             self.stats.connects += 1
+            self.stats.frames_this_connection = 0
             self.stats.connected = True
             self.stats.last_frame_monotonic = time.monotonic()
             first = None
@@ -198,6 +200,7 @@ class FeedConnection:
                 self.stats.clock_frames += 1
                 return
         self.stats.frames += 1
+        self.stats.frames_this_connection += 1
         self.stats.last_frame_monotonic = time.monotonic()
         actions = self.client.on_frame(data, self.now())
         if actions:

@@ -178,6 +178,13 @@ class ExchangeSocket:
             return False
         self.stop_event = asyncio.Event()
         module = venue_module(self.venue)
+        if ray.get_runtime_context().was_current_actor_reconstructed:
+            now = time.time_ns()
+            for symbol in self.writer_of:
+                self.buffers.event(symbol, now, "", "gap", "socket process restarted: rows received but not yet "
+                                   "handed to the writers were lost; books are resynced from fresh snapshots")
+            self.log.error(f"socket process restarted; recorded a gap for {len(self.writer_of)} symbol(s)",
+                           extra={"exchange": self.venue})
         for plan in self.plans:
             client = module.make_client(plan, self.venue_cfg, self.buffers, self.depth)
             conn = FeedConnection(plan, client, self.options, gate=self._gate)
@@ -280,6 +287,8 @@ class ExchangeSocket:
             "connects": sum(c.stats.connects for c in self.connections),
             "disconnects": sum(c.stats.disconnects for c in self.connections),
             "connected": [c.stats.connected for c in self.connections],
+            "frames_on_open_connections": sum(c.stats.frames_this_connection for c in self.connections
+                                              if c.stats.connected),
             "pending_rows": self._pending_rows(),
             "sent_rows": self.sent_rows,
             "pid": os.getpid(),

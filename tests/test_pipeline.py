@@ -270,3 +270,44 @@ def test_replay_other_venues_end_to_end(tmp_path, ray_session, venue, path, symb
         books = read_channel(root, "l2book", sym, venue).to_pylist()
         assert books and all(b["bid_px"][0] < b["ask_px"][0] for b in books)
     assert sorted(archived) == sorted(recorded) and len(set(archived)) == len(archived)
+
+
+def test_socket_kill9_restarts_resubscribes_and_records_a_gap(tmp_path, ray_session):
+    """kill -9 of a venue's socket process: Ray restarts it, it subscribes again, every symbol gets a
+    gap event, the run goes on to the end, and every row acknowledged before the kill is kept."""
+    import ray
+
+    root = tmp_path / "archive"
+    seen = {}
+
+    def kill_socket(runs):
+        pid = ray.get(runs[0].socket.stats.remote())["pid"]
+        seen["kill_ns"] = time.time_ns()
+        os.kill(pid, signal.SIGKILL)
+        seen["pid"] = pid
+
+    def check_restarted(runs):
+        seen["new_pid"] = ray.get(runs[0].socket.stats.remote(), timeout=60)["pid"]
+
+    report, run = run_with(sim_settings(root, "duration_s=10"), [(3.0, kill_socket), (7.0, check_restarted)])
+    assert seen["new_pid"] != seen["pid"], "the socket was not restarted"
+    assert report.socket_restarts == {"binance": 1}
+    kill_ns = seen["kill_ns"]
+    for sym in SYMBOLS:
+        events = read_channel(root, "events", sym).to_pylist()
+        gaps = [e for e in events if e["kind"] == "gap" and "restarted" in e["detail"]]
+        assert len(gaps) == 1 and gaps[0]["ts_local"] >= kill_ns, gaps
+        resumed = [e["ts_local"] for e in events if e["kind"] == "connect" and e["ts_local"] >= kill_ns]
+        assert resumed, "no connect after the restart"
+        after = resumed[0] + 2 * 10**9                  # subscribed and flowing again by then
+        trades = read_channel(root, "trades", sym)
+        ids = trades.column("trade_id").to_pylist()
+        assert len(ids) == len(set(ids)), f"{sym}: doubled trades"
+        truth = {str(t.trade_id): t for t in run.server.truth(sym).trades}
+        assert set(ids) <= set(truth)
+        before_kill = {i for i, t in truth.items() if t.sent_ns < kill_ns - 10**9}
+        after_restart = {i for i, t in truth.items() if t.sent_ns > after}
+        assert before_kill and after_restart
+        assert not before_kill - set(ids), f"{sym}: {len(before_kill - set(ids))} acknowledged trades lost"
+        assert not after_restart - set(ids), f"{sym}: trades after the restart missing"
+        check_books_true(root, run.server, sym)

@@ -30,6 +30,7 @@ class SimTrade:
     side: int          # +1 taker buy, -1 taker sell
     price_str: str
     size_str: str
+    sent_ns: int = 0   # when the simulator sent it (set in the truth record)
 
 
 @dataclass

@@ -13,8 +13,10 @@ recorded receive time; the client side (``actors/feed.py``) reads them with
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import struct
 import threading
+import time
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -133,6 +135,10 @@ class VenueServer:
             self.sessions.discard(session)
             self.on_close(session)
 
+    def sent_on_open_sessions(self) -> int:
+        """Text frames sent to the clients connected now (call on the server loop)."""
+        return sum(session.sent for session in self.sessions if session.open)
+
     def initial_clock(self) -> int | None:
         """Replay servers: the recording's current time, sent as a clock frame on connect."""
         return None
@@ -229,7 +235,7 @@ class SimulatedVenue(VenueServer):
 
     def record_trade(self, s, trade, reached: int) -> None:
         if self.record_truth and reached:
-            s.truth.trades.append(trade)
+            s.truth.trades.append(dataclasses.replace(trade, sent_ns=time.time_ns()))
 
     def record_book(self, s, update_id: int) -> None:
         if self.record_truth:
