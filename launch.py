@@ -21,8 +21,8 @@ import threading
 def main(argv: list[str] | None = None) -> int:
     """Run launch.py with ``argv`` (overrides); returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    from actors.config import load_settings, compose
-    from actors.venues.base import ConfigError
+    from actors.cli.config import load_settings, compose
+    from actors.errors import TickarchiveError
 
     show_cfg = "--cfg" in argv
     overrides = [a for a in argv if a != "--cfg"]
@@ -36,14 +36,14 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         settings = load_settings(overrides)
         return run(settings)
-    except ConfigError as exc:
+    except TickarchiveError as exc:          # every user-facing error: one line, exit 2
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
 
 def run(settings) -> int:
     """Dispatch a validated run to its mode."""
-    from actors.app import install_sigint, run_archive
+    from actors.remote.archive import install_sigint, run_archive
     from actors.logs import setup_logging
 
     setup_logging(settings.log_level)
@@ -53,7 +53,7 @@ def run(settings) -> int:
         report = run_archive(settings, stop_flag=stop)
         print(report.summary())
         return 0
-    from actors import modes  # backup / restore / status / reindex
+    from actors.cli import modes  # backup / restore / status / reindex
     return modes.run(settings)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from actors.layout import parse_relpath
+from actors.storage.layout import parse_relpath
 
 
 def archive_files(root: str | Path, channel: str | None = None, symbol: str | None = None,
@@ -32,7 +32,7 @@ def archive_files(root: str | Path, channel: str | None = None, symbol: str | No
 def read_channel(root: str | Path, channel: str, symbol: str | None = None,
                  exchange: str | None = None) -> pa.Table:
     """Every row of one channel (optionally one symbol), files in time order; times as int ns."""
-    from actors.catalog import as_ns_ints
+    from actors.storage.catalog import as_ns_ints
 
     files = archive_files(root, channel, symbol, exchange)
     assert files, f"no {channel} files under {root}"

@@ -5,8 +5,8 @@ import uuid
 
 import pytest
 
-from actors.backup import Target
-from actors.seaweed import SeaweedS3
+from actors.backup.reconcile import Target
+from actors.backup.embedded import SeaweedS3
 
 
 @pytest.fixture(scope="session")

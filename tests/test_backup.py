@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from actors.backup import Target, VerifiedState, apply_retention, reconcile, sealed_files, sha256_of
-from actors.catalog import Catalog
-from actors.layout import HOUR_NS, NS, StreamKey
-from actors.seaweed import SeaweedS3
+from actors.backup.reconcile import Target, VerifiedState, apply_retention, reconcile, sealed_files, sha256_of
+from actors.storage.catalog import Catalog
+from actors.storage.layout import HOUR_NS, NS, StreamKey
+from actors.backup.embedded import SeaweedS3
 from conftest import REPO
 from test_writer import call_batches, make_core
 
@@ -70,7 +70,7 @@ def test_reconcile_uploads_sealed_only_then_nothing_then_repairs(tmp_path, seawe
     # a sealed file whose bytes changed contradicts its seal hash: never uploaded over the good copy
     assert (third.uploaded, third.failed, third.damaged) == (2, 0, [changed])
     assert all(verifies(client, bucket_target, root, rel) for rel in files if rel != changed)
-    from actors.restore import reindex
+    from actors.restore.restorer import reindex
     reindex(root, Catalog(str(root)))                                     # replaced on purpose: re-record it
     fourth = reconcile(str(root), bucket_target, Catalog(str(root)))
     assert (fourth.uploaded, fourth.failed, fourth.damaged) == (1, 0, [])
@@ -186,8 +186,8 @@ def test_bad_endpoint_credentials_bucket_are_one_clear_line(tmp_path, seaweed):
 
 
 def test_archiver_keeps_archiving_when_the_bucket_is_unreachable(tmp_path, ray_session):
-    from actors.app import run_archive
-    from actors.config import load_settings
+    from actors.remote.archive import run_archive
+    from actors.cli.config import load_settings
 
     root = tmp_path / "archive"
     settings = load_settings(["source=sim", "archive.binance=[BTCUSDT]", "archive.bybit=[]", "archive.hyperliquid=[]", "archive.okx=[]", "duration_s=4", "storage.rollover=2s",
@@ -221,7 +221,7 @@ def test_multipart_and_endpoint_without_checksums(tmp_path, seaweed, bucket_targ
     x-amz-checksum-* headers (Backblaze B2) is detected and served with Content-MD5/ETag."""
     from botocore.awsrequest import AWSResponse
 
-    from actors.backup import make_client
+    from actors.backup.reconcile import make_client
 
     root = tmp_path / "archive"
     rels = write_plain_files(root, 3, size=50_000)
@@ -275,8 +275,8 @@ def test_files_without_catalog_rows_are_backed_up(tmp_path, seaweed, bucket_targ
 
 
 def test_config_rejects_bad_backup_keys_in_one_line():
-    from actors.config import load_settings
-    from actors.venues.base import ConfigError
+    from actors.cli.config import load_settings
+    from actors.errors import ConfigError
 
     ok = load_settings(["mode=backup", "backup=s3", "backup.bucket=archives", "backup.workers=4"])
     assert ok.sections["backup"]["workers"] == 4 and ok.sections["backup"]["name"] == "s3"
@@ -297,7 +297,7 @@ def test_config_rejects_bad_backup_keys_in_one_line():
 def test_backup_actor_poke_schedule_and_errors(tmp_path, ray_session, seaweed, bucket_target):
     import ray
 
-    from actors.backup_actor import NAMESPACE, BackupActor
+    from actors.remote.backup import NAMESPACE, BackupActor
 
     root = tmp_path / "archive"
     files = build_archive(root, periods=2)
@@ -331,7 +331,7 @@ def test_transient_errors_are_retried(tmp_path, seaweed, bucket_target):
     from botocore.awsrequest import AWSResponse
     from botocore.exceptions import ConnectionClosedError
 
-    from actors.backup import make_client
+    from actors.backup.reconcile import make_client
 
     root = tmp_path / "archive"
     rels = write_plain_files(root, 6, size=20_000)
@@ -359,7 +359,7 @@ def test_transient_errors_are_retried(tmp_path, seaweed, bucket_target):
 
 
 def test_fast_listing_matches_the_boto3_paginator(seaweed, bucket_target):
-    import actors.backup as backup
+    import actors.backup.reconcile as backup
 
     client = backup.make_client(bucket_target)
     keys = [f"desk/a/binance/perp/trades/2025/01/S{i:04d} +&%<x>_0518.parquet" for i in range(1203)] + ["other/k"]
@@ -381,7 +381,7 @@ def test_fast_listing_matches_the_boto3_paginator(seaweed, bucket_target):
 def test_an_upload_that_does_not_verify_is_never_marked(tmp_path, seaweed, bucket_target):
     """A server without whole-object checksums whose ETag disagrees with the file: the upload
     fails verification, nothing is recorded or marked; the next honest pass verifies all."""
-    from actors.backup import make_client
+    from actors.backup.reconcile import make_client
 
     root = tmp_path / "archive"
     files = build_archive(root, periods=2)
@@ -404,9 +404,9 @@ def test_an_upload_that_does_not_verify_is_never_marked(tmp_path, seaweed, bucke
 def test_locally_damaged_file_is_not_uploaded_over_the_good_copy(tmp_path, seaweed, bucket_target):
     """Bytes flipped in a sealed file after a good backup: the bucket copy is kept, the damage is
     reported, loads refuse the file, status flags it, and restore brings the good copy back."""
-    from actors.integrity import DamagedFileError
-    from actors.loading import load_trades
-    from actors.restore import Bucket, Restorer
+    from actors.storage.integrity import DamagedFileError
+    from actors.restore.loading import load_trades
+    from actors.restore.restorer import Bucket, Restorer
 
     root = tmp_path / "archive"
     files = build_archive(root)
@@ -460,7 +460,7 @@ def weed_processes_for(data_dir: Path) -> list[int]:
 def test_backup_local_leaves_no_server_behind_after_any_mode(tmp_path):
     """mode=restore|status|reindex with backup=local stop the embedded S3 server they started,
     and the next backup=local command on the same root works."""
-    from actors.backup import embedded_dir
+    from actors.backup.reconcile import embedded_dir
 
     root = tmp_path / "archive"
     build_archive(root, periods=2)
@@ -480,7 +480,7 @@ def test_backup_local_leaves_no_server_behind_after_any_mode(tmp_path):
     assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
     assert "uploaded 0 files" in again.stdout and weed_processes_for(s3_dir) == []
     # a process that died without stopping its server (kill -9): the next command adopts and stops it
-    crash = f"import os; from actors.backup import ensure_embedded; ensure_embedded({str(root)!r}, 'archives'); os._exit(0)"
+    crash = f"import os; from actors.backup.reconcile import ensure_embedded; ensure_embedded({str(root)!r}, 'archives'); os._exit(0)"
     subprocess.run([sys.executable, "-c", crash], cwd=REPO, check=True, timeout=120)
     assert len(weed_processes_for(s3_dir)) == 1
     after_crash = run_cli(common)

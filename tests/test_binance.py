@@ -8,11 +8,11 @@ from collections import Counter
 import orjson
 import pytest
 
-from actors.recordings import read_recording
-from actors.records import ListSink
+from actors.venues.sim.recordings import read_recording
+from actors.feed.records import ListSink
 from actors.venues import binance
 from actors.venues.base import Endpoints, FetchSnapshot
-from actors.venues.serving import ServerThread
+from actors.venues.sim.server import ServerThread
 from venue_harness import Harness, check_sim_truth
 
 CHANNELS = ["l2book", "trades"]

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from actors.config import load_settings
-from actors.layout import HOUR_NS, NS
-from actors.venues.base import ConfigError
+from actors.cli.config import load_settings
+from actors.storage.layout import HOUR_NS, NS
+from actors.errors import ConfigError
 from conftest import REPO
 
 
@@ -69,7 +69,7 @@ def test_cli_bad_override_exits_2_with_one_line():
 
 
 def test_replay_spec_must_name_a_recorded_symbol(binance_recording):
-    from actors.app import plan_sources
+    from actors.remote.archive import plan_sources
 
     settings = load_settings(["source=replay", f"replay.file={binance_recording}", "archive.binance=[ETHUSDT]"])
     with pytest.raises(ConfigError, match="names none of the recording's symbols"):

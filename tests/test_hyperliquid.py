@@ -6,8 +6,8 @@ from collections import Counter
 
 import orjson
 
-from actors.recordings import read_recording
-from actors.records import ListSink
+from actors.venues.sim.recordings import read_recording
+from actors.feed.records import ListSink
 from actors.venues import hyperliquid
 from actors.venues.base import Endpoints
 from conftest import FIXTURES

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from actors.records import ListSink
+from actors.feed.records import ListSink
 from actors.venues import paradex
 from actors.venues.base import Endpoints
 from venue_harness import CHANNELS, Harness, check_sim_truth

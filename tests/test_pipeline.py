@@ -15,9 +15,10 @@ from collections import Counter
 import pyarrow.parquet as pq
 import pytest
 
-from actors.app import run_archive
-from actors.catalog import Catalog
-from actors.config import load_settings, supported_venues
+from actors.remote.archive import run_archive
+from actors.storage.catalog import Catalog
+from actors.cli.config import load_settings
+from actors.venues import supported_venues
 from archive_reading import archive_files, read_channel
 
 pytestmark = pytest.mark.slow
@@ -252,7 +253,7 @@ def test_sim_two_venues_in_one_run(tmp_path, ray_session):
 def test_replay_other_venues_end_to_end(tmp_path, ray_session, venue, path, symbols):
     """source=replay on each venue's recording: exactly the recorded trades, valid books."""
     from conftest import FIXTURES
-    from actors.recordings import read_recording
+    from actors.venues.sim.recordings import read_recording
     import orjson
 
     root = tmp_path / "archive"

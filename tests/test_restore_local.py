@@ -4,10 +4,10 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from actors.catalog import Catalog
-from actors.layout import HOUR_NS, NS
-from actors.loading import load_lob_archives, load_trade_archives, load_trades
-from actors.restore import RestoreError, Restorer, reindex, safe_relpath
+from actors.storage.catalog import Catalog
+from actors.storage.layout import HOUR_NS, NS
+from actors.restore.loading import load_lob_archives, load_trade_archives, load_trades
+from actors.restore.restorer import RestoreError, Restorer, reindex, safe_relpath
 from test_writer import SYM, T0, call_batches, make_core
 
 
@@ -121,7 +121,7 @@ def test_a_corrupted_catalog_is_replaced_by_reindex_and_status_still_reads_the_t
 
 
 def test_archive_start_repairs_a_corrupted_catalog(archive):
-    from actors.restore import prepare_catalog
+    from actors.restore.restorer import prepare_catalog
 
     corrupt_catalog(archive)
     repaired = prepare_catalog(str(archive))

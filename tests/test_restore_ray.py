@@ -7,8 +7,8 @@ import sys
 
 import pyarrow as pa
 
-from actors.layout import HOUR_NS, NS
-from actors.ray_actors import start_restore_actor
+from actors.storage.layout import HOUR_NS, NS
+from actors.remote.actors import start_restore_actor
 from test_restore_local import archive  # noqa: F401  (fixture)
 from test_writer import SYM, T0
 

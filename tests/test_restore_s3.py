@@ -6,12 +6,12 @@ import shutil
 import pyarrow as pa
 import pytest
 
-from actors.app import run_archive
-from actors.backup import reconcile
-from actors.catalog import Catalog
-from actors.config import load_settings
-from actors.loading import load_trade_archives
-from actors.restore import Bucket, FileRef, RestoreError, Restorer, reindex
+from actors.remote.archive import run_archive
+from actors.backup.reconcile import reconcile
+from actors.storage.catalog import Catalog
+from actors.cli.config import load_settings
+from actors.restore.loading import load_trade_archives
+from actors.restore.restorer import Bucket, FileRef, RestoreError, Restorer, reindex
 from archive_reading import read_channel
 
 SYMBOL = "BTCUSDT"
@@ -35,7 +35,7 @@ def rows_in(table: pa.Table, start: int, end: int) -> pa.Table:
 
 
 def as_ints(table: pa.Table) -> pa.Table:
-    from actors.catalog import as_ns_ints
+    from actors.storage.catalog import as_ns_ints
     return as_ns_ints(table)
 
 
@@ -120,7 +120,7 @@ def test_corrupted_object_fails_with_its_key(tmp_path, seaweed, bucket_target, a
 
 def test_narrow_then_wide_restore_on_a_new_machine_gets_every_file(tmp_path, seaweed, bucket_target):
     """The catalog learns of the first restored file; a wider range must still list the bucket."""
-    from actors.layout import HOUR_NS, NS
+    from actors.storage.layout import HOUR_NS, NS
     from test_writer import SYM, T0, call_batches, make_core
 
     root = tmp_path / "archive"

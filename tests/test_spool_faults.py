@@ -12,8 +12,8 @@ import signal
 import orjson
 import pytest
 
-from actors.layout import NS
-from actors.spool import SpoolError, read_frames
+from actors.storage.layout import NS
+from actors.storage.spool import SpoolError, read_frames
 from archive_reading import read_channel
 from test_writer import SYM, T0, call_batches, make_core, trade_ids
 

@@ -2,8 +2,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from actors.layout import NS
-from actors.timerange import RangeError, hours_between, parse_range
+from actors.storage.layout import NS
+from actors.restore.timerange import RangeError, hours_between, parse_range
 
 
 def ns(*args):

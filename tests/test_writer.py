@@ -7,11 +7,11 @@ from collections import Counter
 
 import pyarrow.parquet as pq
 
-from actors.catalog import Catalog
-from actors.layout import NS, parse_relpath
-from actors.records import StreamBuffers
-from actors.spool import SpoolFile, encode_frame, read_frames
-from actors.writer import ROW_GROUP_SPAN_NS, SymbolWriterCore
+from actors.storage.catalog import Catalog
+from actors.storage.layout import NS, parse_relpath
+from actors.feed.records import StreamBuffers
+from actors.storage.spool import SpoolFile, encode_frame, read_frames
+from actors.storage.writer import ROW_GROUP_SPAN_NS, SymbolWriterCore
 from archive_reading import archive_files, read_channel
 
 T0 = 1_736_100_000 * NS - (1_736_100_000 * NS) % (3600 * NS)   # an hour boundary
@@ -146,9 +146,9 @@ def test_row_groups_span_at_most_five_minutes(tmp_path):
 
 
 def _upsert_same_keys(root: str, worker: int) -> None:
-    from actors.catalog import Catalog
-    from actors.layout import parse_relpath
-    from actors.catalog import file_record
+    from actors.storage.catalog import Catalog
+    from actors.storage.layout import parse_relpath
+    from actors.storage.catalog import file_record
     catalog = Catalog(root)
     keys = [f"binance/perp/trades/2025/01/S{k:03d}_0518.parquet" for k in range(200)]
     stats = {"rows": worker, "row_groups": 1}
@@ -171,7 +171,7 @@ def test_catalog_concurrent_writers_do_not_duplicate(tmp_path):
 
 
 def test_describe_file_rebuilds_the_catalog_row(tmp_path):
-    from actors.writer import describe_file
+    from actors.storage.writer import describe_file
     core = make_core(tmp_path)
     for i in range(3):
         core.write("p1", i + 1, call_batches(i * 10, 10, T0 + i * NS + 123))

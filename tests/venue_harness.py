@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import asyncio
 
-from actors.feed import FeedConnection, FeedOptions
-from actors.records import ListSink
+from actors.feed.connection import FeedConnection, FeedOptions
+from actors.feed.records import ListSink
 from actors.venues.base import Endpoints
-from actors.venues.serving import ServerThread
+from actors.venues.sim.server import ServerThread
 
 CHANNELS = ["l2book", "trades"]
 

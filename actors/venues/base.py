@@ -26,9 +26,6 @@ from typing import Any, Union
 import orjson
 
 
-class ConfigError(ValueError):
-    """Invalid configuration; the message is one line naming the problem and allowed values."""
-
 
 class ProtocolError(ValueError):
     """A frame that does not follow the venue's protocol (malformed JSON, missing fields)."""

@@ -24,13 +24,14 @@ from http import HTTPStatus  # noqa: F401  (kept for symmetry with other venues'
 
 import orjson
 
-from ..book import OrderBook
-from ..layout import parse_duration
-from ..recordings import first_lines, read_recording
-from ..records import RowSink
-from ..sim.market import SimSymbol
-from .base import Action, ConfigError, ConnectionPlan, Endpoints, Send, VenueClient, quote
-from .serving import ReplayVenue, Session, SimulatedVenue, VenueServer
+from actors.feed.book import OrderBook
+from actors.storage.layout import parse_duration
+from actors.venues.sim.recordings import first_lines, read_recording
+from actors.feed.records import RowSink
+from actors.venues.sim.market import SimSymbol
+from actors.errors import ConfigError
+from actors.venues.base import Action, ConnectionPlan, Endpoints, Send, VenueClient, quote
+from actors.venues.sim.server import ReplayVenue, Session, SimulatedVenue, VenueServer
 
 NAME = "bybit"
 MARKET = "perp"

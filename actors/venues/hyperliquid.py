@@ -24,11 +24,12 @@ from collections import deque
 
 import orjson
 
-from ..records import RowSink
-from ..recordings import first_lines, read_recording
-from ..sim.market import SimSymbol
-from .base import Action, ConfigError, ConnectionPlan, Endpoints, Send, VenueClient
-from .serving import ReplayVenue, Session, SimulatedVenue, VenueServer
+from actors.feed.records import RowSink
+from actors.venues.sim.recordings import first_lines, read_recording
+from actors.venues.sim.market import SimSymbol
+from actors.errors import ConfigError
+from actors.venues.base import Action, ConnectionPlan, Endpoints, Send, VenueClient
+from actors.venues.sim.server import ReplayVenue, Session, SimulatedVenue, VenueServer
 
 NAME = "hyperliquid"
 MARKET = "perp"

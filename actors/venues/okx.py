@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from ..book import ASK, BID, OrderBook
-from ..recordings import first_lines, read_recording
-from ..records import RowSink
-from ..sim.market import SimSymbol
-from .base import Action, ConfigError, ConnectionPlan, Endpoints, Reconnect, Send, VenueClient
-from .serving import ReplayVenue, Session, SimulatedVenue, VenueServer
+from actors.feed.book import ASK, BID, OrderBook
+from actors.venues.sim.recordings import first_lines, read_recording
+from actors.feed.records import RowSink
+from actors.venues.sim.market import SimSymbol
+from actors.errors import ConfigError
+from actors.venues.base import Action, ConnectionPlan, Endpoints, Reconnect, Send, VenueClient
+from actors.venues.sim.server import ReplayVenue, Session, SimulatedVenue, VenueServer
 
 NAME = "okx"
 MARKET = "perp"

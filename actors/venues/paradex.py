@@ -26,11 +26,12 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from ..book import ASK, BID, OrderBook
-from ..records import RowSink
-from ..sim.market import SimSymbol
-from .base import Action, ConfigError, ConnectionPlan, Endpoints, ProtocolError, Send, VenueClient
-from .serving import Session, SimulatedVenue
+from actors.feed.book import ASK, BID, OrderBook
+from actors.feed.records import RowSink
+from actors.venues.sim.market import SimSymbol
+from actors.errors import ConfigError
+from actors.venues.base import Action, ConnectionPlan, Endpoints, ProtocolError, Send, VenueClient
+from actors.venues.sim.server import Session, SimulatedVenue
 
 NAME = "paradex"
 MARKET = "perp"

@@ -27,11 +27,11 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from actors.catalog import CATALOG_SCHEMA, Catalog  # noqa: E402
-from actors.layout import HOUR_NS, NS  # noqa: E402
-from actors.loading import read_range  # noqa: E402
-from actors.records import StreamBuffers  # noqa: E402
-from actors.writer import SymbolWriterCore  # noqa: E402
+from actors.storage.catalog import CATALOG_SCHEMA, Catalog  # noqa: E402
+from actors.storage.layout import HOUR_NS, NS  # noqa: E402
+from actors.restore.loading import read_range  # noqa: E402
+from actors.feed.records import StreamBuffers  # noqa: E402
+from actors.storage.writer import SymbolWriterCore  # noqa: E402
 
 T0 = 1_735_689_600 * NS   # 2025-01-01 00:00 UTC
 

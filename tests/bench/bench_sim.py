@@ -17,11 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from actors.feed import FeedConnection, FeedOptions  # noqa: E402
-from actors.records import StreamBuffers  # noqa: E402
+from actors.feed.connection import FeedConnection, FeedOptions  # noqa: E402
+from actors.feed.records import StreamBuffers  # noqa: E402
 from actors.venues import binance  # noqa: E402
 from actors.venues.base import Endpoints  # noqa: E402
-from actors.venues.serving import ServerThread  # noqa: E402
+from actors.venues.sim.server import ServerThread  # noqa: E402
 
 
 def run_bare(rate: float, symbols: list[str], seconds: float) -> float:

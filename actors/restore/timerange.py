@@ -13,13 +13,15 @@ import re
 from datetime import date, datetime, timezone
 from typing import Union
 
-from .layout import HOUR_NS, NS
+from actors.errors import TickarchiveError
+
+from actors.storage.layout import HOUR_NS, NS
 
 TimeLike = Union[str, datetime, date, int]
 _QUANTPYLIB = re.compile(r"^(\d{4})-(\d{2})-(\d{2}):(\d{1,2})$")
 
 
-class RangeError(ValueError):
+class RangeError(TickarchiveError, ValueError):
     """A time or range that cannot be understood; the message says which and why."""
 
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 import sys
 from datetime import datetime, timezone
 
-from .catalog import Catalog
-from .config import Settings, supported_venues
-from .layout import NS
-from .restore import Restorer, RestoreError, bucket_from_section, reindex
-from .timerange import RangeError
+from actors.storage.catalog import Catalog
+from actors.cli.config import Settings
+from actors.venues import supported_venues
+from actors.storage.layout import NS
+from actors.restore.restorer import Restorer, RestoreError, bucket_from_section, reindex
+from actors.restore.timerange import RangeError
 
 
 def _restorer(settings: Settings) -> Restorer:

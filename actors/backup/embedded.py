@@ -18,7 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from .logs import get_logger
+from actors.errors import TickarchiveError
+
+from actors.logs import get_logger
 
 log = get_logger("seaweed")
 
@@ -26,7 +28,7 @@ log = get_logger("seaweed")
 STATE_FILE = "server.json"      # {"pid", "ports"} of the running server, in its data folder
 
 
-class SeaweedError(RuntimeError):
+class SeaweedError(TickarchiveError, RuntimeError):
     """The embedded S3 server could not be started."""
 
 

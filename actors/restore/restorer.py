@@ -34,21 +34,23 @@ from typing import Any, Callable, Iterable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .catalog import Catalog, CatalogError, as_ns_ints, sql_str
-from .layout import HOUR_NS, LayoutError, StreamKey, parse_relpath
-from .loading import DEFAULT_MARKET, local_files, read_range
-from .logs import get_logger
-from .records import SCHEMAS
-from .spool import fsync_dir
-from .timerange import TimeLike, hours_between, parse_range
-from .integrity import DamagedFileError, cached_sha256, damage_message, is_damaged, sha256_file
+from actors.errors import TickarchiveError
+
+from actors.storage.catalog import Catalog, CatalogError, as_ns_ints, sql_str
+from actors.storage.layout import HOUR_NS, LayoutError, StreamKey, parse_relpath
+from actors.restore.loading import DEFAULT_MARKET, local_files, read_range
+from actors.logs import get_logger
+from actors.feed.records import SCHEMAS
+from actors.storage.spool import fsync_dir
+from actors.restore.timerange import TimeLike, hours_between, parse_range
+from actors.storage.integrity import DamagedFileError, cached_sha256, damage_message, is_damaged, sha256_file
 
 log = get_logger("restore")
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
 
 
-class RestoreError(ValueError):
+class RestoreError(TickarchiveError, ValueError):
     """A request that cannot be served (bad venue/symbol/range, unsafe key, checksum mismatch)."""
 
 
@@ -338,7 +340,7 @@ class Restorer:
     def _catalog_restored(self, restored: list[dict]) -> None:
         if not restored:
             return
-        from .writer import describe_file
+        from actors.storage.writer import describe_file
         try:
             known = set(self.catalog.get_many(r["rel"] for r in restored))
             self.catalog.mark_local([r["rel"] for r in restored if r["rel"] in known])
@@ -451,7 +453,7 @@ def reindex(root: str | Path, catalog: Catalog, bucket: Bucket | None = None,
     ``backed_up_at`` is set for files whose bucket copy carries the same SHA-256 (the
     object's LastModified time, since the original verification time is not stored).
     """
-    from .writer import describe_file
+    from actors.storage.writer import describe_file
 
     root = Path(root)
     records: dict[str, dict] = {}
@@ -528,7 +530,7 @@ def bucket_from_section(section: dict, root: str | Path) -> Bucket | None:
     """The configured bucket (``backup=s3|b2|local``), or None for ``backup=none``."""
     if not section or section.get("name", "none") == "none":
         return None
-    from .backup import open_bucket
+    from actors.backup.reconcile import open_bucket
 
     client, name, prefix = open_bucket(section, str(root))
     return Bucket(client, name, prefix or "")

@@ -12,7 +12,7 @@ import random
 import zlib
 from dataclasses import dataclass, field
 
-from ..book import ASK, BID, OrderBook
+from actors.feed.book import ASK, BID, OrderBook
 
 
 @dataclass(frozen=True)

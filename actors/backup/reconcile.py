@@ -55,9 +55,11 @@ from typing import Any, Callable
 
 import orjson
 
-from .layout import NS, LayoutError, parse_relpath
-from .logs import get_logger
-from .integrity import damage_message, is_damaged, sha256_file as sha256_of
+from actors.errors import TickarchiveError
+
+from actors.storage.layout import NS, LayoutError, parse_relpath
+from actors.logs import get_logger
+from actors.storage.integrity import damage_message, is_damaged, sha256_file as sha256_of
 
 log = get_logger("backup")
 
@@ -67,7 +69,7 @@ TRANSIENT_CODES = {"SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "Intern
                    "503", "500", "502", "504", "Throttling", "ThrottlingException"}
 
 
-class BackupError(RuntimeError):
+class BackupError(TickarchiveError, RuntimeError):
     """A configuration or endpoint problem; the message is one line saying what to fix."""
 
 
@@ -154,8 +156,8 @@ def validate_section(section: dict | None) -> dict:
     Every problem is one :class:`ConfigError` line naming the key. Credentials are not
     config keys at all (struct mode refuses them); they come from the environment.
     """
-    from .layout import parse_duration
-    from .venues.base import ConfigError
+    from actors.storage.layout import parse_duration
+    from actors.errors import ConfigError
 
     out = dict(section or {})
     kind = out.get("name", "none")
@@ -233,7 +235,7 @@ def resolve_target(section: dict, root: str) -> Target | None:
     try:
         from dotenv import find_dotenv, load_dotenv
         load_dotenv(find_dotenv(usecwd=True), override=False)    # ./.env (or a parent's), never overriding
-        load_dotenv(Path(__file__).resolve().parents[1] / ".env", override=False)   # the checkout's .env
+        load_dotenv(Path(__file__).resolve().parents[2] / ".env", override=False)   # the checkout's .env
     except ImportError:  # python-dotenv is a dependency; tolerate its absence
         pass
     env = os.environ
@@ -277,7 +279,7 @@ def ensure_embedded(root: str, bucket: str):
     is used as it is and left running; one left behind by a process that died is adopted and
     stopped by :func:`stop_embedded` like our own.
     """
-    from .seaweed import SeaweedS3
+    from actors.backup.embedded import SeaweedS3
 
     data_dir = embedded_dir(root)
     with _embedded_lock:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from .config import Settings
+from actors.cli.config import Settings
 
 
 def run(settings: Settings) -> int:
@@ -12,9 +12,9 @@ def run(settings: Settings) -> int:
     Whatever the mode, an embedded S3 server it started (``backup=local``) is stopped when
     it ends; one started by a running archiver is left to that archiver.
     """
-    from . import restore_modes
-    from .backup import stop_embedded
-    from .seaweed import SeaweedError
+    from actors.cli import restore_modes
+    from actors.backup.reconcile import stop_embedded
+    from actors.backup.embedded import SeaweedError
 
     modes = {"backup": run_backup, "restore": restore_modes.run_restore, "status": restore_modes.run_status,
              "reindex": restore_modes.run_reindex}
@@ -31,9 +31,9 @@ def run_backup(settings: Settings) -> int:
     """One reconcile pass with a progress bar and a one-line summary (exit 1 if anything failed)."""
     from tqdm import tqdm
 
-    from .backup import BackupError, reconcile, resolve_target, stop_embedded
-    from .catalog import Catalog
-    from .integrity import damage_message
+    from actors.backup.reconcile import BackupError, reconcile, resolve_target, stop_embedded
+    from actors.storage.catalog import Catalog
+    from actors.storage.integrity import damage_message
 
     section = settings.sections.get("backup") or {}
     try:

@@ -36,12 +36,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .catalog import file_record
-from .integrity import FILE_METADATA, sha256_file
-from .layout import NS, StreamKey, parse_relpath
-from .logs import get_logger
-from .records import SCHEMAS
-from .spool import SpoolFile, encode_frame, fsync_dir, read_frames, scan_spool
+from actors.storage.catalog import file_record
+from actors.storage.integrity import FILE_METADATA, sha256_file
+from actors.storage.layout import NS, StreamKey, parse_relpath
+from actors.logs import get_logger
+from actors.feed.records import SCHEMAS
+from actors.storage.spool import SpoolFile, encode_frame, fsync_dir, read_frames, scan_spool
 
 log = get_logger("writer")
 
@@ -194,7 +194,7 @@ class SymbolWriterCore:
     def _record_loss(self, damage: dict[int, list[tuple[int, int]]], last_ts: dict[int, int],
                      lost_calls: dict[str, list[list[int]]]) -> None:
         """Write a ``lost`` event per symbol into each damaged period, so the archive says so."""
-        from .records import StreamBuffers
+        from actors.feed.records import StreamBuffers
 
         calls = "; ".join(f"{p} calls {', '.join(f'{a}-{b}' if a != b else str(a) for a, b in r)}"
                           for p, r in lost_calls.items()) or "no acknowledged call identified"

@@ -22,8 +22,10 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 
-from .layout import HOUR_NS, ParsedPath
-from .records import TS_TYPE
+from actors.errors import TickarchiveError
+
+from actors.storage.layout import HOUR_NS, ParsedPath
+from actors.feed.records import TS_TYPE
 
 TABLE = "files"
 CATALOG_DIR = ".catalog"
@@ -56,7 +58,7 @@ BITMAP_COLUMNS = ("exchange", "market", "channel", "symbol")
 BTREE_COLUMNS = ("key", "period_start", "period_end")
 
 
-class CatalogError(RuntimeError):
+class CatalogError(TickarchiveError, RuntimeError):
     """The catalog could not be read or written (message names the catalog folder)."""
 
 

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from actors.errors import TickarchiveError
+
 NS = 1_000_000_000
 HOUR_NS = 3600 * NS
 
@@ -24,7 +26,7 @@ _FILE = re.compile(
 )
 
 
-class LayoutError(ValueError):
+class LayoutError(TickarchiveError, ValueError):
     """A path, name or duration that does not fit the archive layout."""
 
 

@@ -18,9 +18,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import Settings, VenueSpec, venue_module
-from .logs import get_logger, setup_logging
-from .venues.base import ConfigError, Endpoints
+from actors.cli.config import Settings, VenueSpec
+from actors.venues import venue_module
+from actors.logs import get_logger, setup_logging
+from actors.errors import ConfigError
+from actors.venues.base import Endpoints
 
 log = get_logger("app")
 
@@ -89,7 +91,7 @@ def ensure_ray(settings: Settings) -> None:
 
 def plan_sources(settings: Settings) -> list[VenueRun]:
     """Decide endpoints per venue and start loopback servers for sim/replay (no Ray yet)."""
-    from .venues.serving import ServerThread
+    from actors.venues.sim.server import ServerThread
 
     runs: list[VenueRun] = []
     if settings.source == "replay":
@@ -110,8 +112,8 @@ def plan_sources(settings: Settings) -> list[VenueRun]:
 
 
 def _plan_replay(settings: Settings) -> VenueRun:
-    from .config import supported_venues
-    from .venues.serving import ServerThread
+    from actors.venues import supported_venues
+    from actors.venues.sim.server import ServerThread
 
     path = settings.replay_file
     for name in supported_venues():
@@ -140,7 +142,7 @@ def _plan_replay(settings: Settings) -> VenueRun:
 
 def start_actors(settings: Settings, runs: list[VenueRun]) -> None:
     """Create the writers (one per symbol group) and one socket per venue."""
-    from .ray_actors import NAMESPACE, ExchangeSocket, SymbolWriter
+    from actors.remote.actors import NAMESPACE, ExchangeSocket, SymbolWriter
 
     clock = "data" if settings.source == "replay" else "wall"
     for run in runs:
@@ -168,16 +170,16 @@ def start_actors(settings: Settings, runs: list[VenueRun]) -> None:
 
 def start_services(settings: Settings) -> list[Any]:
     """The named ``restore`` actor (and, when a bucket is configured, ``backup``)."""
-    from .config import supported_venues
-    from .ray_actors import start_restore_actor
+    from actors.venues import supported_venues
+    from actors.remote.actors import start_restore_actor
 
     backup = dict(settings.sections.get("backup") or {})
     if backup.get("name") == "local" and not backup.get("endpoint"):
-        from .backup import ensure_embedded      # one embedded S3 server, owned by this driver
+        from actors.backup.reconcile import ensure_embedded      # one embedded S3 server, owned by this driver
         backup["endpoint"] = ensure_embedded(settings.root, str(backup.get("bucket") or "archives")).endpoint
     actors = [start_restore_actor(settings.root, backup, list(supported_venues()), settings.log_level)]
     if backup.get("name", "none") != "none":
-        from .backup_actor import start_backup_actor
+        from actors.remote.backup import start_backup_actor
         actors.append(start_backup_actor(settings.root, backup, settings.log_level))
     return actors
 
@@ -187,7 +189,7 @@ def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
     """Run ``mode=archive`` until the duration is over, the replay is exhausted, or stop."""
     import ray
 
-    from .restore import prepare_catalog
+    from actors.restore.restorer import prepare_catalog
 
     setup_logging(settings.log_level)
     os.makedirs(settings.root, exist_ok=True)
@@ -237,7 +239,7 @@ def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
         if not settings.ray.get("address"):     # own local Ray: nothing outlives this run
             for actor in service_actors:
                 ray.kill(actor)
-        from .backup import stop_embedded
+        from actors.backup.reconcile import stop_embedded
         stop_embedded()
         for run in runs:
             if run.server_thread is not None:
@@ -343,7 +345,7 @@ def _each(actors: list[Any], method: str, timeout: float = 60, default: Any = No
 
 
 def _compact(settings: Settings) -> None:
-    from .catalog import Catalog
+    from actors.storage.catalog import Catalog
 
     try:
         Catalog(settings.root).optimize()

@@ -6,15 +6,14 @@ the venue: :meth:`VenueServer.on_message` for client frames, :meth:`VenueServer.
 and usually a background task (:meth:`VenueServer.run`) that pushes market data.
 
 :class:`ServerThread` runs a server's event loop in a daemon thread so the driver process can
-host it next to Ray. Replay servers interleave *clock frames* (``encode_clock``) carrying the
-recorded receive time; the client side (``actors/feed.py``) reads them with
-:func:`decode_clock` and never hands them to the venue parser.
+host it next to Ray. Replay servers interleave *clock frames* (``actors.feed.clock``) carrying
+the recorded receive time; the feed connection reads them and never hands them to the venue
+parser.
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import struct
 import threading
 import time
 from http import HTTPStatus
@@ -24,21 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-CLOCK_MAGIC = b"TACLK"
-_CLOCK = struct.Struct("<q")
-
-
-def encode_clock(ts_ns: int) -> bytes:
-    """A binary clock frame: the recorded receive time of the frames that follow."""
-    return CLOCK_MAGIC + _CLOCK.pack(ts_ns)
-
-
-def decode_clock(data: bytes | bytearray) -> int | None:
-    """The time in a clock frame, or None for any other frame."""
-    if len(data) == len(CLOCK_MAGIC) + _CLOCK.size and data[:len(CLOCK_MAGIC)] == CLOCK_MAGIC:
-        return _CLOCK.unpack_from(data, len(CLOCK_MAGIC))[0]
-    return None
-
+from actors.feed.clock import encode_clock
 
 class Session:
     """One client websocket: its path, query, subscriptions and counters."""
@@ -212,7 +197,7 @@ class SimulatedVenue(VenueServer):
     FAULTS = ("drop_connection", "stall", "break_chain", "malformed")
 
     def __init__(self, symbols: list[str], sim_cfg: dict, depth: int) -> None:
-        from ..sim.market import SimSymbol
+        from actors.venues.sim.market import SimSymbol
 
         super().__init__()
         seed = int(sim_cfg.get("seed", 7))
@@ -302,7 +287,7 @@ class ReplayVenue(VenueServer):
     """
 
     def __init__(self, path: str, speed: float, symbols: list[str]) -> None:
-        from ..recordings import read_recording
+        from actors.venues.sim.recordings import read_recording
 
         super().__init__()
         self.path, self.speed, self.symbols = path, speed, set(symbols)
@@ -322,7 +307,7 @@ class ReplayVenue(VenueServer):
     async def run(self) -> None:
         import time as _time
 
-        from ..recordings import read_recording
+        from actors.venues.sim.recordings import read_recording
 
         await self.subscribed.wait()
         await asyncio.sleep(0.2)              # let the client finish subscribing everything

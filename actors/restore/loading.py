@@ -25,11 +25,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from .integrity import DamagedFileError, check_files  # noqa: F401  (DamagedFileError: re-exported)
-from .layout import HOUR_NS, LayoutError, StreamKey, parse_relpath
-from .logs import get_logger
-from .records import SCHEMAS, TS_TYPE
-from .timerange import TimeLike, hours_between, parse_range
+from actors.storage.integrity import DamagedFileError, check_files  # noqa: F401  (DamagedFileError: re-exported)
+from actors.storage.layout import HOUR_NS, LayoutError, StreamKey, parse_relpath
+from actors.logs import get_logger
+from actors.feed.records import SCHEMAS, TS_TYPE
+from actors.restore.timerange import TimeLike, hours_between, parse_range
 
 DEFAULT_MARKET = "perp"
 CATALOG_DIR = ".catalog"
@@ -75,7 +75,7 @@ def verify_local(root: str | Path, files: Iterable[str]) -> None:
     rels = [Path(f).relative_to(root).as_posix() for f in files]
     if not rels or not (Path(root) / CATALOG_DIR).is_dir():
         return
-    from .catalog import Catalog
+    from actors.storage.catalog import Catalog
 
     try:
         records = Catalog(root).get_many(rels)

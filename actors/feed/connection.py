@@ -22,9 +22,9 @@ from typing import Awaitable, Callable
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
 
-from .logs import get_logger
-from .venues.base import ConnectionPlan, FetchSnapshot, Reconnect, Send, VenueClient
-from .venues.serving import decode_clock
+from actors.logs import get_logger
+from actors.venues.base import ConnectionPlan, FetchSnapshot, Reconnect, Send, VenueClient
+from actors.feed.clock import decode_clock
 
 log = get_logger("feed")
 

@@ -24,13 +24,13 @@ import pyarrow as pa
 import ray
 from ray.util.metrics import Counter, Gauge
 
-from .catalog import Catalog
-from .config import venue_module
-from .feed import FeedConnection, FeedOptions
-from .logs import get_logger, setup_logging
-from .records import StreamBuffers
-from .venues.base import ConnectionPlan
-from .writer import SymbolWriterCore
+from actors.storage.catalog import Catalog
+from actors.venues import venue_module
+from actors.feed.connection import FeedConnection, FeedOptions
+from actors.logs import get_logger, setup_logging
+from actors.feed.records import StreamBuffers
+from actors.venues.base import ConnectionPlan
+from actors.storage.writer import SymbolWriterCore
 
 NAMESPACE = "tickarchive"
 
@@ -95,7 +95,7 @@ class SymbolWriter:
 
     def _poke_backup(self) -> None:
         """Tell this node's backup actor (if any) that files were sealed."""
-        from .backup_actor import poke_backup
+        from actors.remote.backup import poke_backup
         poke_backup()
 
     def write(self, producer: str, seq: int, batches: dict[tuple[str, str], pa.RecordBatch]) -> bool:
@@ -305,7 +305,7 @@ class RestoreActor:
 
     def __init__(self, root: str, backup_section: dict | None, venues: list[str],
                  log_level: str = "INFO") -> None:
-        from .restore import Restorer, bucket_from_section
+        from actors.restore.restorer import Restorer, bucket_from_section
 
         setup_logging(log_level)
         try:

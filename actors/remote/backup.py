@@ -28,7 +28,7 @@ from typing import Any
 
 import ray
 
-from .logs import get_logger, setup_logging
+from actors.logs import get_logger, setup_logging
 
 NAMESPACE = "tickarchive"
 NAME = "backup"
@@ -47,8 +47,8 @@ class BackupActor:
     def __init__(self, root: str, section: dict, log_level: str = "INFO", start_loop: bool = True) -> None:
         from ray.util.metrics import Counter, Gauge
 
-        from .backup import validate_section
-        from .layout import parse_duration
+        from actors.backup.reconcile import validate_section
+        from actors.storage.layout import parse_duration
 
         setup_logging(log_level)
         self.log = get_logger("backup")
@@ -116,7 +116,7 @@ class BackupActor:
     # -- one pass ------------------------------------------------------------------------
     def run_once(self) -> dict[str, Any]:
         """One reconcile pass now (waits for a pass in progress first); returns its result."""
-        from .backup import BackupError, reconcile, resolve_target
+        from actors.backup.reconcile import BackupError, reconcile, resolve_target
 
         with self._pass_lock:
             self.running = True
@@ -162,7 +162,7 @@ class BackupActor:
 
     def _catalog(self):
         try:
-            from .catalog import Catalog
+            from actors.storage.catalog import Catalog
             return Catalog(self.root)
         except Exception as exc:  # the bucket is still reconciled; mode=reindex rebuilds the catalog
             self.log.warning(f"backup without catalog updates: {exc}")

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 import orjson
 import pyarrow as pa
 
+from actors.errors import TickarchiveError
+
 MAGIC = b"TASP"
 MAX_FRAME_BYTES = 1 << 31
 _HEAD = struct.Struct("<4sII")
@@ -79,7 +81,7 @@ def _decode_body(body: bytes) -> Frame:
     return Frame(header["producer"], header["seq"], header["part"], header["parts"], batches)
 
 
-class SpoolError(OSError):
+class SpoolError(TickarchiveError, OSError):
     """An append could not be made durable; the spool was left as it was before the call."""
 
 

@@ -17,10 +17,12 @@ from typing import Any, Iterable
 
 import orjson
 
+from actors.errors import TickarchiveError
+
 FILE_METADATA = b"tickarchive.file"     # footer: {"node", "sealed_at", "period_end"}
 
 
-class DamagedFileError(ValueError):
+class DamagedFileError(TickarchiveError, ValueError):
     """A local file no longer matches the SHA-256 recorded when it was sealed."""
 
 

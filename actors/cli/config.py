@@ -7,35 +7,21 @@ come from the environment or ``.env`` (see ``actors/backup.py``).
 """
 from __future__ import annotations
 
-import importlib
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .layout import NS, LayoutError, check_name_part, parse_duration, parse_rollover
-from .records import DATA_CHANNELS
-from .venues.base import ConfigError
+from actors.storage.layout import NS, LayoutError, check_name_part, parse_duration, parse_rollover
+from actors.feed.records import DATA_CHANNELS
+from actors.errors import ConfigError
+from actors.venues import CONF_DIR, supported_venues, venue_module
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 MODES = ("archive", "backup", "restore", "status", "reindex")
 SOURCES = ("live", "sim", "replay")
-
-
-def supported_venues() -> list[str]:
-    """Venues with a yaml in conf/venues/ (each has a module actors/venues/<name>.py)."""
-    return sorted(p.stem for p in (CONF_DIR / "venues").glob("*.yaml"))
-
-
-def venue_module(name: str) -> ModuleType:
-    """The module holding everything about one venue's protocol."""
-    if name not in supported_venues():
-        raise ConfigError(f"unknown venue {name!r} (supported: {', '.join(supported_venues())})")
-    return importlib.import_module(f"actors.venues.{name}")
 
 
 @dataclass(frozen=True)
@@ -185,7 +171,7 @@ def _validate(raw: dict[str, Any]) -> Settings:
     sim = {k: v for k, v in (raw.get("source") or {}).items() if k in known}
     sections = {k: v for k, v in raw.items() if k in ("backup", "restore")}
     if "backup" in sections:  # backup.* keys: one ConfigError line each (checked in actors/backup.py)
-        from .backup import validate_section
+        from actors.backup.reconcile import validate_section
         sections["backup"] = validate_section(sections["backup"])
     return Settings(
         mode=mode, source=source, duration_s=duration_s, depth=depth, channels=channels,
