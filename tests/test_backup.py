@@ -274,30 +274,32 @@ def test_files_without_catalog_rows_are_backed_up(tmp_path, seaweed, bucket_targ
     assert Catalog(str(root)).count() == len(files)                  # no rows invented for the others
 
 
-def test_config_rejects_bad_backup_keys_in_one_line():
+def test_config_rejects_bad_backup_keys_in_one_line(tmp_path):
     from actors.cli.config import load_settings
     from actors.errors import ConfigError
 
-    ok = load_settings(["mode=backup", "backup=s3", "backup.bucket=archives", "backup.workers=4"])
-    assert ok.sections["backup"]["workers"] == 4 and ok.sections["backup"]["name"] == "s3"
+    root = f"storage.root={tmp_path}"
+    ok = load_settings(["mode=backup", root, "backup=s3", "backup.bucket=archives", "backup.workers=4"])
+    assert ok.backup.workers == 4 and ok.backup.name.value == "s3"
     for override, needle in (("backup.workers=abc", "backup.workers"), ("backup.interval=soon", "backup.interval"),
                              ("backup.prefix=../up", "backup.prefix"), ("backup.bucket=null", "backup.bucket"),
                              ("backup.retention.local_days=-1", "local_days"),
                              ("backup.multipart_mb=1", "backup.multipart_mb")):
-        args = ["mode=backup", "backup=s3", "backup.bucket=archives", override]
+        args = ["mode=backup", root, "backup=s3", "backup.bucket=archives", override]
         try:
             load_settings(args)
         except ConfigError as exc:
             assert needle in str(exc) and "\n" not in str(exc), exc
         else:
             raise AssertionError(f"{override} accepted")
-    assert load_settings(["mode=backup"]).sections["backup"] == {"name": "none"}
+    assert load_settings(["mode=backup", root]).backup.name.value == "none"
 
 
 def test_backup_actor_poke_schedule_and_errors(tmp_path, ray_session, seaweed, bucket_target):
     import ray
 
-    from actors.remote.backup import NAMESPACE, BackupActor
+    from actors.remote import NAMESPACE
+    from actors.remote.backup import BackupActor
 
     root = tmp_path / "archive"
     files = build_archive(root, periods=2)

@@ -37,7 +37,7 @@ def test_overrides_replace_lists_and_parse_durations():
     ("channels=[trades,quotes]", "channels"),
     ("nope=1", "nope: unknown config key"),
     ("source=bogus", "Could not find 'source/bogus'"),
-    ("mode=bogus", "mode: 'bogus' is not a mode"),
+    ("mode=bogus", "mode: 'bogus' is not allowed (allowed: archive, backup, restore, status, reindex)"),
     ("archive.binance=[../etc]", "not a valid name"),
 ])
 def test_bad_override_is_one_clear_error(override, needle):
@@ -80,3 +80,42 @@ def test_replay_spec_must_name_a_recorded_symbol(binance_recording):
         assert run.spec.name == "binance" and run.spec.symbols == ("BTCUSDT",)    # narrowed to the recording
     finally:
         run.server_thread.stop()
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("log_level=LOUD", "log_level: 'LOUD' is not allowed (allowed: DEBUG, INFO, WARNING, ERROR)"),
+    ("restore.depth=abc", "restore.depth: 'abc' is not an integer"),
+    ("duration_s=0", "duration_s: must be positive"),
+    ("socket.flush_ms=-1", "socket.flush_ms: must be > 0"),
+    ("source.messages_per_s=-1", "source.messages_per_s: must be > 0"),
+    ("+source.faults=[{at_s: 1, kind: explode}]", "'explode' is not allowed (allowed: drop_connection, stall"),
+    ("storage.root=", "storage.root: empty"),
+    ("storage.root=/proc/tickarchive", "storage.root: /proc/tickarchive is not writable"),
+    ("socket.backoff_min_s=40", "socket.backoff_min_s: 40.0 is above socket.backoff_max_s"),
+])
+def test_bad_values_are_one_clear_error(override, needle):
+    with pytest.raises(ConfigError) as err:
+        load_settings(["source=sim", override])
+    assert needle in str(err.value) and "\n" not in str(err.value), err.value
+
+
+def test_root_must_be_a_usable_folder(tmp_path):
+    file = tmp_path / "afile"
+    file.write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        load_settings([f"storage.root={file}"])
+    missing = tmp_path / "mistyped"
+    for mode in ("status", "reindex", "backup"):
+        with pytest.raises(ConfigError, match="does not exist"):
+            load_settings([f"mode={mode}", f"storage.root={missing}"])
+        assert not missing.exists(), f"mode={mode} created the mistyped root"
+    with pytest.raises(ConfigError, match="is a folder; name one recording file"):
+        load_settings(["source=replay", f"replay.file={tmp_path}"])
+
+
+def test_typed_settings_reach_the_code(tmp_path):
+    s = load_settings(["source=sim", "socket.flush_ms=50", "source.faults=[{at_s: 2, kind: stall, seconds: 1.5}]",
+                       f"storage.root={tmp_path}", "log_level=DEBUG", "backup=s3", "backup.bucket=archives"])
+    assert s.socket.flush_ms == 50 and s.log_level == "DEBUG"
+    assert s.sim_section()["faults"] == [{"kind": "stall", "at_s": 2.0, "symbol": None, "seconds": 1.5}]
+    assert s.backup_section()["name"] == "s3" and s.backup_section()["retention"] == {"local_days": None}

@@ -132,13 +132,13 @@ def test_writer_kill9_mid_period_loses_and_doubles_nothing(tmp_path, ray_session
 
     def kill_writer(runs):
         handle = runs[0].writers["writer:binance:perp:BTCUSDT"]
-        pid = ray.get(handle.pid.remote())
+        pid = ray.get(handle.stats.remote())["pid"]
         os.kill(pid, signal.SIGKILL)
         killed["pid"] = pid
 
     def check_restarted(runs):
         handle = runs[0].writers["writer:binance:perp:BTCUSDT"]
-        killed["new_pid"] = ray.get(handle.pid.remote(), timeout=60)
+        killed["new_pid"] = ray.get(handle.stats.remote(), timeout=60)["pid"]
 
     report, run = run_with(sim_settings(root, "duration_s=8"), [(3.0, kill_writer), (5.0, check_restarted)])
     assert killed["pid"] != killed["new_pid"], "writer was not restarted"

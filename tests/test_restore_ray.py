@@ -8,7 +8,7 @@ import sys
 import pyarrow as pa
 
 from actors.storage.layout import HOUR_NS, NS
-from actors.remote.actors import start_restore_actor
+from actors.remote.restore import start_restore_actor
 from test_restore_local import archive  # noqa: F401  (fixture)
 from test_writer import SYM, T0
 

@@ -1,27 +1,28 @@
-"""Compose the Hydra config from ``conf/`` and validate it into plain :class:`Settings`.
+"""Compose the Hydra config from ``conf/`` against the schema and validate it into :class:`Settings`.
 
-All validation happens here, before Ray or any socket starts, and every problem is one
-:class:`ConfigError` line naming the key and the allowed values. Actors receive plain
-dataclasses and dicts, never Hydra objects. Secrets are never part of the config: they
-come from the environment or ``.env`` (see ``actors/backup.py``).
+Types, defaults and allowed values are the schema's (:mod:`actors.cli.schema`, registered in
+Hydra's ConfigStore); the rules that span keys or touch the machine are checked here, before
+Ray or any socket starts. Every problem is one :class:`ConfigError` line naming the key (and
+the allowed values). Actors receive plain dataclasses, never Hydra objects. Secrets are never
+part of the config: they come from the environment or ``.env`` (see ``actors.backup``).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from actors.storage.layout import NS, LayoutError, check_name_part, parse_duration, parse_rollover
-from actors.feed.records import DATA_CHANNELS
+from actors.cli.schema import AppConfig, BackupConfig, RayConfig, RestoreConfig, SocketConfig, SourceConfig, register
 from actors.errors import ConfigError
+from actors.storage.layout import NS, LayoutError, check_name_part, parse_duration, parse_rollover
 from actors.venues import CONF_DIR, supported_venues, venue_module
-
-MODES = ("archive", "backup", "restore", "status", "reindex")
-SOURCES = ("live", "sim", "replay")
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,12 @@ class Settings:
     compact_every_s: float
     replay_file: str | None
     replay_speed: float
-    sim: dict[str, Any]
-    socket: dict[str, Any]
-    ray: dict[str, Any]
+    sim: SourceConfig
+    socket: SocketConfig
+    ray: RayConfig
+    backup: BackupConfig
+    restore: RestoreConfig
     log_level: str
-    sections: dict[str, Any] = field(default_factory=dict)  # other groups (backup, restore, ...)
 
     def venue(self, name: str) -> VenueSpec:
         for spec in self.venues:
@@ -63,8 +65,30 @@ class Settings:
                 return spec
         raise ConfigError(f"venue {name!r} is not archived in this run")
 
+    def backup_section(self) -> dict[str, Any]:
+        """The ``backup`` group as a plain dict (what backup and restore take)."""
+        return plain(self.backup)
+
+    def sim_section(self) -> dict[str, Any]:
+        """The simulator knobs as a plain dict (what the venue simulators take)."""
+        return plain(self.sim)
+
+
+def plain(obj: Any) -> Any:
+    """Dataclasses, enums and containers as plain dicts, strings, lists (picklable, printable)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Enum):
+        return obj.value
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    return obj
+
 
 _ARCHIVE_KEY = re.compile(r"^[~+]*archive\.([^=.\s]+)")
+_MERGING = re.compile(r"Error merging override ([^=\s]+)")
 
 
 def compose(overrides: list[str]) -> DictConfig:
@@ -78,109 +102,145 @@ def compose(overrides: list[str]) -> DictConfig:
         if m and m.group(1) not in supported_venues():
             raise ConfigError(f"archive.{m.group(1)}: unknown venue {m.group(1)!r} "
                               f"(supported: {', '.join(supported_venues())})")
+    register()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="tickarchive"):
             return hydra_compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        cause = exc.__cause__ or exc
-        msg = " ".join(str(cause).split())
-        msg = msg.split(" Config search path:")[0]
-        m = re.match(r"Key '([^']+)' is not in struct full_key: (\S+)", msg)
-        if m:
-            msg = f"{m.group(2)}: unknown config key (python launch.py --cfg shows every key)"
-        raise ConfigError(msg) from None
+        raise ConfigError(_one_line(exc)) from None
 
 
-def _int(value: Any, key: str) -> int:
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        return int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}: {value!r} is not an integer") from None
+def _one_line(exc: BaseException) -> str:
+    """A composition error as ``key: what is wrong (allowed: ...)``."""
+    cause = exc.__cause__ or exc
+    detail = " ".join(str(cause).split()).split(" full_key:")[0].split(" Config search path:")[0]
+    merging = _MERGING.search(str(exc))
+    key = getattr(cause, "full_key", None) or (merging.group(1) if merging else None)
+    if merging and key and not str(key).startswith(merging.group(1)):
+        key = f"{merging.group(1)} ({key})"
+    if type(cause).__name__ in ("ConfigAttributeError", "ConfigKeyError") and key:
+        return f"{key}: unknown config key (python launch.py --cfg shows every key)"
+    m = re.match(r"Value '(.*)' of type '\w+' could not be converted to (\w+)", detail)
+    if m:
+        kind = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}.get(m.group(2), m.group(2))
+        detail = f"{m.group(1)!r} is not {kind}"
+    m = re.match(r"Invalid value '(.*)', expected one of \[(.*)\]", detail)
+    if m:
+        detail = f"{m.group(1)!r} is not allowed (allowed: {m.group(2)})"
+    return f"{key}: {detail}" if key else detail
 
 
 def load_settings(overrides: list[str] | None = None, cfg: DictConfig | None = None) -> Settings:
     """Compose (unless ``cfg`` is given) and validate; raises ConfigError on the first problem."""
     cfg = cfg if cfg is not None else compose(list(overrides or []))
-    raw: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     try:
-        return _validate(raw)
+        app: AppConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+        return _validate(app)
     except LayoutError as exc:
         raise ConfigError(str(exc)) from None
 
 
-def _validate(raw: dict[str, Any]) -> Settings:
-    mode = raw.get("mode")
-    if mode not in MODES:
-        raise ConfigError(f"mode: {mode!r} is not a mode (allowed: {', '.join(MODES)})")
-    source = (raw.get("source") or {}).get("name")
-    if source not in SOURCES:
-        raise ConfigError(f"source: {source!r} is not a source (allowed: {', '.join(SOURCES)})")
-    duration = raw.get("duration_s")
-    duration_s = None if duration in (None, "", 0) else parse_duration(duration, "duration_s")
-    depth = _int(raw.get("depth"), "depth")
-    channels = tuple(raw.get("channels") or ())
-    bad = [c for c in channels if c not in DATA_CHANNELS]
-    if bad or not channels:
-        raise ConfigError(f"channels: {bad or channels!r} not allowed (allowed: {', '.join(DATA_CHANNELS)})")
+def _positive(value: float, key: str, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{key}: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
-    archive = raw.get("archive") or {}
-    venues_cfg = raw.get("venues") or {}
+
+def _validate(app: AppConfig) -> Settings:
+    mode, source = app.mode.value, app.source.name.value
+    duration_s = None if app.duration_s in (None, "") else parse_duration(app.duration_s, "duration_s")
+    if not app.channels:
+        raise ConfigError("channels: name at least one of l2book, trades")
+    channels = tuple(dict.fromkeys(c.value for c in app.channels))
+    specs = _venue_specs(app, mode, channels)
+    root = _root(app.storage.root, mode)
+    if app.storage.symbols_per_writer < 1:
+        raise ConfigError("storage.symbols_per_writer: must be >= 1")
+    _check_source(app.source)
+    _check_socket(app.socket)
+    _positive(app.replay.speed, "replay.speed (0 = as fast as possible, 1 = recorded pace)", allow_zero=True)
+    replay_file = _replay_file(app.replay.file) if source == "replay" and mode == "archive" else app.replay.file
+    if app.restore.depth is not None:
+        _positive(app.restore.depth, "restore.depth")
+    _positive(app.restore.workers, "restore.workers")
+    backup = _check_backup(app.backup)
+    return Settings(
+        mode=mode, source=source, duration_s=duration_s, depth=app.depth, channels=channels,
+        venues=tuple(specs), root=root, rollover_ns=parse_rollover(app.storage.rollover),
+        seal_grace_ns=int(parse_duration(app.storage.seal_grace, "storage.seal_grace") * NS),
+        symbols_per_writer=app.storage.symbols_per_writer,
+        compact_every_s=parse_duration(app.storage.compact_every, "storage.compact_every"),
+        replay_file=replay_file, replay_speed=app.replay.speed, sim=app.source, socket=app.socket,
+        ray=app.ray, backup=backup, restore=app.restore, log_level=app.log_level.value)
+
+
+def _venue_specs(app: AppConfig, mode: str, channels: tuple[str, ...]) -> list[VenueSpec]:
     specs = []
-    for name, symbols in archive.items():
+    for name, symbols in app.archive.items():
         if name not in supported_venues():
             raise ConfigError(f"archive.{name}: unknown venue (supported: {', '.join(supported_venues())})")
         if not symbols:
             continue
-        if isinstance(symbols, str):
-            symbols = [symbols]
         symbols = tuple(dict.fromkeys(check_name_part(str(s), f"archive.{name}") for s in symbols))
-        vcfg = venues_cfg.get(name)
+        vcfg = app.venues.get(name)
         if vcfg is None:
             raise ConfigError(f"archive.{name}: no protocol settings (add '{name}' to the venues list)")
-        venue_module(name).validate(vcfg, list(symbols), list(channels), depth)
+        vcfg = dict(vcfg)
+        venue_module(name).validate(vcfg, list(symbols), list(channels), app.depth)
         specs.append(VenueSpec(name=name, market=str(vcfg.get("market", "perp")), symbols=symbols, cfg=vcfg))
     if mode == "archive" and not specs:
         raise ConfigError("archive: no venue has symbols to archive (e.g. 'archive.binance=[BTCUSDT]')")
+    return specs
 
-    storage = raw.get("storage") or {}
-    root = storage.get("root") or "archives"
-    root = str(Path(os.path.expanduser(str(root))).absolute())
-    spw = _int(storage.get("symbols_per_writer", 1), "storage.symbols_per_writer")
-    if spw < 1:
-        raise ConfigError("storage.symbols_per_writer: must be >= 1")
 
-    replay = raw.get("replay") or {}
-    replay_file = replay.get("file")
-    try:
-        replay_speed = float(replay.get("speed", 0))
-    except (TypeError, ValueError):
-        raise ConfigError(f"replay.speed: {replay.get('speed')!r} is not a number (0 = as fast as possible)") from None
-    if replay_speed < 0:
-        raise ConfigError("replay.speed: must be >= 0 (0 = as fast as possible, 1 = recorded pace)")
-    if source == "replay" and mode == "archive":
-        if not replay_file:
-            raise ConfigError("replay.file: required with source=replay (a recording to serve back)")
-        if not Path(replay_file).is_file():
-            raise ConfigError(f"replay.file: {replay_file!r} does not exist")
-        replay_file = str(Path(replay_file).absolute())
+def _root(text: str, mode: str) -> str:
+    """The archive root as an absolute path; it must be a usable folder for the mode."""
+    if not str(text).strip():
+        raise ConfigError("storage.root: empty (name the archive folder, e.g. storage.root=/data/archives)")
+    root = Path(os.path.expanduser(str(text))).absolute()
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"storage.root: {root} is a file, not a folder")
+    if mode in ("status", "reindex", "backup") and not root.is_dir():
+        raise ConfigError(f"storage.root: {root} does not exist (nothing archived there; check the path)")
+    if mode in ("archive", "restore", "reindex", "backup"):
+        try:                                    # the honest test: create the folder and a file in it
+            root.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"storage.root: {root} is not writable ({exc.strerror or exc})") from None
+    return str(root)
 
-    socket = dict(raw.get("socket") or {})
-    known = {"name", "messages_per_s", "seed", "faults", "record_truth"}
-    sim = {k: v for k, v in (raw.get("source") or {}).items() if k in known}
-    sections = {k: v for k, v in raw.items() if k in ("backup", "restore")}
-    if "backup" in sections:  # backup.* keys: one ConfigError line each (checked in actors/backup.py)
-        from actors.backup.reconcile import validate_section
-        sections["backup"] = validate_section(sections["backup"])
-    return Settings(
-        mode=mode, source=source, duration_s=duration_s, depth=depth, channels=channels,
-        venues=tuple(specs), root=root,
-        rollover_ns=parse_rollover(storage.get("rollover", "1h")),
-        seal_grace_ns=int(parse_duration(storage.get("seal_grace", "5s"), "storage.seal_grace") * NS),
-        symbols_per_writer=spw,
-        compact_every_s=parse_duration(storage.get("compact_every", "10m"), "storage.compact_every"),
-        replay_file=replay_file, replay_speed=replay_speed, sim=sim, socket=socket,
-        ray=dict(raw.get("ray") or {}), log_level=str(raw.get("log_level", "INFO")).upper(),
-        sections=sections,
-    )
+
+def _check_source(sim: SourceConfig) -> None:
+    _positive(sim.messages_per_s, "source.messages_per_s")
+    for n, fault in enumerate(sim.faults):
+        _positive(fault.at_s, f"source.faults[{n}].at_s", allow_zero=True)
+        if fault.seconds is not None:
+            _positive(fault.seconds, f"source.faults[{n}].seconds")
+
+
+def _check_socket(sock: SocketConfig) -> None:
+    for key in ("flush_ms", "max_pending_rows", "backoff_min_s", "backoff_max_s", "idle_timeout_s"):
+        _positive(getattr(sock, key), f"socket.{key}")
+    if sock.backoff_min_s > sock.backoff_max_s:
+        raise ConfigError(f"socket.backoff_min_s: {sock.backoff_min_s} is above socket.backoff_max_s "
+                          f"{sock.backoff_max_s}")
+
+
+def _replay_file(path: str | None) -> str:
+    if not path:
+        raise ConfigError("replay.file: required with source=replay (a recording to serve back)")
+    file = Path(path).expanduser()
+    if file.is_dir():
+        raise ConfigError(f"replay.file: {path!r} is a folder; name one recording file in it")
+    if not file.is_file():
+        raise ConfigError(f"replay.file: {path!r} does not exist")
+    return str(file.absolute())
+
+
+def _check_backup(backup: BackupConfig) -> BackupConfig:
+    """Cross-key rules of the backup group (one line each), via the backup package's own checks."""
+    from actors.backup.reconcile import validate_section
+
+    checked = validate_section(plain(backup))
+    return dataclasses.replace(backup, prefix=checked.get("prefix", backup.prefix))

@@ -35,7 +35,7 @@ def run_backup(settings: Settings) -> int:
     from actors.storage.catalog import Catalog
     from actors.storage.integrity import damage_message
 
-    section = settings.sections.get("backup") or {}
+    section = settings.backup_section()
     try:
         target = resolve_target(section, settings.root)
         if target is None:

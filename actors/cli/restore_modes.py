@@ -14,7 +14,7 @@ import sys
 from datetime import datetime, timezone
 
 from actors.storage.catalog import Catalog
-from actors.cli.config import Settings
+from actors.cli.config import Settings, plain
 from actors.venues import supported_venues
 from actors.storage.layout import NS
 from actors.restore.restorer import Restorer, RestoreError, bucket_from_section, reindex
@@ -22,14 +22,12 @@ from actors.restore.timerange import RangeError
 
 
 def _restorer(settings: Settings) -> Restorer:
-    section = settings.sections.get("restore") or {}
-    bucket = bucket_from_section(settings.sections.get("backup") or {}, settings.root)
-    return Restorer(settings.root, bucket=bucket, workers=int(section.get("workers") or 8),
-                    venues=supported_venues())
+    bucket = bucket_from_section(settings.backup_section(), settings.root)
+    return Restorer(settings.root, bucket=bucket, workers=settings.restore.workers, venues=supported_venues())
 
 
 def _request(settings: Settings) -> dict:
-    section = settings.sections.get("restore") or {}
+    section = plain(settings.restore)
     missing = [k for k in ("exchange", "symbol", "start", "end") if not section.get(k)]
     if missing:
         raise RestoreError(f"restore: missing {', '.join('restore.' + k for k in missing)} "
@@ -107,7 +105,7 @@ def run_reindex(settings: Settings) -> int:
     from tqdm import tqdm
 
     try:
-        bucket = bucket_from_section(settings.sections.get("backup") or {}, settings.root)
+        bucket = bucket_from_section(settings.backup_section(), settings.root)
         with tqdm(unit="file", desc="reindex", file=sys.stderr) as bar:
             result = reindex(settings.root, Catalog(settings.root), bucket, progress=bar.update)
     except (RestoreError, OSError) as exc:

@@ -73,13 +73,11 @@ class FeedConnection:
     """One venue websocket kept alive for as long as ``stop`` is not set."""
 
     def __init__(self, plan: ConnectionPlan, client: VenueClient, options: FeedOptions,
-                 gate: Callable[[], Awaitable[None]] | None = None,
-                 after_frames: Callable[[], None] | None = None) -> None:
+                 gate: Callable[[], Awaitable[None]] | None = None) -> None:
         self.plan = plan
         self.client = client
         self.options = options
         self.gate = gate
-        self.after_frames = after_frames
         self.stats = FeedStats()
         self.clock_ns: int | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -205,8 +203,6 @@ class FeedConnection:
         actions = self.client.on_frame(data, self.now())
         if actions:
             await self._perform(ws, actions)
-        if self.after_frames is not None:
-            self.after_frames()
 
     async def _perform(self, ws, actions) -> None:
         for action in actions:

@@ -1,6 +1,12 @@
 """Record schemas of the archive (DESIGN.md "Records") and columnar row buffers.
 
-Every channel has one Arrow schema. Venue parsers hand plain Python values to a
+Every channel has one Arrow schema. Event kinds written to the ``events`` channel:
+``connect``, ``subscribed``, ``disconnect`` (detail says why), ``gap`` (a sequence break:
+``seq_from`` = last good id, ``seq_to`` = id received; also a socket process restart),
+``resync`` (a fresh snapshot re-established the book, ``seq_from`` = snapshot id),
+``snapshot`` (first snapshot on a connection), ``crossed`` (an impossible book, not written),
+``error`` (a venue error or malformed frame, quoted and truncated), ``stale`` (a snapshot too
+old to bridge the buffered diffs), ``lost`` (spool damage found at recovery). Venue parsers hand plain Python values to a
 :class:`RowSink`; :class:`StreamBuffers` collects them per stream as column lists and
 turns them into ``pa.RecordBatch`` objects on flush, so the hot path never builds
 Arrow objects per message.
@@ -52,20 +58,6 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 CHANNELS = tuple(SCHEMAS)
 DATA_CHANNELS = ("l2book", "trades")
-
-# Event kinds written to the events channel.
-EVENT_KINDS = (
-    "connect",       # websocket connected
-    "subscribed",    # venue acknowledged a subscription
-    "disconnect",    # connection lost or closed (detail says why)
-    "gap",           # sequence break detected (seq_from = last good id, seq_to = id received)
-    "resync",        # a fresh snapshot re-established the book (seq_from = snapshot id)
-    "snapshot",      # snapshot applied for the first time on a connection
-    "crossed",       # book became crossed; not written, resync requested
-    "error",         # venue error frame or malformed frame (detail quotes it, truncated)
-    "stale",         # snapshot too old to bridge the buffered diffs; re-requested
-)
-
 
 class RowSink(Protocol):
     """Where venue logic sends normalized rows. Times are UTC nanoseconds (int)."""

@@ -76,16 +76,17 @@ def ensure_ray(settings: Settings) -> None:
 
     if ray.is_initialized():
         return
+    from actors.remote import NAMESPACE
+
     opts = settings.ray
-    kwargs: dict[str, Any] = {"namespace": opts.get("namespace") or "tickarchive",
-                              "log_to_driver": True}
-    if opts.get("address"):
-        kwargs["address"] = opts["address"]
+    kwargs: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": True}
+    if opts.address:
+        kwargs["address"] = opts.address
     else:   # always a fresh instance: never join a stale or foreign cluster found in /tmp/ray
         kwargs["address"] = "local"
-        kwargs["include_dashboard"] = bool(opts.get("dashboard", True))
-        if opts.get("num_cpus"):
-            kwargs["num_cpus"] = int(opts["num_cpus"])
+        kwargs["include_dashboard"] = opts.dashboard
+        if opts.num_cpus:
+            kwargs["num_cpus"] = opts.num_cpus
     ray.init(**kwargs)
 
 
@@ -103,7 +104,7 @@ def plan_sources(settings: Settings) -> list[VenueRun]:
             endpoints = Endpoints(ws_base=vcfg["ws_base"], rest_base=vcfg["rest_base"])
             runs.append(VenueRun(spec, endpoints, vcfg))
             continue
-        server = module.make_sim_server(list(spec.symbols), settings.sim, settings.depth)
+        server = module.make_sim_server(list(spec.symbols), settings.sim_section(), settings.depth)
         thread = ServerThread(server)
         thread.start()
         endpoints = Endpoints(ws_base=server.ws_base, rest_base=server.rest_base)
@@ -142,7 +143,9 @@ def _plan_replay(settings: Settings) -> VenueRun:
 
 def start_actors(settings: Settings, runs: list[VenueRun]) -> None:
     """Create the writers (one per symbol group) and one socket per venue."""
-    from actors.remote.actors import NAMESPACE, ExchangeSocket, SymbolWriter
+    from actors.remote import NAMESPACE, socket_name, writer_name
+    from actors.remote.socket import ExchangeSocket
+    from actors.remote.writer import SymbolWriter
 
     clock = "data" if settings.source == "replay" else "wall"
     for run in runs:
@@ -151,7 +154,7 @@ def start_actors(settings: Settings, runs: list[VenueRun]) -> None:
         step = settings.symbols_per_writer
         for i in range(0, len(symbols), step):
             group = symbols[i:i + step]
-            name = f"writer:{spec.name}:{spec.market}:{group[0]}" + (f"+{len(group) - 1}" if len(group) > 1 else "")
+            name = writer_name(spec.name, spec.market, group)
             writer_id = name.replace(":", "_").replace("+", "_")
             handle = SymbolWriter.options(name=name, namespace=NAMESPACE, get_if_exists=True).remote(
                 settings.root, spec.name, spec.market, group, settings.depth, settings.rollover_ns,
@@ -162,26 +165,38 @@ def start_actors(settings: Settings, runs: list[VenueRun]) -> None:
         module = venue_module(spec.name)
         plans = module.plan_connections(run.venue_cfg, run.endpoints, symbols, list(settings.channels),
                                         settings.depth)
-        run.socket = ExchangeSocket.options(name=f"socket:{spec.name}", namespace=NAMESPACE,
+        run.socket = ExchangeSocket.options(name=socket_name(spec.name), namespace=NAMESPACE,
                                             get_if_exists=True).remote(
             spec.name, run.venue_cfg, plans, settings.depth, run.writers, run.writer_of,
             settings.socket, settings.source == "replay", settings.log_level)
 
 
-def start_services(settings: Settings) -> list[Any]:
-    """The named ``restore`` actor (and, when a bucket is configured, ``backup``)."""
-    from actors.venues import supported_venues
-    from actors.remote.actors import start_restore_actor
+@dataclass
+class Services:
+    """The named service actors of a run."""
 
-    backup = dict(settings.sections.get("backup") or {})
+    restore: Any = None
+    backup: Any = None            # None without a bucket
+
+    def all(self) -> list[Any]:
+        return [actor for actor in (self.restore, self.backup) if actor is not None]
+
+
+def start_services(settings: Settings) -> Services:
+    """The named ``restore`` actor and, when a bucket is configured, ``backup``."""
+    from actors.remote.backup import start_backup_actor
+    from actors.remote.restore import start_restore_actor
+    from actors.venues import supported_venues
+
+    backup = settings.backup_section()
     if backup.get("name") == "local" and not backup.get("endpoint"):
         from actors.backup.reconcile import ensure_embedded      # one embedded S3 server, owned by this driver
         backup["endpoint"] = ensure_embedded(settings.root, str(backup.get("bucket") or "archives")).endpoint
-    actors = [start_restore_actor(settings.root, backup, list(supported_venues()), settings.log_level)]
+    services = Services(restore=start_restore_actor(settings.root, backup, list(supported_venues()),
+                                                    settings.log_level))
     if backup.get("name", "none") != "none":
-        from actors.remote.backup import start_backup_actor
-        actors.append(start_backup_actor(settings.root, backup, settings.log_level))
-    return actors
+        services.backup = start_backup_actor(settings.root, backup, settings.log_level)
+    return services
 
 
 def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
@@ -198,12 +213,12 @@ def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
     report = RunReport()
     stop_flag = stop_flag or threading.Event()
     interrupted = False
-    service_actors: list[Any] = []
+    services = Services()
     started_at = time.monotonic()
     try:
         ensure_ray(settings)
         start_actors(settings, runs)
-        service_actors = start_services(settings)
+        services = start_services(settings)
         ray.get([run.socket.ensure_started.remote() for run in runs])
         started_at = time.monotonic()        # duration_s counts from here, not from Ray's start-up
         log.info(f"archiving {sum(len(r.spec.symbols) for r in runs)} symbols on "
@@ -228,16 +243,15 @@ def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
         report.seconds = time.monotonic() - started_at
         if any(run.socket is not None for run in runs):
             _shutdown(settings, runs, report, seal_everything=not interrupted)
-        backup_actor = service_actors[1] if len(service_actors) > 1 else None
-        if backup_actor is not None and not interrupted:   # a finite run ends with a verified backup
+        if services.backup is not None and not interrupted:   # a finite run ends with a verified backup
             try:
-                result = ray.get(backup_actor.run_once.remote(), timeout=600)
+                result = ray.get(services.backup.run_once.remote(), timeout=600)
                 log.info(f"final backup pass: {result.get('summary') or result.get('error')}")
                 report.backup = result
             except Exception as exc:
                 log.error(f"final backup pass failed: {exc}")
-        if not settings.ray.get("address"):     # own local Ray: nothing outlives this run
-            for actor in service_actors:
+        if not settings.ray.address:     # own local Ray: nothing outlives this run
+            for actor in services.all():
                 ray.kill(actor)
         from actors.backup.reconcile import stop_embedded
         stop_embedded()

@@ -37,6 +37,8 @@ def _to_ns(value: TimeLike, what: str) -> tuple[int, bool]:
     if isinstance(value, date):
         return int(datetime(value.year, value.month, value.day, tzinfo=timezone.utc).timestamp()) * NS, False
     text = str(value).strip()
+    if re.fullmatch(r"-?\d+", text):              # integer nanoseconds given as text (CLI)
+        return int(text), False
     m = _QUANTPYLIB.match(text)
     if m:
         y, mo, d, h = (int(g) for g in m.groups())

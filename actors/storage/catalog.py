@@ -249,12 +249,6 @@ class Catalog:
         self._table = None
         self.optimize()
 
-    def delete(self, keys: list[str]) -> None:
-        table = self._open()
-        for chunk in range(0, len(keys), 500):
-            part = keys[chunk:chunk + 500]
-            table.delete(f"key IN ({', '.join(sql_str(k) for k in part)})")
-
     # -- reads ---------------------------------------------------------------------------
     def query(self, where: str | None = None, columns: list[str] | None = None) -> pa.Table:
         """Rows matching a SQL filter (all rows when None)."""

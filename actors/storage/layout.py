@@ -119,8 +119,3 @@ def parse_relpath(relpath: str) -> ParsedPath:
     depth = int(g["depth"]) if g["depth"] else None
     stream = StreamKey(g["exchange"], g["market"], g["channel"], g["symbol"], depth)
     return ParsedPath(stream, start_ns, end_ns)
-
-
-def period_start(ts_ns: int, rollover_ns: int) -> int:
-    """Start of the period holding ``ts_ns`` (periods are aligned to the epoch, hence to hours)."""
-    return ts_ns - ts_ns % rollover_ns

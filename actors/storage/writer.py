@@ -395,9 +395,13 @@ class SymbolWriterCore:
         os.replace(tmp, path)
 
     # -- introspection -------------------------------------------------------------------
+    @property
+    def spool_bytes(self) -> int:
+        """Bytes in the open spools (rows durable but not sealed yet)."""
+        return sum(s.size for s in self.spools.values())
+
     def stats(self) -> dict[str, Any]:
-        return {**self.counters, "open_periods": len(self.spools),
-                "spool_bytes": sum(s.size for s in self.spools.values()),
+        return {**self.counters, "open_periods": len(self.spools), "spool_bytes": self.spool_bytes,
                 "pending_catalog": len(self.pending_records), "max_ts_local": self.max_ts_local}
 
 

@@ -1,0 +1,179 @@
+"""The configuration schema: every key of ``conf/`` with its type, default and allowed values.
+
+These dataclasses are registered in Hydra's ConfigStore (:func:`register`), so a composed
+config is type-checked as it is built: ``depth=abc``, ``mode=bogus``, ``log_level=LOUD`` or
+an unknown key fail before anything starts. The yaml files in ``conf/`` stay as presets
+(``source=sim``, ``backup=s3``, ``conf/venues/<venue>.yaml``). Rules that span several keys
+(a rollover dividing an hour, a replay file that exists, a bucket name a provider accepts)
+are checked in :mod:`actors.cli.config`, which turns this into the run's ``Settings``.
+
+Venue sections (``venues.<venue>``) are typed by each venue's own settings declaration;
+here they are free-form and checked by the venue.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, List, Optional
+
+
+class Mode(str, Enum):
+    archive = "archive"
+    backup = "backup"
+    restore = "restore"
+    status = "status"
+    reindex = "reindex"
+
+
+class SourceKind(str, Enum):
+    live = "live"
+    sim = "sim"
+    replay = "replay"
+
+
+class DataChannel(str, Enum):
+    l2book = "l2book"
+    trades = "trades"
+
+
+class Channel(str, Enum):
+    l2book = "l2book"
+    trades = "trades"
+    events = "events"
+
+
+class BackupKind(str, Enum):
+    none = "none"
+    local = "local"
+    s3 = "s3"
+    b2 = "b2"
+
+
+class FaultKind(str, Enum):
+    drop_connection = "drop_connection"
+    stall = "stall"
+    break_chain = "break_chain"
+    malformed = "malformed"
+
+
+class LogLevel(str, Enum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+@dataclass
+class FaultConfig:
+    """A scheduled simulator fault: ``{at_s: 20, kind: stall, seconds: 3}``."""
+
+    kind: FaultKind = FaultKind.drop_connection
+    at_s: float = 0.0
+    symbol: Optional[str] = None
+    seconds: Optional[float] = None
+
+
+@dataclass
+class SourceConfig:
+    """``source=live|sim|replay``; the simulator knobs apply to ``sim``."""
+
+    name: SourceKind = SourceKind.live
+    messages_per_s: float = 200.0
+    seed: int = 7
+    faults: List[FaultConfig] = field(default_factory=list)
+    record_truth: bool = False
+
+
+@dataclass
+class StorageConfig:
+    root: str = "archives"
+    rollover: str = "1h"
+    seal_grace: str = "5s"
+    symbols_per_writer: int = 1
+    compact_every: str = "10m"
+
+
+@dataclass
+class ReplayConfig:
+    file: Optional[str] = None
+    speed: float = 0.0
+
+
+@dataclass
+class SocketConfig:
+    flush_ms: int = 200
+    max_pending_rows: int = 200_000
+    backoff_min_s: float = 0.5
+    backoff_max_s: float = 30.0
+    idle_timeout_s: float = 60.0
+
+
+@dataclass
+class RayConfig:
+    address: Optional[str] = None
+    dashboard: bool = True
+    num_cpus: Optional[int] = None
+
+
+@dataclass
+class RetentionConfig:
+    local_days: Optional[float] = None
+
+
+@dataclass
+class BackupConfig:
+    """``backup=none|local|s3|b2``. Credentials are never config keys (environment or ``.env``)."""
+
+    name: BackupKind = BackupKind.none
+    endpoint: Optional[str] = None
+    bucket: Optional[str] = None
+    prefix: str = ""
+    region: Optional[str] = None
+    interval: str = "10m"
+    settle_s: float = 1.0
+    workers: int = 8
+    multipart_mb: int = 64
+    checksums: str = "auto"
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+
+
+@dataclass
+class RestoreConfig:
+    """What ``mode=restore`` / ``mode=status`` work on."""
+
+    exchange: Optional[str] = None
+    symbol: Optional[str] = None
+    start: Optional[str] = None
+    end: Optional[str] = None
+    channels: List[Channel] = field(default_factory=lambda: [Channel.l2book, Channel.trades])
+    depth: Optional[int] = None
+    market: str = "perp"
+    workers: int = 8
+
+
+@dataclass
+class AppConfig:
+    """The whole configuration (``python launch.py --cfg`` prints it)."""
+
+    mode: Mode = Mode.archive
+    duration_s: Optional[str] = None
+    depth: int = 20
+    channels: List[DataChannel] = field(default_factory=lambda: [DataChannel.l2book, DataChannel.trades])
+    archive: Dict[str, List[str]] = field(default_factory=dict)
+    log_level: LogLevel = LogLevel.INFO
+    source: SourceConfig = field(default_factory=SourceConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    socket: SocketConfig = field(default_factory=SocketConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    backup: BackupConfig = field(default_factory=BackupConfig)
+    restore: RestoreConfig = field(default_factory=RestoreConfig)
+    venues: Dict[str, Any] = field(default_factory=dict)
+
+
+def register() -> None:
+    """Register the schema in Hydra's ConfigStore (``defaults: [app_schema, ...]`` in config.yaml)."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(name="app_schema", node=AppConfig)

@@ -1,0 +1,145 @@
+"""One venue's feed in one process: its websocket connections, row buffers and the outbox.
+
+:class:`VenueFeed` is what the ``ExchangeSocket`` actor holds (no Ray here): it runs one
+:class:`~actors.feed.connection.FeedConnection` per connection plan, collects the parsed
+rows per (symbol, channel) in :class:`~actors.feed.records.StreamBuffers`, and every
+``flush_s`` hands them to the :class:`~actors.feed.outbox.Outbox`, routed to the writer of
+each symbol. The readers pause while the outbox is full (backpressure). ``stop`` closes the
+sockets (disconnect events are written) and drains every row to the writers.
+
+Observations for metrics go to a :class:`FeedObserver` (the actor passes one that records Ray
+metrics; the default records nothing).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Callable
+
+from actors.feed.connection import FeedConnection, FeedOptions
+from actors.feed.outbox import Outbox, Send
+from actors.feed.records import StreamBuffers
+from actors.logs import get_logger
+from actors.venues.base import ConnectionPlan, VenueClient
+
+log = get_logger("feed")
+
+RESTART_GAP = ("socket process restarted: rows received but not yet handed to the writers were lost; "
+               "books are resynced from fresh snapshots")
+
+
+class FeedObserver:
+    """Receives what a flush saw; override to export metrics."""
+
+    def frames(self, count: int) -> None:
+        """``count`` more websocket frames were received."""
+
+    def event(self, kind: str) -> None:
+        """One feed event (connect, gap, resync, ...) was recorded."""
+
+    def lag(self, seconds: float) -> None:
+        """``ts_local - ts_exchange`` of the newest row."""
+
+
+class VenueFeed:
+    """Connections + buffers + outbox of one venue (see module docstring)."""
+
+    def __init__(self, venue: str, plans: list[ConnectionPlan],
+                 make_client: Callable[[ConnectionPlan, StreamBuffers], VenueClient],
+                 writer_of: dict[str, str], send: Send, producer: str, options: FeedOptions,
+                 flush_s: float = 0.2, max_pending_rows: int = 200_000,
+                 observer: FeedObserver | None = None) -> None:
+        self.venue = venue
+        self.writer_of = writer_of
+        self.flush_s = flush_s
+        self.observer = observer or FeedObserver()
+        self.buffers = StreamBuffers()
+        self.outbox = Outbox(producer, sorted(set(writer_of.values())), send, max_pending_rows,
+                             tags={"exchange": venue})
+        self.connections = [FeedConnection(plan, make_client(plan, self.buffers), options, gate=self._gate)
+                            for plan in plans]
+        self.stop_event = asyncio.Event()
+        self.connection_tasks: list[asyncio.Task] = []
+        self.flush_task: asyncio.Task | None = None
+        self._frames_seen = 0
+
+    def start(self, restarted: bool = False) -> None:
+        """Open the connections and start flushing; after a process restart, record a gap first."""
+        if restarted:
+            now = time.time_ns()
+            for symbol in self.writer_of:
+                self.buffers.event(symbol, now, "", "gap", RESTART_GAP)
+            log.error(f"socket process restarted; recorded a gap for {len(self.writer_of)} symbol(s)",
+                      extra={"exchange": self.venue})
+        self.connection_tasks = [asyncio.ensure_future(conn.run(self.stop_event)) for conn in self.connections]
+        self.flush_task = asyncio.ensure_future(self._flush_every())
+        log.info(f"started {len(self.connections)} connection(s)", extra={"exchange": self.venue})
+
+    async def _gate(self) -> None:
+        await self.outbox.wait_for_room(self.buffers.rows)
+
+    async def _flush_every(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_s)
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand every buffered row to the outbox, routed to its symbol's writer."""
+        for (symbol, channel), batch in self.buffers.take().items():
+            writer = self.writer_of.get(symbol)
+            if writer is None:
+                log.error(f"row for unknown symbol {symbol!r} dropped", extra={"exchange": self.venue})
+                continue
+            self.outbox.put(writer, {(symbol, channel): batch})
+            self._observe(channel, batch)
+        frames = self.frames
+        if frames > self._frames_seen:
+            self.observer.frames(frames - self._frames_seen)
+            self._frames_seen = frames
+
+    def _observe(self, channel: str, batch) -> None:
+        if channel == "events":
+            for kind in batch.column("kind").to_pylist():
+                self.observer.event(kind)
+            return
+        last = batch.slice(batch.num_rows - 1)
+        ts_exchange = last.column("ts_exchange")[0].value
+        if ts_exchange is not None:
+            self.observer.lag((last.column("ts_local")[0].value - ts_exchange) / 1e9)
+
+    async def stop(self, timeout_s: float = 120.0) -> bool:
+        """Close the sockets (disconnect events), then drain every row to the writers."""
+        self.stop_event.set()
+        if self.connection_tasks:
+            await asyncio.wait(self.connection_tasks, timeout=10)
+        return await self.drain(timeout_s)
+
+    async def drain(self, timeout_s: float = 120.0) -> bool:
+        """Flush and wait until the writers acknowledged every row; False at the timeout."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.flush()
+            if await self.outbox.drain(max(0.0, deadline - time.monotonic())) and not self.buffers.rows:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+
+    @property
+    def frames(self) -> int:
+        return sum(c.stats.frames for c in self.connections)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of the connections and the delivery."""
+        conns = [c.stats for c in self.connections]
+        return {
+            "producer": self.outbox.producer,
+            "frames": self.frames,
+            "clock_frames": sum(s.clock_frames for s in conns),
+            "connects": sum(s.connects for s in conns),
+            "disconnects": sum(s.disconnects for s in conns),
+            "connected": [s.connected for s in conns],
+            "frames_on_open_connections": sum(s.frames_this_connection for s in conns if s.connected),
+            "pending_rows": self.buffers.rows + self.outbox.pending_rows,
+            "sent_rows": self.outbox.sent_rows,
+            "write_failures": self.outbox.failures,
+        }
