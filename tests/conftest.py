@@ -16,8 +16,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("TICKARCHIVE_SHARED", REPO.parent / "shared"))
-FIXTURES = SHARED / "fixtures" / "real"
+FIXTURES = REPO / "tests" / "fixtures" / "real"      # real recorded traffic (provenance: README.md there)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from s3fixtures import bucket_target, seaweed  # noqa: E402,F401  (fixtures)

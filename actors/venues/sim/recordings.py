@@ -1,4 +1,4 @@
-"""Streaming readers of recorded exchange traffic (``../shared/fixtures/real``), venue-neutral.
+"""Streaming readers of recorded exchange traffic (``tests/fixtures/real``), venue-neutral.
 
 * hftbacktest collector ``*.gz``: one line per message, ``<receive time ns> <raw JSON>``.
 * cryptofeed v3 capture ``*.jsonl.zst``: one JSON object per line with ``t`` in
