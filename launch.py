@@ -52,7 +52,7 @@ def run(settings) -> int:
         install_sigint(stop)
         report = run_archive(settings, stop_flag=stop)
         print(report.summary())
-        return 0
+        return 0 if report.ok else 1       # a failed final backup is a failed run
     from actors.cli import modes  # backup / restore / status / reindex
     return modes.run(settings)
 

@@ -142,6 +142,7 @@ def test_writer_kill9_mid_period_loses_and_doubles_nothing(tmp_path, ray_session
 
     report, run = run_with(sim_settings(root, "duration_s=8"), [(3.0, kill_writer), (5.0, check_restarted)])
     assert killed["pid"] != killed["new_pid"], "writer was not restarted"
+    assert report.files_sealed == len(archive_files(root)), "the summary must count files sealed before the restart"
     for sym in SYMBOLS:
         check_trades_exact(root, run.server, sym)
         check_books_true(root, run.server, sym)

@@ -132,3 +132,8 @@ def test_archive_start_repairs_a_corrupted_catalog(archive):
     keys = {r["key"] for r in Catalog(str(archive)).rows()}
     assert {r["key"] for r in records} <= keys and len(keys) == 6 + len(records)
     assert prepare_catalog(str(archive)) == {"rebuilt": False}          # healthy: nothing to do
+
+
+def test_status_of_an_unknown_symbol_says_so(archive):
+    with pytest.raises(RestoreError, match="unknown symbol 'NOPE'"):
+        Restorer(archive, venues=["binance"]).coverage("binance", "NOPE", T0, T0 + HOUR_NS)

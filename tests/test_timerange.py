@@ -34,3 +34,14 @@ def test_iso_is_half_open_and_naive_is_utc():
 def test_bad_ranges_are_clear(start, end, needle):
     with pytest.raises(RangeError, match=needle):
         parse_range(start, end)
+
+
+@pytest.mark.parametrize("start, end", [("1970-01-01:00", "9999-01-01:00"), ("2262-05-01:00", "2262-06-01:00"),
+                                        ("1969-12-31T23:00", "1970-01-01T01:00")])
+def test_ranges_outside_nanosecond_timestamps_are_refused(start, end):
+    with pytest.raises(RangeError, match="outside the times an archive can hold"):
+        parse_range(start, end)
+
+
+def test_integer_nanoseconds_as_text():
+    assert parse_range("0", "3600000000000") == (0, 3_600_000_000_000)

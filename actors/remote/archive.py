@@ -51,9 +51,15 @@ class RunReport:
     rows: int = 0
     files: list[dict] = field(default_factory=list)     # sealed at the end of the run
     files_sealed: int = 0                                # sealed during the whole run
+    started_ns: int = field(default_factory=time.time_ns)
     socket_restarts: dict[str, int] = field(default_factory=dict)   # venue -> socket processes restarted
     backup: dict = field(default_factory=dict)           # the final backup pass, if any
     venues: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """False when the final backup pass failed (the run itself stops on errors)."""
+        return not self.backup or bool(self.backup.get("ok"))
 
     @property
     def frames_per_s(self) -> float:
@@ -337,10 +343,21 @@ def _shutdown(settings: Settings, runs: list[VenueRun], report: RunReport, seal_
     writers = [h for run in runs for h in run.writers.values()]
     method = "seal_all" if seal_everything else "seal_due"
     report.files = [rec for batch in _each(writers, method, timeout=600, default=[]) for rec in batch]
-    report.files_sealed = sum(st.get("files", 0) for st in _each(writers, "stats"))
+    report.files_sealed = _sealed_since(settings.root, report.started_ns, writers)
     _compact(settings)
     for actor in sockets + writers:
         ray.kill(actor)
+
+
+def _sealed_since(root: str, started_ns: int, writers: list[Any]) -> int:
+    """Files sealed during this run: the catalog's count (writer counters restart with a writer)."""
+    from actors.storage.catalog import Catalog, ts_literal
+
+    try:
+        return Catalog(root).query(f"sealed_at >= {ts_literal(started_ns)}", columns=["key"]).num_rows
+    except Exception as exc:
+        log.warning(f"catalog unreadable, counting sealed files from the writers: {exc}")
+        return sum(st.get("files", 0) for st in _each(writers, "stats"))
 
 
 def _each(actors: list[Any], method: str, timeout: float = 60, default: Any = None) -> list[Any]:

@@ -18,6 +18,7 @@ quantpylib-compatible loaders keep the shapes its users' replay code expects:
 """
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
@@ -26,10 +27,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from actors.storage.integrity import DamagedFileError, check_files  # noqa: F401  (DamagedFileError: re-exported)
-from actors.storage.layout import HOUR_NS, LayoutError, StreamKey, parse_relpath
+from actors.storage.layout import HOUR_NS, NS, LayoutError, StreamKey, parse_relpath
 from actors.logs import get_logger
 from actors.feed.records import SCHEMAS, TS_TYPE
-from actors.restore.timerange import TimeLike, hours_between, parse_range
+from actors.restore.timerange import TimeLike, parse_range
 
 DEFAULT_MARKET = "perp"
 CATALOG_DIR = ".catalog"
@@ -45,16 +46,15 @@ def stream_key(exchange: str, channel: str, symbol: str, depth: int | None = Non
 def local_files(root: str | Path, key: StreamKey, start_ns: int, end_ns: int) -> list[str]:
     """Sealed files of one stream that may hold rows in ``[start_ns, end_ns)``, in time order.
 
-    Hour files come from the layout; sub-hour files (short rollovers) are found by listing
-    the month folders. Hidden and temporary files are never returned.
+    Only the month folders that exist and overlap the range are listed (a range of decades
+    costs what the archive holds, not one step per hour). Hidden and temporary files are
+    never returned.
     """
-    root = Path(root)
+    base = Path(root) / key.exchange / key.market / key.channel
+    first, last = _month(start_ns), _month(end_ns - 1)
     found: dict[str, int] = {}
-    months = {(rel.split("/")[3], rel.split("/")[4])
-              for rel in (key.relpath(h) for h in hours_between(start_ns, end_ns))}
-    for year, month in sorted(months):
-        folder = root / key.exchange / key.market / key.channel / year / month
-        if not folder.is_dir():
+    for folder in sorted(base.glob("[0-9][0-9][0-9][0-9]/[0-9][0-9]")):
+        if not (folder.is_dir() and first <= (int(folder.parent.name), int(folder.name)) <= last):
             continue
         for path in folder.glob(f"{key.name}_*.parquet"):
             rel = path.relative_to(root).as_posix()
@@ -68,6 +68,11 @@ def local_files(root: str | Path, key: StreamKey, start_ns: int, end_ns: int) ->
             if parsed.period_start_ns < end_ns and period_end > start_ns:
                 found[str(path)] = parsed.period_start_ns
     return sorted(found, key=lambda p: (found[p], p))
+
+
+def _month(ts_ns: int) -> tuple[int, int]:
+    t = datetime.fromtimestamp(ts_ns // NS, tz=timezone.utc)
+    return t.year, t.month
 
 
 def verify_local(root: str | Path, files: Iterable[str]) -> None:

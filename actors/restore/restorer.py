@@ -370,10 +370,12 @@ class Restorer:
         start_ns, end_ns = parse_range(start, end)
         gaps_by_hour: dict[int, int] = {}
         out: dict[tuple[str, int], dict] = {}
+        refused: list[RestoreError] = []
         for channel in channels:
             try:
                 refs = self.paths(exchange, symbol, channel, start_ns, end_ns, depth, market)
-            except RestoreError:
+            except RestoreError as exc:       # e.g. unknown symbol: said below unless other channels have data
+                refused.append(exc)
                 refs = []
             for ref in refs:
                 hour = ref.period_start - ref.period_start % HOUR_NS
@@ -394,6 +396,8 @@ class Restorer:
                     for ts in events.filter(mask).column("ts_local").cast(pa.int64()).to_pylist():
                         h = ts - ts % HOUR_NS
                         gaps_by_hour[h] = gaps_by_hour.get(h, 0) + 1
+        if not out and refused:
+            raise refused[0]
         rows = []
         for (stream, hour), row in sorted(out.items(), key=lambda kv: (kv[0][1], kv[0][0])):
             files = row.pop("files")

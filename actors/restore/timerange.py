@@ -18,6 +18,7 @@ from actors.errors import TickarchiveError
 from actors.storage.layout import HOUR_NS, NS
 
 TimeLike = Union[str, datetime, date, int]
+MAX_NS = 2**63 - 1                     # int64 nanoseconds: 2262-04-11T23:47:16Z
 _QUANTPYLIB = re.compile(r"^(\d{4})-(\d{2})-(\d{2}):(\d{1,2})$")
 
 
@@ -33,7 +34,7 @@ def _to_ns(value: TimeLike, what: str) -> tuple[int, bool]:
         return value, False
     if isinstance(value, datetime):
         dt = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-        return int(dt.timestamp()) * NS + dt.microsecond * 1000, False
+        return int(dt.timestamp()) * NS + dt.microsecond * 1000, False   # validated by parse_range
     if isinstance(value, date):
         return int(datetime(value.year, value.month, value.day, tzinfo=timezone.utc).timestamp()) * NS, False
     text = str(value).strip()
@@ -61,6 +62,10 @@ def parse_range(start: TimeLike, end: TimeLike) -> tuple[int, int]:
     end_ns, end_is_hour = _to_ns(end, "end")
     if end_is_hour:
         end_ns += HOUR_NS
+    for what, value, ns in (("start", start, start_ns), ("end", end, end_ns)):
+        if not 0 <= ns <= MAX_NS:
+            raise RangeError(f"{what}: {value!r} is outside the times an archive can hold "
+                             "(1970-01-01 to 2262-04-11 UTC, nanosecond timestamps)")
     if start_ns >= end_ns:
         raise RangeError(f"start {start!r} is not before end {end!r}")
     return start_ns, end_ns
