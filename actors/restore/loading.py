@@ -24,13 +24,14 @@ from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from actors.storage.integrity import DamagedFileError, check_files  # noqa: F401  (DamagedFileError: re-exported)
 from actors.storage.layout import HOUR_NS, NS, LayoutError, StreamKey, parse_relpath
 from actors.logs import get_logger
 from actors.feed.records import SCHEMAS, TS_TYPE
-from actors.restore.timerange import TimeLike, parse_range
+from actors.restore.timerange import TimeLike, hours_between, parse_range
 
 DEFAULT_MARKET = "perp"
 CATALOG_DIR = ".catalog"
@@ -95,18 +96,49 @@ def read_range(files: Iterable[str], channel: str, start_ns: int, end_ns: int,
     """Rows with ``start_ns <= ts_local < end_ns`` from ``files`` (in the given order).
 
     Each file is read with a filter that Parquet row-group statistics prune, so only the
-    row groups overlapping the range are decoded. Rows keep their archived order.
+    row groups overlapping the range are decoded. Rows keep their archived order. Files in
+    quantpylib's own schema are read too (see :func:`from_quantpylib`).
     """
     schema = SCHEMAS[channel]
     lo = pa.scalar(start_ns, type=TS_TYPE)
     hi = pa.scalar(end_ns, type=TS_TYPE)
     flt = (ds.field("ts_local") >= lo) & (ds.field("ts_local") < hi)
-    tables = [ds.dataset(f, format="parquet", schema=schema).to_table(columns=columns, filter=flt)
-              for f in files]
+    tables = []
+    for f in files:
+        dataset = ds.dataset(f, format="parquet")
+        if "ts_local" not in dataset.schema.names and QUANTPYLIB_COLUMNS[channel] <= set(dataset.schema.names):
+            table = from_quantpylib(dataset.to_table(), channel).filter(flt)
+            tables.append(table if columns is None else table.select(columns))
+            continue
+        tables.append(ds.dataset(f, format="parquet", schema=schema).to_table(columns=columns, filter=flt))
     if not tables:
         empty = schema.empty_table()
         return empty if columns is None else empty.select(columns)
     return pa.concat_tables(tables)
+
+
+QUANTPYLIB_COLUMNS = {"l2book": {"ts", "bp", "bs", "ap", "as"}, "trades": {"ts", "price", "size", "dir"},
+                      "events": {"never"}}
+
+
+def from_quantpylib(table: pa.Table, channel: str) -> pa.Table:
+    """A file in quantpylib's raw schema (``ts`` in ms; ``bp, bs, ap, as`` or ``price, size, dir``) as
+    our schema: what quantpylib does not record (``ts_exchange``, ``seq``, ``trade_id``) is null."""
+    schema = SCHEMAS[channel]
+    n = table.num_rows
+    ts = table.column("ts")
+    ts = ts.cast(pa.int64()) if not pa.types.is_timestamp(ts.type) else ts.cast(pa.timestamp("ms")).cast(pa.int64())
+    columns = {"ts_local": pc.multiply(ts, 1_000_000).cast(TS_TYPE), "ts_exchange": pa.nulls(n, TS_TYPE)}
+    if channel == "l2book":
+        columns["seq"] = pa.nulls(n, pa.int64())
+        for ours, theirs in (("bid_px", "bp"), ("bid_sz", "bs"), ("ask_px", "ap"), ("ask_sz", "as")):
+            columns[ours] = table.column(theirs).cast(schema.field(ours).type)
+    else:
+        columns["trade_id"] = pa.nulls(n, pa.string())
+        columns["price"] = table.column("price").cast(pa.float64())
+        columns["size"] = table.column("size").cast(pa.float64())
+        columns["side"] = table.column("dir").cast(pa.int8())
+    return pa.table([columns[f.name] for f in schema], schema=schema)
 
 
 def checked_files(root: str | Path, key: StreamKey, start_ns: int, end_ns: int, verify: bool = True) -> list[str]:
@@ -148,37 +180,51 @@ def _ms(column: pa.ChunkedArray) -> np.ndarray:
     return column.cast(pa.int64()).to_numpy() // 1_000_000
 
 
+def expected_paths(path: str | Path, key: StreamKey, start_ns: int, end_ns: int) -> list[str]:
+    """quantpylib's ``only_paths``: the hourly file of every hour in the range, whether it exists or not."""
+    return [str(Path(path) / key.relpath(hour)) for hour in hours_between(start_ns, end_ns)]
+
+
+def _levels(table: pa.Table, px: str, sz: str) -> list[np.ndarray]:
+    """Per row, an ``(n, 2)`` array of ``[price, size]`` levels (views into one flat array)."""
+    prices = table.column(px).combine_chunks()
+    sizes = table.column(sz).combine_chunks()
+    flat = np.column_stack((prices.values.to_numpy(zero_copy_only=False),
+                            sizes.values.to_numpy(zero_copy_only=False)))
+    offsets = prices.offsets.to_numpy()
+    return np.split(flat[offsets[0]:offsets[-1]], offsets[1:-1] - offsets[0])
+
+
 def load_lob_archives(exc: str, ticker: str, depth: int, start: TimeLike, end: TimeLike,
                       path: str | Path, only_paths: bool = False, market: str = DEFAULT_MARKET):
-    """quantpylib-compatible: ``[{'ts': ms, 'b': [[px, sz], ...], 'a': [[px, sz], ...]}, ...]``.
+    """quantpylib-compatible: ``[{'ts': ms, 'b': ndarray[[px, sz], ...], 'a': ndarray[[px, sz], ...]}, ...]``.
 
-    With ``only_paths=True`` returns the file paths that cover the range instead.
+    With ``only_paths=True`` returns the hourly file paths the range needs (existing or not), as
+    quantpylib does, e.g. to decide what to restore.
     """
     start_ns, end_ns = parse_range(start, end)
     key = stream_key(exc, "l2book", ticker, depth, market)
     if only_paths:
-        return local_files(path, key, start_ns, end_ns)
+        return expected_paths(path, key, start_ns, end_ns)
     table = read_range(checked_files(path, key, start_ns, end_ns), "l2book", start_ns, end_ns)
-    ts = _ms(table.column("ts_local"))
-    cols = [table.column(c).to_pylist() for c in ("bid_px", "bid_sz", "ask_px", "ask_sz")]
-    out = []
-    for i, t in enumerate(ts):
-        bids = np.column_stack((cols[0][i], cols[1][i])) if cols[0][i] else np.empty((0, 2))
-        asks = np.column_stack((cols[2][i], cols[3][i])) if cols[2][i] else np.empty((0, 2))
-        out.append({"ts": int(t), "b": bids, "a": asks})
-    return out
+    if not table.num_rows:
+        return []
+    ts = _ms(table.column("ts_local")).tolist()
+    bids, asks = _levels(table, "bid_px", "bid_sz"), _levels(table, "ask_px", "ask_sz")
+    return [{"ts": t, "b": b, "a": a} for t, b, a in zip(ts, bids, asks)]
 
 
 def load_trade_archives(exc: str, ticker: str, start: TimeLike, end: TimeLike, path: str | Path,
                         only_paths: bool = False, market: str = DEFAULT_MARKET):
-    """quantpylib-compatible: rows ``[ts_ms, price, size, dir]`` (dir +1 taker buy, -1 taker sell)."""
+    """quantpylib-compatible: rows ``[ts_ms, price, size, dir]`` (dir +1 taker buy, -1 taker sell).
+
+    With ``only_paths=True`` returns the hourly file paths the range needs (existing or not).
+    """
     start_ns, end_ns = parse_range(start, end)
     key = stream_key(exc, "trades", ticker, None, market)
     if only_paths:
-        return local_files(path, key, start_ns, end_ns)
+        return expected_paths(path, key, start_ns, end_ns)
     table = read_range(checked_files(path, key, start_ns, end_ns), "trades", start_ns, end_ns)
-    ts = _ms(table.column("ts_local"))
-    price = table.column("price").to_numpy()
-    size = table.column("size").to_numpy()
-    side = table.column("side").to_numpy()
-    return [[int(t), float(p), float(s), int(d)] for t, p, s, d in zip(ts, price, size, side)]
+    columns = (_ms(table.column("ts_local")).tolist(), table.column("price").to_pylist(),
+               table.column("size").to_pylist(), table.column("side").to_pylist())
+    return [list(row) for row in zip(*columns)]
