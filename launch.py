@@ -46,7 +46,7 @@ def run(settings) -> int:
     from actors.remote.archive import install_sigint, run_archive
     from actors.logs import setup_logging
 
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, console="json" if settings.console == "json" else "plain")
     if settings.mode == "archive":
         stop = threading.Event()
         install_sigint(stop)

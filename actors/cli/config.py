@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import sys
 import tempfile
 from dataclasses import dataclass
 from enum import Enum
@@ -58,6 +59,8 @@ class Settings:
     backup: BackupConfig
     restore: RestoreConfig
     log_level: str
+    console: str = "plain"              # live | plain | json (resolved: never "auto")
+    status_every_s: float = 10.0
 
     def venue(self, name: str) -> VenueSpec:
         for spec in self.venues:
@@ -170,7 +173,9 @@ def _validate(app: AppConfig) -> Settings:
         symbols_per_writer=app.storage.symbols_per_writer,
         compact_every_s=parse_duration(app.storage.compact_every, "storage.compact_every"),
         replay_file=replay_file, replay_speed=app.replay.speed, sim=app.source, socket=app.socket,
-        ray=app.ray, backup=backup, restore=app.restore, log_level=app.log_level.value)
+        ray=app.ray, backup=backup, restore=app.restore, log_level=app.log_level.value,
+        console=app.log.console.value if app.log.console else ("live" if sys.stderr.isatty() else "plain"),
+        status_every_s=parse_duration(app.log.status_every, "log.status_every"))
 
 
 def _venue_specs(app: AppConfig, mode: str, channels: tuple[str, ...]) -> list[VenueSpec]:

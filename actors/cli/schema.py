@@ -56,6 +56,12 @@ class FaultKind(str, Enum):
     malformed = "malformed"
 
 
+class ConsoleMode(str, Enum):
+    live = "live"
+    plain = "plain"
+    json = "json"
+
+
 class LogLevel(str, Enum):
     DEBUG = "DEBUG"
     INFO = "INFO"
@@ -152,6 +158,16 @@ class RestoreConfig:
 
 
 @dataclass
+class LogConfig:
+    """The terminal: ``live`` (a table refreshed in place), ``plain`` (a status line every
+    ``status_every``), ``json`` (every log line); null picks live on a terminal, else plain.
+    Every log line also goes to ``{storage.root}/logs/*.log``."""
+
+    console: Optional[ConsoleMode] = None
+    status_every: str = "10s"
+
+
+@dataclass
 class AppConfig:
     """The whole configuration (``python launch.py --cfg`` prints it)."""
 
@@ -161,6 +177,7 @@ class AppConfig:
     channels: List[DataChannel] = field(default_factory=lambda: [DataChannel.l2book, DataChannel.trades])
     archive: Dict[str, List[str]] = field(default_factory=dict)
     log_level: LogLevel = LogLevel.INFO
+    log: LogConfig = field(default_factory=LogConfig)
     source: SourceConfig = field(default_factory=SourceConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)

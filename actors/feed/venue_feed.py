@@ -62,6 +62,7 @@ class VenueFeed:
         self.connection_tasks: list[asyncio.Task] = []
         self.flush_task: asyncio.Task | None = None
         self._frames_seen = 0
+        self.last_lag_s: float | None = None
 
     def start(self, restarted: bool = False) -> None:
         """Open the connections and start flushing; after a process restart, record a gap first."""
@@ -105,7 +106,8 @@ class VenueFeed:
         last = batch.slice(batch.num_rows - 1)
         ts_exchange = last.column("ts_exchange")[0].value
         if ts_exchange is not None:
-            self.observer.lag((last.column("ts_local")[0].value - ts_exchange) / 1e9)
+            self.last_lag_s = (last.column("ts_local")[0].value - ts_exchange) / 1e9
+            self.observer.lag(self.last_lag_s)
 
     async def stop(self, timeout_s: float = 120.0) -> bool:
         """Close the sockets (disconnect events), then drain every row to the writers."""
@@ -142,4 +144,5 @@ class VenueFeed:
             "pending_rows": self.buffers.rows + self.outbox.pending_rows,
             "sent_rows": self.outbox.sent_rows,
             "write_failures": self.outbox.failures,
+            "lag_s": self.last_lag_s,
         }

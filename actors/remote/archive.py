@@ -173,8 +173,8 @@ def start_actors(settings: Settings, runs: list[VenueRun]) -> None:
                                         settings.depth)
         run.socket = ExchangeSocket.options(name=socket_name(spec.name), namespace=NAMESPACE,
                                             get_if_exists=True).remote(
-            spec.name, run.venue_cfg, plans, settings.depth, run.writers, run.writer_of,
-            settings.socket, settings.source == "replay", settings.log_level)
+            spec.name, run.venue_cfg, plans, settings.depth, run.writer_of, settings.socket,
+            settings.source == "replay", settings.log_level, settings.root)
 
 
 @dataclass
@@ -210,28 +210,35 @@ def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
     """Run ``mode=archive`` until the duration is over, the replay is exhausted, or stop."""
     import ray
 
+    from actors.cli.console import RunConsole
     from actors.restore.restorer import prepare_catalog
 
-    setup_logging(settings.log_level)
+    console_level = {"json": "INFO", "plain": "INFO", "live": "WARNING"}[settings.console]
+    setup_logging(settings.log_level, settings.root, "archival", console="json" if settings.console == "json"
+                  else "plain", console_level=console_level)
     os.makedirs(settings.root, exist_ok=True)
-    prepare_catalog(settings.root)          # a damaged catalog is rebuilt before anything seals into it
     runs = plan_sources(settings)
     report = RunReport()
     stop_flag = stop_flag or threading.Event()
     interrupted = False
     services = Services()
+    console: RunConsole | None = None
     started_at = time.monotonic()
     try:
         ensure_ray(settings)
+        prepare_catalog(settings.root)          # a damaged catalog is rebuilt before anything seals into it
         start_actors(settings, runs)
         services = start_services(settings)
         ray.get([run.socket.ensure_started.remote() for run in runs])
         started_at = time.monotonic()        # duration_s counts from here, not from Ray's start-up
         log.info(f"archiving {sum(len(r.spec.symbols) for r in runs)} symbols on "
-                 f"{', '.join(r.spec.name for r in runs)} from {settings.source} into {settings.root}")
+                 f"{', '.join(r.spec.name for r in runs)} from {settings.source} into {settings.root} "
+                 f"(logs: {settings.root}/logs/)")
+        console = RunConsole(settings.console, settings.status_every_s)
+        console.before = _snapshot(runs, services)    # rates of the first status line count from here
         if on_started is not None:
             on_started(runs)
-        last_compact = time.monotonic()
+        last_compact = last_view = time.monotonic()
         while not stop_flag.is_set():
             if settings.duration_s and time.monotonic() - started_at >= settings.duration_s:
                 break
@@ -239,6 +246,9 @@ def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
                 break
             stop_flag.wait(0.5)
             _supervise(runs, report)
+            if time.monotonic() - last_view >= console.interval_s:
+                console.show(_snapshot(runs, services))
+                last_view = time.monotonic()
             if time.monotonic() - last_compact >= settings.compact_every_s:
                 _compact(settings)
                 last_compact = time.monotonic()
@@ -246,6 +256,8 @@ def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        if console is not None:
+            console.close()
         report.seconds = time.monotonic() - started_at
         if any(run.socket is not None for run in runs):
             _shutdown(settings, runs, report, seal_everything=not interrupted)
@@ -256,6 +268,7 @@ def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
                 report.backup = result
             except Exception as exc:
                 log.error(f"final backup pass failed: {exc}")
+                report.backup = {"ok": False, "error": str(exc)}
         if not settings.ray.address:     # own local Ray: nothing outlives this run
             for actor in services.all():
                 ray.kill(actor)
@@ -264,8 +277,22 @@ def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
         for run in runs:
             if run.server_thread is not None:
                 run.server_thread.stop()
-    log.info(report.summary())
+    log.info(report.summary(), extra={"console": False})     # launch.py prints it on stdout
     return report
+
+
+def _snapshot(runs: list[VenueRun], services: Services):
+    """Socket, writer and backup stats right now (for the console)."""
+    from actors.cli.console import Snapshot
+
+    snap = Snapshot(at=time.monotonic())
+    sockets = [run.socket for run in runs]
+    for run, stats in zip(runs, _each(sockets, "stats", timeout=5, quiet=True)):
+        snap.venues[run.spec.name] = stats
+    snap.writers = _each([w for run in runs for w in run.writers.values()], "stats", timeout=5, quiet=True)
+    if services.backup is not None:
+        snap.backup = _each([services.backup], "stats", timeout=5, quiet=True)[0]
+    return snap
 
 
 def _supervise(runs: list[VenueRun], report: RunReport) -> None:
@@ -360,8 +387,9 @@ def _sealed_since(root: str, started_ns: int, writers: list[Any]) -> int:
         return sum(st.get("files", 0) for st in _each(writers, "stats"))
 
 
-def _each(actors: list[Any], method: str, timeout: float = 60, default: Any = None) -> list[Any]:
-    """Call ``method`` on every actor at once; an actor that fails gives ``default`` (logged)."""
+def _each(actors: list[Any], method: str, timeout: float = 60, default: Any = None,
+          quiet: bool = False) -> list[Any]:
+    """Call ``method`` on every actor at once; an actor that fails gives ``default`` (logged unless quiet)."""
     import ray
 
     refs = [getattr(actor, method).remote() for actor in actors]
@@ -370,7 +398,8 @@ def _each(actors: list[Any], method: str, timeout: float = 60, default: Any = No
         try:
             out.append(ray.get(ref, timeout=timeout))
         except Exception as exc:
-            log.error(f"{method} failed on an actor: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+            if not quiet:
+                log.error(f"{method} failed on an actor: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
             out.append({} if default is None else default)
     return out
 

@@ -21,7 +21,7 @@ from ray.util.metrics import Counter, Gauge
 
 from actors.backup.reconcile import validate_section
 from actors.backup.schedule import BackupSchedule, BackupService, reconcile_once
-from actors.logs import setup_logging
+from actors.logs import setup_actor_logging
 from actors.remote import BACKUP, NAMESPACE, backup_name
 from actors.storage.layout import parse_duration
 
@@ -31,7 +31,7 @@ class BackupActor:
     """Backs up this node's archive root (see module docstring)."""
 
     def __init__(self, root: str, section: dict, log_level: str = "INFO", start_loop: bool = True) -> None:
-        setup_logging(log_level)
+        setup_actor_logging(log_level, root, "backup")
         self.root, self.section = root, validate_section(section)     # never holds a secret
         self.tags = {"node": socket.gethostname()}
         self.backlog = Gauge("tickarchive_backup_backlog_files", "sealed files not yet verified in the bucket",

@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 import ray
 
-from actors.logs import get_logger, setup_logging
+from actors.logs import get_logger, setup_actor_logging
 from actors.remote import NAMESPACE, RESTORE
 
 
@@ -22,7 +22,7 @@ class RestoreActor:
     def __init__(self, root: str, backup_section: dict | None, venues: list[str], log_level: str = "INFO") -> None:
         from actors.restore.restorer import Restorer, bucket_from_section
 
-        setup_logging(log_level)
+        setup_actor_logging(log_level, root, RESTORE)
         try:
             bucket = bucket_from_section(backup_section or {}, root)
         except Exception as exc:    # serve the local archive; say once why the bucket is unavailable

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from typing import Any
 
 import ray
@@ -17,7 +18,8 @@ from ray.util.metrics import Counter, Gauge
 from actors.cli.schema import SocketConfig
 from actors.feed.connection import FeedOptions
 from actors.feed.venue_feed import FeedObserver, VenueFeed
-from actors.logs import setup_logging
+from actors.logs import setup_actor_logging
+from actors.remote import NAMESPACE, socket_name
 from actors.venues import venue_module
 from actors.venues.base import ConnectionPlan
 
@@ -48,18 +50,22 @@ class ExchangeSocket:
     """One venue's connections, feeding the writers (see module docstring)."""
 
     def __init__(self, venue: str, venue_cfg: dict, plans: list[ConnectionPlan], depth: int,
-                 writers: dict[str, Any], writer_of: dict[str, str], socket_cfg: SocketConfig,
-                 replay_clock: bool = False, log_level: str = "INFO") -> None:
-        setup_logging(log_level)
+                 writer_of: dict[str, str], socket_cfg: SocketConfig, replay_clock: bool = False,
+                 log_level: str = "INFO", log_root: str | None = None) -> None:
+        setup_actor_logging(log_level, log_root, socket_name(venue))
         self.venue, self.venue_cfg, self.plans, self.depth = venue, venue_cfg, plans, depth
-        self.writers, self.writer_of, self.socket_cfg = writers, writer_of, socket_cfg
+        self.writer_of, self.socket_cfg = writer_of, socket_cfg
+        self.writers: dict[str, Any] = {}        # writer name -> handle, looked up on first use
         self.options = FeedOptions(replay_clock=replay_clock, backoff_min_s=socket_cfg.backoff_min_s,
                                    backoff_max_s=socket_cfg.backoff_max_s, idle_timeout_s=socket_cfg.idle_timeout_s,
                                    tags={"exchange": venue})
         self.feed: VenueFeed | None = None
 
     async def _send(self, writer: str, producer: str, seq: int, batches) -> None:
-        await self.writers[writer].write.remote(producer, seq, batches)
+        handle = self.writers.get(writer)
+        if handle is None:       # by name: small constructor arguments, and a restarted writer is found again
+            handle = self.writers[writer] = ray.get_actor(writer, namespace=NAMESPACE)
+        await handle.write.remote(producer, seq, batches)
 
     async def ensure_started(self) -> bool:
         """Start the feed once (idempotent; also after Ray restarted this process). True if started now."""
@@ -71,7 +77,10 @@ class ExchangeSocket:
             self.writer_of, self._send, f"{self.venue}-{uuid.uuid4().hex[:12]}", self.options,
             flush_s=self.socket_cfg.flush_ms / 1000.0, max_pending_rows=self.socket_cfg.max_pending_rows,
             observer=RayMetrics(self.venue))
-        self.feed.start(restarted=ray.get_runtime_context().was_current_actor_reconstructed)
+        with warnings.catch_warnings():     # Ray 2.60 warns about its own use of a deprecated API here
+            warnings.simplefilter("ignore")
+            restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        self.feed.start(restarted=restarted)
         return True
 
     async def stop(self, timeout_s: float = 120.0) -> bool:

@@ -15,7 +15,7 @@ import pyarrow as pa
 import ray
 from ray.util.metrics import Counter, Gauge
 
-from actors.logs import setup_logging
+from actors.logs import setup_actor_logging
 from actors.remote.backup import poke_backup
 from actors.storage.catalog import Catalog
 from actors.storage.sealing import SealingWriter
@@ -31,7 +31,7 @@ class SymbolWriter:
     def __init__(self, root: str, exchange: str, market: str, symbols: list[str], depth: int,
                  rollover_ns: int, seal_grace_ns: int, writer_id: str, clock: str = "wall",
                  log_level: str = "INFO") -> None:
-        setup_logging(log_level)
+        setup_actor_logging(log_level, root, writer_id)
         self.exchange, self.writer_id = exchange, writer_id
         self.rows = Counter("tickarchive_rows_written", "rows made durable", tag_keys=TAGS)
         self.files = Counter("tickarchive_files_sealed", "Parquet files sealed", tag_keys=TAGS)

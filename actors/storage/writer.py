@@ -367,7 +367,8 @@ class SymbolWriterCore:
         self.counters["bytes"] += rec["bytes"]
         shown = f"{os.path.basename(self.root.rstrip('/'))}/{rec['key']}"
         log.info(f"WRITE {shown} records: {rec['rows']} size: {max(1, round(rec['bytes'] / 1024))} KB",
-                 extra={"exchange": self.exchange, "writer": self.writer_id})
+                 extra={"exchange": self.exchange, "symbol": rec["symbol"], "channel": rec["channel"],
+                        "writer": self.writer_id})
         return rec
 
     def _commit_catalog(self, sealed: list[dict]) -> None:

@@ -1,0 +1,133 @@
+"""What the operator sees while archiving: a live table on a terminal, a short status line otherwise.
+
+The driver collects a :class:`Snapshot` (socket, writer and backup stats) every few seconds and
+hands it to a :class:`RunConsole`: ``live`` redraws a ``rich`` table in place (venues:
+connected, reconnects, msgs/s, lag; writers: rows/s, open spool; files sealed; backup
+backlog), ``plain`` prints one line every ``status_every`` seconds (CI, ``nohup``, containers),
+``json`` prints nothing extra (the JSON log lines are the console). Warnings and errors are
+logged as they happen in every mode.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Snapshot:
+    """Counters at one moment (``at``: monotonic seconds)."""
+
+    at: float
+    venues: dict[str, dict[str, Any]] = field(default_factory=dict)   # venue -> socket stats
+    writers: list[dict[str, Any]] = field(default_factory=list)       # writer stats
+    backup: dict[str, Any] | None = None
+
+
+@dataclass
+class VenueRow:
+    venue: str
+    connected: str
+    reconnects: int
+    msgs_per_s: float
+    lag_ms: float | None
+    rows_per_s: float
+    pending_rows: int
+
+
+def _rate(now: float, before: float | None, seconds: float) -> float:
+    return max(0.0, (now - before) / seconds) if before is not None and seconds > 0 else 0.0
+
+
+def venue_rows(now: Snapshot, before: Snapshot | None) -> list[VenueRow]:
+    """Per venue figures, rates over the time since ``before``."""
+    seconds = now.at - before.at if before else 0.0
+    rows = []
+    for venue, st in sorted(now.venues.items()):
+        old = (before.venues.get(venue) if before else None) or {}
+        conns = st.get("connected") or []
+        lag = st.get("lag_s")
+        rows.append(VenueRow(venue, f"{sum(conns)}/{len(conns)}", max(0, st.get("connects", 0) - len(conns)),
+                             _rate(st.get("frames", 0), old.get("frames"), seconds),
+                             None if lag is None else lag * 1000.0,
+                             _rate(st.get("sent_rows", 0), old.get("sent_rows"), seconds),
+                             st.get("pending_rows", 0)))
+    return rows
+
+
+def totals(now: Snapshot, before: Snapshot | None) -> dict[str, float]:
+    """Writers together: rows/s, open spool bytes, files sealed; backup backlog."""
+    seconds = now.at - before.at if before else 0.0
+    rows = sum(w.get("rows", 0) for w in now.writers)
+    old_rows = sum(w.get("rows", 0) for w in before.writers) if before else None
+    return {"writers": len(now.writers), "rows_per_s": _rate(rows, old_rows, seconds),
+            "spool_mb": sum(w.get("spool_bytes", 0) for w in now.writers) / 1e6,
+            "files": sum(w.get("files", 0) for w in now.writers),
+            "backlog": (now.backup or {}).get("backlog", 0) if now.backup else -1}
+
+
+def status_line(now: Snapshot, before: Snapshot | None) -> str:
+    """One line: each venue's state, then the writers and the backup."""
+    parts = []
+    for row in venue_rows(now, before):
+        lag = f" lag {max(0.0, row.lag_ms):.0f}ms" if row.lag_ms is not None else ""
+        again = f" reconnects {row.reconnects}" if row.reconnects else ""
+        parts.append(f"{row.venue} {row.connected} {row.msgs_per_s:.0f} msg/s{lag}{again}")
+    t = totals(now, before)
+    tail = (f"writers {t['writers']}: {t['rows_per_s']:.0f} rows/s, spool {t['spool_mb']:.1f} MB, "
+            f"{t['files']:.0f} files sealed")
+    if t["backlog"] >= 0:
+        tail += f", backup backlog {t['backlog']:.0f}"
+    return f"{time.strftime('%H:%M:%S')} " + " | ".join(parts + [tail])
+
+
+def status_table(now: Snapshot, before: Snapshot | None):
+    """The live view as a ``rich`` table."""
+    from rich.table import Table
+
+    table = Table(title="tickarchive", title_justify="left", expand=False)
+    for column in ("venue", "connected", "reconnects", "msgs/s", "lag ms", "rows/s", "pending rows"):
+        table.add_column(column, justify="left" if column == "venue" else "right")
+    for row in venue_rows(now, before):
+        table.add_row(row.venue, row.connected, str(row.reconnects), f"{row.msgs_per_s:,.0f}",
+                      "-" if row.lag_ms is None else f"{row.lag_ms:,.0f}", f"{row.rows_per_s:,.0f}",
+                      f"{row.pending_rows:,}")
+    t = totals(now, before)
+    table.caption = (f"{t['writers']} writers: {t['rows_per_s']:,.0f} rows/s, open spool {t['spool_mb']:.1f} MB, "
+                     f"{t['files']:.0f} files sealed" + (f", backup backlog {t['backlog']:.0f}" if t["backlog"] >= 0 else ""))
+    table.caption_justify = "left"
+    return table
+
+
+class RunConsole:
+    """Shows snapshots in the chosen mode (see module docstring)."""
+
+    def __init__(self, mode: str, every_s: float = 10.0) -> None:
+        self.mode, self.every_s = mode, every_s
+        self.before: Snapshot | None = None
+        self.last_line = 0.0
+        self.live = None
+        if mode == "live":
+            from rich.console import Console
+            from rich.live import Live
+
+            self.live = Live(console=Console(file=sys.stderr), refresh_per_second=2, transient=False)
+            self.live.start()
+
+    @property
+    def interval_s(self) -> float:
+        """How often the driver should collect a snapshot."""
+        return 2.0 if self.mode == "live" else self.every_s
+
+    def show(self, now: Snapshot) -> None:
+        if self.mode == "live" and self.live is not None:
+            self.live.update(status_table(now, self.before))
+        elif self.mode == "plain":
+            print(status_line(now, self.before), file=sys.stderr, flush=True)
+        self.before = now
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
