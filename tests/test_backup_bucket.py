@@ -68,23 +68,20 @@ def test_another_worker_giving_up_stops_this_one_between_attempts():
     assert op.count == 2
 
 
+def upload_failed(code: str, status: int) -> S3UploadFailedError:
+    """What boto3 raises when a multipart upload fails: the client error is its context."""
+    try:
+        try:
+            raise client_error(code, status)
+        except ClientError:
+            raise S3UploadFailedError(f"Failed to upload x to y/z: {code}")
+    except S3UploadFailedError as exc:
+        return exc
+
+
 def test_a_failed_multipart_upload_is_judged_by_the_error_it_wraps():
-    try:
-        try:
-            raise client_error("AccessDenied", 403)
-        except ClientError:
-            raise S3UploadFailedError("Failed to upload x to y/z: AccessDenied")
-    except S3UploadFailedError as exc:
-        wrapped_denied = exc
-    try:
-        try:
-            raise client_error("InternalError", 500)
-        except ClientError:
-            raise S3UploadFailedError("Failed to upload x to y/z: InternalError")
-    except S3UploadFailedError as exc:
-        wrapped_internal = exc
-    assert not is_transient(wrapped_denied)
-    assert is_transient(wrapped_internal) and is_transient(S3UploadFailedError("no cause"))
+    assert not is_transient(upload_failed("AccessDenied", 403))
+    assert is_transient(upload_failed("InternalError", 500)) and is_transient(S3UploadFailedError("no cause"))
 
 
 def parquet_file(path: Path, rows: int) -> str:

@@ -117,14 +117,12 @@ class Bucket:
     # -- listing -------------------------------------------------------------------------
     def list(self, prefix: str = "") -> dict[str, RemoteObject]:
         """Every object under ``prefix`` (relative to the archive root), keyed relative to the root."""
-        params = {"Bucket": self.name}
-        if self.key_of(prefix):
-            params["Prefix"] = self.key_of(prefix)
+        params = {"Bucket": self.name, **({"Prefix": self.key_of(prefix)} if self.key_of(prefix) else {})}
         pages = fast_pages(self.client, params)
         if pages is None:
             pages = [page.get("Contents", []) for page in
                      self.client.get_paginator("list_objects_v2").paginate(**params)]
-        strip = len(self.target.prefix.strip("/")) + 1 if self.target.prefix.strip("/") else 0
+        strip = len(self.key_of(""))           # "{prefix}/", or "" without a prefix
         return {obj["Key"][strip:]: RemoteObject(obj["Size"], obj.get("ETag", "").strip('"'),
                                                   _ns(obj.get("LastModified")))
                 for page in pages for obj in page}
