@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from actors.backup.reconcile import Target
+from actors.backup import Target
 from actors.backup.embedded import SeaweedS3
 
 

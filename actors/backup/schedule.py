@@ -115,7 +115,7 @@ def reconcile_once(root: str, section: dict, on_backlog: Callable[[int], None] |
     problems give ``{"ok": False, "error": <one line>}``. ``on_backlog`` follows the number of
     files still to upload during the pass.
     """
-    from actors.backup.reconcile import BackupError, reconcile, resolve_target
+    from actors.backup import BackupError, reconcile, resolve_target
 
     backlog = {"files": 0}
 

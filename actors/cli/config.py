@@ -245,7 +245,7 @@ def _replay_file(path: str | None) -> str:
 
 def _check_backup(backup: BackupConfig) -> BackupConfig:
     """Cross-key rules of the backup group (one line each), via the backup package's own checks."""
-    from actors.backup.reconcile import validate_section
+    from actors.backup import validate_section
 
     checked = validate_section(plain(backup))
     return dataclasses.replace(backup, prefix=checked.get("prefix", backup.prefix))

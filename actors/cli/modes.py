@@ -13,7 +13,7 @@ def run(settings: Settings) -> int:
     it ends; one started by a running archiver is left to that archiver.
     """
     from actors.cli import restore_modes
-    from actors.backup.reconcile import stop_embedded
+    from actors.backup import stop_embedded
     from actors.backup.embedded import SeaweedError
 
     modes = {"backup": run_backup, "restore": restore_modes.run_restore, "status": restore_modes.run_status,
@@ -31,7 +31,7 @@ def run_backup(settings: Settings) -> int:
     """One reconcile pass with a progress bar and a one-line summary (exit 1 if anything failed)."""
     from tqdm import tqdm
 
-    from actors.backup.reconcile import BackupError, reconcile, resolve_target, stop_embedded
+    from actors.backup import BackupError, reconcile, resolve_target, stop_embedded
     from actors.storage.catalog import Catalog
     from actors.storage.integrity import damage_message
 

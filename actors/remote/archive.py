@@ -196,7 +196,7 @@ def start_services(settings: Settings) -> Services:
 
     backup = settings.backup_section()
     if backup.get("name") == "local" and not backup.get("endpoint"):
-        from actors.backup.reconcile import ensure_embedded      # one embedded S3 server, owned by this driver
+        from actors.backup import ensure_embedded      # one embedded S3 server, owned by this driver
         backup["endpoint"] = ensure_embedded(settings.root, str(backup.get("bucket") or "archives")).endpoint
     services = Services(restore=start_restore_actor(settings.root, backup, list(supported_venues()),
                                                     settings.log_level))
@@ -272,7 +272,7 @@ def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
         if not settings.ray.address:     # own local Ray: nothing outlives this run
             for actor in services.all():
                 ray.kill(actor)
-        from actors.backup.reconcile import stop_embedded
+        from actors.backup import stop_embedded
         stop_embedded()
         for run in runs:
             if run.server_thread is not None:

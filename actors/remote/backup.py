@@ -19,7 +19,7 @@ from typing import Any
 import ray
 from ray.util.metrics import Counter, Gauge
 
-from actors.backup.reconcile import validate_section
+from actors.backup import validate_section
 from actors.backup.schedule import BackupSchedule, BackupService, reconcile_once
 from actors.logs import setup_actor_logging
 from actors.remote import BACKUP, NAMESPACE, backup_name

@@ -16,16 +16,14 @@ Plain logic (no Ray); the ``restore`` actor and ``mode=restore|status|reindex`` 
 * :func:`reindex` rebuilds the catalog from the Parquet footers of the local tree and of
   the bucket (ranged reads of the footer only).
 
-Bucket keys are ``{prefix}/{path relative to the archive root}``. A key that would escape
-the root (``..``, absolute, backslashes, hidden or odd parts) is refused.
+The bucket is backup's :class:`actors.backup.Bucket` (listing, verified downloads, ranged
+reads). Bucket keys are ``{prefix}/{path relative to the archive root}``. A key that would
+escape the root (``..``, absolute, backslashes, hidden or odd parts) is refused.
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import re
-import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,14 +32,14 @@ from typing import Any, Callable, Iterable
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from actors.backup.bucket import Bucket, open_bucket
+from actors.backup.verify import MismatchError
 from actors.errors import TickarchiveError
-
 from actors.storage.catalog import Catalog, CatalogError, as_ns_ints, sql_str
 from actors.storage.layout import HOUR_NS, LayoutError, StreamKey, parse_relpath
 from actors.restore.loading import DEFAULT_MARKET, local_files, read_range
 from actors.logs import get_logger
 from actors.feed.records import SCHEMAS
-from actors.storage.spool import fsync_dir
 from actors.restore.timerange import TimeLike, hours_between, parse_range
 from actors.storage.integrity import DamagedFileError, cached_sha256, damage_message, is_damaged, sha256_file
 
@@ -52,34 +50,6 @@ _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
 
 class RestoreError(TickarchiveError, ValueError):
     """A request that cannot be served (bad venue/symbol/range, unsafe key, checksum mismatch)."""
-
-
-@dataclass
-class Bucket:
-    """Where backups live: a boto3 S3 client, the bucket and the key prefix ('' for none)."""
-
-    client: Any
-    name: str
-    prefix: str = ""
-
-    def key_of(self, rel: str) -> str:
-        return f"{self.prefix.strip('/')}/{rel}" if self.prefix.strip("/") else rel
-
-    def rel_of(self, key: str) -> str:
-        prefix = self.prefix.strip("/")
-        if prefix:
-            if not key.startswith(prefix + "/"):
-                raise RestoreError(f"bucket key {key!r} is outside the prefix {prefix!r}")
-            key = key[len(prefix) + 1:]
-        return key
-
-    def list(self, prefix: str) -> list[dict]:
-        """Every object under ``prefix`` (relative to the archive root), one paged listing."""
-        out = []
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.name, Prefix=self.key_of(prefix)):
-            out.extend(page.get("Contents", []))
-        return out
 
 
 @dataclass
@@ -221,8 +191,7 @@ class Restorer:
         if self.bucket is not None:
             months = sorted({stream.relpath(h).rsplit("/", 1)[0] for h in hours_between(start_ns, end_ns)})
             for month in months:
-                for obj in self.bucket.list(f"{month}/{stream.name}_"):
-                    rel = self.bucket.rel_of(obj["Key"])
+                for rel, obj in self.bucket.list(f"{month}/{stream.name}_").items():
                     try:
                         parsed = parse_relpath(rel)
                     except LayoutError:
@@ -235,7 +204,7 @@ class Restorer:
                         continue
                     ref = found.get(rel) or FileRef(rel, parsed.period_start_ns, p_end)
                     ref.remote = True
-                    ref.size = obj["Size"] if not ref.local else ref.size
+                    ref.size = obj.size if not ref.local else ref.size
                     found[rel] = ref
         return sorted(found.values(), key=lambda r: (r.period_start, r.rel))
 
@@ -279,7 +248,7 @@ class Restorer:
                     restored.append(future.result())
                     if progress is not None:
                         progress(ref.size or 0)
-                except RestoreError as exc:
+                except (RestoreError, MismatchError) as exc:
                     errors.append(str(exc))
                 except Exception as exc:  # network/S3 errors: name the key, keep the others going
                     errors.append(f"{ref.rel}: download failed: {str(exc)[:200]}")
@@ -307,35 +276,9 @@ class Restorer:
 
     def _download(self, ref: FileRef) -> dict:
         path = safe_relpath(ref.rel, self.root)
-        key = self.bucket.key_of(ref.rel)
-        resp = self.bucket.client.get_object(Bucket=self.bucket.name, Key=key)
-        expected_sha = ref.sha256 or (resp.get("Metadata") or {}).get("sha256")
-        expected_size = ref.size if ref.size is not None else resp.get("ContentLength")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.restore"
-        digest, size = hashlib.sha256(), 0
-        try:
-            with open(tmp, "wb") as f:
-                for chunk in resp["Body"].iter_chunks(1 << 20):
-                    digest.update(chunk)
-                    size += len(chunk)
-                    f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            if expected_size is not None and size != expected_size:
-                raise RestoreError(f"{key}: size mismatch (bucket object {size} bytes, expected {expected_size})")
-            if expected_sha is not None and digest.hexdigest() != expected_sha:
-                raise RestoreError(f"{key}: checksum mismatch (SHA-256 {digest.hexdigest()[:16]}..., "
-                                   f"expected {expected_sha[:16]}...): not restored")
-            if expected_sha is None:
-                log.warning(f"{key}: no checksum recorded for this object; verified its size only")
-            os.replace(tmp, path)
-            fsync_dir(str(path.parent))
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        log.info(f"RESTORE {key} size: {max(1, round(size / 1024))} KB")
-        return {"rel": ref.rel, "sha256": digest.hexdigest(), "size": size}
+        sha, size = self.bucket.download(ref.rel, path, sha256=ref.sha256, size=ref.size)
+        log.info(f"RESTORE {self.bucket.key_of(ref.rel)} size: {max(1, round(size / 1024))} KB")
+        return {"rel": ref.rel, "sha256": sha, "size": size}
 
     def _catalog_restored(self, restored: list[dict]) -> None:
         if not restored:
@@ -412,54 +355,28 @@ class Restorer:
             ("bytes", pa.int64()), ("where", pa.string()), ("gaps", pa.int64()), ("files", pa.int64())]))
 
 
-class S3RangeFile(io.RawIOBase):
-    """A read-only, seekable file over one S3 object using ranged GETs (reads footers remotely)."""
-
-    def __init__(self, bucket: Bucket, key: str, size: int) -> None:
-        self.bucket, self.key, self.size, self.pos = bucket, key, size, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
-        self.pos = max(0, base + offset)
-        return self.pos
-
-    def read(self, n: int = -1) -> bytes:
-        if self.pos >= self.size:
-            return b""
-        end = self.size if n is None or n < 0 else min(self.size, self.pos + n)
-        resp = self.bucket.client.get_object(Bucket=self.bucket.name, Key=self.key,
-                                             Range=f"bytes={self.pos}-{end - 1}")
-        data = resp["Body"].read()
-        self.pos += len(data)
-        return data
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
-
-
 def reindex(root: str | Path, catalog: Catalog, bucket: Bucket | None = None,
-            progress: Callable[[int], None] | None = None) -> dict[str, int]:
+            progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Rebuild the catalog from the local tree's and the bucket's Parquet footers.
 
     Local files are described from their footers and hashed. Objects only in the bucket are
     described from a ranged read of their footer and the SHA-256 stored with the object.
     ``backed_up_at`` is set for files whose bucket copy carries the same SHA-256 (the
     object's LastModified time, since the original verification time is not stored).
+    Unreadable files and objects are named in ``unreadable`` and left out.
     """
+    records, unreadable = _index_local(Path(root), progress)
+    remote = _index_bucket(Path(root), bucket, records, unreadable, progress) if bucket is not None else 0
+    catalog.replace_all(list(records.values()))
+    return {"files": len(records), "remote_only": remote, "unreadable": unreadable}
+
+
+_UNREADABLE = (OSError, ValueError, KeyError, pa.ArrowException)     # truncated, not Parquet, ...
+
+
+def _index_local(root: Path, progress: Callable[[int], None] | None) -> tuple[dict[str, dict], list[str]]:
     from actors.storage.writer import describe_file
 
-    root = Path(root)
     records: dict[str, dict] = {}
     unreadable: list[str] = []
     for path in sorted(root.rglob("*.parquet")):
@@ -472,41 +389,49 @@ def reindex(root: str | Path, catalog: Catalog, bucket: Bucket | None = None,
             continue
         try:
             records[rel] = describe_file(str(root), rel)
-        except (OSError, ValueError, KeyError, pa.ArrowException) as exc:   # truncated, not Parquet, ...
+        except _UNREADABLE as exc:
             log.error(f"reindex: {rel} is unreadable, not indexed: {' '.join(str(exc).split())[:200]}")
             unreadable.append(rel)
         if progress:
             progress(1)
+    return records, unreadable
+
+
+def _index_bucket(root: Path, bucket: Bucket, records: dict[str, dict], unreadable: list[str],
+                  progress: Callable[[int], None] | None) -> int:
+    """Add the bucket's objects to ``records`` (and mark the local ones backed up); returns how
+    many are only in the bucket."""
+    from actors.storage.writer import describe_file
+
     remote = 0
-    if bucket is not None:
-        for obj in bucket.list(""):
+    for rel, obj in bucket.list().items():
+        try:
+            safe_relpath(rel, root)
+        except RestoreError as exc:
+            log.warning(str(exc))
+            continue
+        head = bucket.head(rel)
+        if head is None:                           # deleted since the listing
+            continue
+        sha = (head.get("Metadata") or {}).get("sha256")
+        rec = records.get(rel)
+        if rec is None:
             try:
-                rel = bucket.rel_of(obj["Key"])
-                safe_relpath(rel, root)
-            except RestoreError as exc:
-                log.warning(str(exc))
+                with bucket.open_input_file(rel) as source:
+                    rec = describe_file(str(root), rel, source=source, size=obj.size, sha256=sha)
+            except _UNREADABLE as exc:             # not a readable Parquet file
+                log.error(f"reindex: bucket object {bucket.key_of(rel)} is unreadable, not indexed: {exc}")
+                unreadable.append(bucket.key_of(rel))
                 continue
-            head = bucket.client.head_object(Bucket=bucket.name, Key=obj["Key"])
-            sha = (head.get("Metadata") or {}).get("sha256")
-            rec = records.get(rel)
-            if rec is None:
-                try:
-                    rec = describe_file(str(root), rel, source=S3RangeFile(bucket, obj["Key"], obj["Size"]),
-                                        size=obj["Size"], sha256=sha)
-                except (OSError, ValueError, KeyError) as exc:   # not a readable Parquet file
-                    log.error(f"reindex: bucket object {obj['Key']} is unreadable, not indexed: {exc}")
-                    unreadable.append(obj["Key"])
-                    continue
-                rec["local"] = False
-                records[rel] = rec
-                remote += 1
-            if sha is not None and sha == rec["sha256"] and obj["Size"] == rec["bytes"]:
-                rec["backed_up_at"] = int(obj["LastModified"].timestamp() * 1e9)
-                rec["backup_sha256"] = sha
-            if progress:
-                progress(1)
-    catalog.replace_all(list(records.values()))
-    return {"files": len(records), "remote_only": remote, "unreadable": unreadable}
+            rec["local"] = False
+            records[rel] = rec
+            remote += 1
+        if sha is not None and sha == rec["sha256"] and obj.size == rec["bytes"]:
+            rec["backed_up_at"] = obj.modified_ns
+            rec["backup_sha256"] = sha
+        if progress:
+            progress(1)
+    return remote
 
 
 def prepare_catalog(root: str | Path) -> dict[str, Any]:
@@ -532,9 +457,4 @@ def _footer_rows(path: str | Path) -> int | None:
 
 def bucket_from_section(section: dict, root: str | Path) -> Bucket | None:
     """The configured bucket (``backup=s3|b2|local``), or None for ``backup=none``."""
-    if not section or section.get("name", "none") == "none":
-        return None
-    from actors.backup.reconcile import open_bucket
-
-    client, name, prefix = open_bucket(section, str(root))
-    return Bucket(client, name, prefix or "")
+    return open_bucket(section, str(root))

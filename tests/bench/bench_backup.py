@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from actors.backup.reconcile import Target, reconcile, sealed_files  # noqa: E402
+from actors.backup import Target, reconcile, sealed_files  # noqa: E402
 from actors.storage.layout import HOUR_NS, NS, StreamKey  # noqa: E402
 from actors.backup.embedded import SeaweedS3  # noqa: E402
 

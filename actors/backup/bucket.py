@@ -1,0 +1,296 @@
+"""One bucket (and key prefix), the S3 calls that backup and restore make on it.
+
+:class:`Bucket` wraps a boto3 client built from a :class:`~actors.backup.target.Target`
+(bounded timeouts, botocore ``standard`` retries configured once in
+:mod:`actors.backup.retry`). Keys are ``{prefix}/{path relative to the archive root}``.
+
+* :meth:`Bucket.list` lists everything under a prefix in one paged listing. Pages are fetched
+  through presigned ``ListObjectsV2`` URLs and read with ElementTree, about 5x faster than
+  botocore's generic response parser (which dominates a no-op pass over 100,000 objects); on
+  any surprise (an error status, a proxy, an odd answer) the whole listing is done again with
+  the boto3 paginator, which also gives the precise error.
+* :meth:`Bucket.upload` sends a file with its SHA-256 (see :mod:`actors.backup.verify`);
+  :meth:`Bucket.download` fetches one verified, through a hidden temp file renamed into place.
+* :meth:`Bucket.open_input_file` is a random-access file over an object for reading Parquet
+  footers, through ``pyarrow.fs.S3FileSystem``: one ``HEAD`` and ranged GETs. Measured against
+  the hand-written ranged reader it replaces (boto3 ``get_object`` with ``Range``), reading the
+  footer of a 12 MB, 100-row-group file from a loopback SeaweedFS, 3 rounds of 100:
+  1.64/1.47/1.61 ms against 1.67/1.44/1.45 ms, the same within noise.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import urllib.error
+import urllib.request
+import uuid
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from urllib.parse import unquote_plus
+
+from actors.backup.retry import BOTOCORE_RETRIES, with_retries
+from actors.backup.target import BackupError, Target, resolve_target
+from actors.backup.verify import check_download, checksum_unsupported, multipart_etag, sha256_b64
+from actors.logs import get_logger
+from actors.storage.spool import fsync_dir
+
+log = get_logger("backup")
+
+PARQUET = "application/vnd.apache.parquet"
+CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 5, 60
+
+
+@dataclass(frozen=True)
+class RemoteObject:
+    """What a listing says about one object."""
+
+    size: int
+    etag: str
+    modified_ns: int | None = None
+
+
+def make_client(target: Target) -> Any:
+    """A boto3 S3 client with bounded timeouts and botocore's standard retries."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3", endpoint_url=target.endpoint, region_name=target.region or "us-east-1",
+        aws_access_key_id=target.access_key, aws_secret_access_key=target.secret_key,
+        config=Config(retries=dict(BOTOCORE_RETRIES), connect_timeout=CONNECT_TIMEOUT_S,
+                      read_timeout=READ_TIMEOUT_S,
+                      signature_version="s3v4",     # also for presigned listing URLs (SigV2 is refused widely)
+                      s3={"addressing_style": "path"}, max_pool_connections=max(10, target.workers * 2),
+                      request_checksum_calculation="when_required", response_checksum_validation="when_required"))
+
+
+def open_bucket(section: dict | None, root: str) -> Bucket | None:
+    """The configured bucket (``backup=s3|b2|local``), or None for ``backup=none``."""
+    target = resolve_target(section or {}, root)
+    return Bucket(target) if target is not None else None
+
+
+class Bucket:
+    """The bucket of ``target``, through ``client`` (default: :func:`make_client`)."""
+
+    def __init__(self, target: Target, client: Any = None) -> None:
+        self.target = target
+        self.name = target.bucket
+        self.client = client if client is not None else make_client(target)
+
+    def key_of(self, rel: str) -> str:
+        """The bucket key of a path relative to the archive root."""
+        return self.target.key_of(rel)
+
+    def describe(self, exc: BaseException) -> str:
+        """One line naming the problem (never a secret)."""
+        from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+        where = self.target.endpoint or "AWS S3"
+        if isinstance(exc, EndpointConnectionError):
+            return f"cannot reach the bucket endpoint {where} (is it running? check backup.endpoint)"
+        if isinstance(exc, NoCredentialsError):
+            return "no credentials for the bucket (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+        if isinstance(exc, ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("404", "NoSuchBucket"):
+                return f"bucket '{self.name}' does not exist at {where} (create it or fix backup.bucket)"
+            if code in ("403", "SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "InvalidToken",
+                        "ExpiredToken"):
+                return f"the bucket endpoint {where} rejected the credentials ({code}): check the access key and secret"
+            return f"bucket error at {where}: {code} {exc.response.get('Error', {}).get('Message', '')}".strip()
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"bucket error at {where}: {type(exc).__name__}: {text}"[:300]
+
+    def check(self) -> None:
+        """Fail with one clear :class:`BackupError` line when the endpoint, the keys or the bucket are wrong."""
+        try:
+            self.client.head_bucket(Bucket=self.name)
+        except Exception as exc:
+            raise BackupError(self.describe(exc)) from None
+
+    # -- listing -------------------------------------------------------------------------
+    def list(self, prefix: str = "") -> dict[str, RemoteObject]:
+        """Every object under ``prefix`` (relative to the archive root), keyed relative to the root."""
+        params = {"Bucket": self.name, **({"Prefix": self.key_of(prefix)} if self.key_of(prefix) else {})}
+        pages = fast_pages(self.client, params)
+        if pages is None:
+            pages = [page.get("Contents", []) for page in
+                     self.client.get_paginator("list_objects_v2").paginate(**params)]
+        strip = len(self.key_of(""))           # "{prefix}/", or "" without a prefix
+        return {obj["Key"][strip:]: RemoteObject(obj["Size"], obj.get("ETag", "").strip('"'),
+                                                  _ns(obj.get("LastModified")))
+                for page in pages for obj in page}
+
+    def head(self, rel: str) -> dict[str, Any] | None:
+        """``HEAD`` of the object (with its S3 checksum where supported), None when there is none."""
+        from botocore.exceptions import ClientError
+
+        kwargs = {"ChecksumMode": "ENABLED"} if self.target.checksums else {}
+        try:
+            return self.client.head_object(Bucket=self.name, Key=self.key_of(rel), **kwargs)
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    # -- upload --------------------------------------------------------------------------
+    def upload(self, path: Path, rel: str, size: int, sha: str) -> Callable[[], str]:
+        """Send the file with its SHA-256; returns the MD5 ETag to expect, as a function.
+
+        The server checks the bytes it receives against ``x-amz-checksum-sha256`` (per part for
+        multipart uploads from ``multipart_mb`` up) or, where additional checksums are not
+        supported, ``Content-MD5``: a corrupted body is refused. An endpoint that refuses the
+        checksum headers is switched to Content-MD5 for the rest of the process.
+        """
+        if self.target.checksums:
+            try:
+                return self._put(path, rel, size, sha, checksums=True)
+            except Exception as exc:
+                if not checksum_unsupported(exc):
+                    raise
+                if self.target.checksums:
+                    self.target.checksums = False
+                    log.warning(f"{self.target.endpoint or 'the endpoint'} does not support S3 additional "
+                                "checksums; verifying with Content-MD5/ETag and the stored SHA-256 instead "
+                                "(backup.checksums=false skips this probe)")
+        return self._put(path, rel, size, sha, checksums=False)
+
+    def _put(self, path: Path, rel: str, size: int, sha: str, checksums: bool) -> Callable[[], str]:
+        from boto3.s3.transfer import TransferConfig
+        from s3transfer.utils import ChunksizeAdjuster
+
+        extra: dict[str, Any] = {"Metadata": {"sha256": sha}, "ContentType": PARQUET}
+        chunk = self.target.multipart_mb << 20
+        if size >= chunk:
+            if checksums:
+                extra["ChecksumAlgorithm"] = "SHA256"
+            config = TransferConfig(multipart_threshold=chunk, multipart_chunksize=chunk, max_concurrency=4)
+            self.client.upload_file(str(path), self.name, self.key_of(rel), ExtraArgs=extra, Config=config)
+            part = ChunksizeAdjuster().adjust_chunksize(chunk, size)      # the part size boto3 really used
+            return lambda: multipart_etag(path, part)
+        body = Path(path).read_bytes()
+        if checksums:
+            extra["ChecksumSHA256"] = sha256_b64(sha)
+            expected = lambda: multipart_etag(path, chunk)    # noqa: E731  (only if no checksum comes back)
+        else:
+            md5 = hashlib.md5(body)
+            extra["ContentMD5"] = base64.b64encode(md5.digest()).decode()
+            expected = md5.hexdigest
+        self.client.put_object(Bucket=self.name, Key=self.key_of(rel), Body=body, **extra)
+        return expected
+
+    # -- download and ranged reads ---------------------------------------------------------
+    def download(self, rel: str, dest: Path, sha256: str | None = None, size: int | None = None) -> tuple[str, int]:
+        """Fetch the object to ``dest``, verified; returns its (SHA-256, size).
+
+        Checked against ``sha256``/``size`` or else the SHA-256 stored with the object; written
+        to a hidden temp file and renamed into place, so a reader never sees a partial or
+        wrong file (:class:`~actors.backup.verify.MismatchError` names the key).
+        """
+        key = self.key_of(rel)
+        resp = self.client.get_object(Bucket=self.name, Key=key)
+        expected_sha = sha256 or (resp.get("Metadata") or {}).get("sha256")
+        expected_size = size if size is not None else resp.get("ContentLength")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.restore"
+        try:
+            with open(tmp, "wb") as f:
+                digest, got = _copy_hashing(resp["Body"].iter_chunks(1 << 20), f)
+                f.flush()
+                os.fsync(f.fileno())
+            check_download(key, got, digest, expected_size, expected_sha)
+            if expected_sha is None:
+                log.warning(f"{key}: no checksum recorded for this object; verified its size only")
+            os.replace(tmp, dest)
+            fsync_dir(str(dest.parent))
+        finally:
+            tmp.unlink(missing_ok=True)
+        return digest, got
+
+    def open_input_file(self, rel: str) -> Any:
+        """A random-access ``pyarrow`` file over the object (ranged GETs: footers are read remotely)."""
+        return self._filesystem.open_input_file(f"{self.name}/{self.key_of(rel)}")
+
+    @cached_property
+    def _filesystem(self) -> Any:
+        from pyarrow import fs
+
+        t = self.target
+        return fs.S3FileSystem(access_key=t.access_key, secret_key=t.secret_key, region=t.region or "us-east-1",
+                               endpoint_override=t.endpoint, connect_timeout=CONNECT_TIMEOUT_S,
+                               request_timeout=READ_TIMEOUT_S,
+                               retry_strategy=fs.AwsStandardS3RetryStrategy(BOTOCORE_RETRIES["max_attempts"]))
+
+
+def _copy_hashing(chunks: Iterator[bytes], out: Any) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    for chunk in chunks:
+        digest.update(chunk)
+        size += len(chunk)
+        out.write(chunk)
+    return digest.hexdigest(), size
+
+
+def _ns(modified: Any) -> int | None:
+    """LastModified (a datetime from boto3, ISO text from the fast listing) in ns since the epoch."""
+    if isinstance(modified, str):
+        modified = datetime.fromisoformat(modified)
+    return int(modified.timestamp() * 1e9) if modified is not None else None
+
+
+# ----------------------------------------------------------------------------- fast listing
+def fast_pages(client: Any, params: dict) -> list[list[dict]] | None:
+    """All ``ListObjectsV2`` pages as ``[{"Key", "Size", "ETag", "LastModified"}]`` lists, read
+    through presigned URLs; None if anything is unusual (the caller falls back to boto3)."""
+    pages: list[list[dict]] = []
+    token = None
+    tokens: set[str] = set()
+    try:
+        while True:
+            url = client.generate_presigned_url("list_objects_v2", ExpiresIn=900, Params={
+                **params, "MaxKeys": 1000, **({"ContinuationToken": token} if token else {})})
+            parsed = _parse_page(with_retries(lambda: _get(url)))
+            if parsed is None:
+                return None
+            page, token = parsed
+            pages.append(page)
+            if token is None:
+                return pages
+            if token in tokens:            # a server going round in circles
+                return None
+            tokens.add(token)
+    except Exception:                  # an error status, parse error, odd XML, no URL support, ...
+        return None
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=READ_TIMEOUT_S) as resp:
+        if resp.status != 200:
+            raise urllib.error.HTTPError(url, resp.status, "unexpected status", resp.headers, None)
+        return resp.read()
+
+
+def _parse_page(body: bytes) -> tuple[list[dict], str | None] | None:
+    """(objects, continuation token or None on the last page); None for an unexpected answer."""
+    root = ET.fromstring(body)
+    if not root.tag.endswith("ListBucketResult"):
+        return None
+    ns = root.tag[:-len("ListBucketResult")]
+    encoded = (root.findtext(ns + "EncodingType") or "").lower() == "url"   # botocore asks for it
+    page = []
+    for item in root.iter(ns + "Contents"):
+        key = item.findtext(ns + "Key")
+        if key is None:
+            return None
+        page.append({"Key": unquote_plus(key) if encoded else key, "Size": int(item.findtext(ns + "Size")),
+                     "ETag": item.findtext(ns + "ETag") or "", "LastModified": item.findtext(ns + "LastModified")})
+    if (root.findtext(ns + "IsTruncated") or "").strip().lower() != "true":
+        return page, None
+    token = root.findtext(ns + "NextContinuationToken")
+    return (page, token) if token else None
