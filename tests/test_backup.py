@@ -498,3 +498,31 @@ def test_backup_local_leaves_no_server_behind_after_any_mode(tmp_path):
     after_crash = run_cli(common)
     assert after_crash.returncode == 0 and "uploaded 0 files" in after_crash.stdout, after_crash.stderr
     assert weed_processes_for(s3_dir) == []
+
+
+def test_an_existing_bucket_is_adopted_not_reuploaded(tmp_path, seaweed, bucket_target):
+    """Objects another tool uploaded (no sha256 metadata; single part, and 8 MB parts as boto3 does) are
+    verified once and recorded; an object of the same size with other bytes is replaced."""
+    from boto3.s3.transfer import TransferConfig
+
+    root = tmp_path / "archive"
+    rels = write_plain_files(root, 3, size=30_000)
+    big = StreamKey("binance", "perp", "l2book", "BIGUSDT", 20).relpath(OLD)
+    (root / big).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"blob": [os.urandom(9 << 20)]}), root / big, compression="none")
+    client = seaweed.client()
+    for rel in rels[:2]:                                         # plain PUTs, no metadata
+        client.put_object(Bucket=bucket_target.bucket, Key=rel, Body=(root / rel).read_bytes())
+    other = bytearray((root / rels[2]).read_bytes())
+    other[100] ^= 0xFF                                           # same size, other bytes
+    client.put_object(Bucket=bucket_target.bucket, Key=rels[2], Body=bytes(other))
+    client.upload_file(str(root / big), bucket_target.bucket, big,
+                       Config=TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20))
+    assert client.head_object(Bucket=bucket_target.bucket, Key=big)["ETag"].strip('"').endswith("-2")
+    first = reconcile(str(root), bucket_target, Catalog(str(root)))
+    assert (first.adopted, first.uploaded, first.failed) == (3, 1, 0), first.line()
+    assert "adopted 3" in first.line()
+    for rel in rels + [big]:
+        assert verifies(client, bucket_target, root, rel)            # our sha256 is on every object now
+    again = reconcile(str(root), bucket_target, Catalog(str(root)))
+    assert (again.adopted, again.uploaded, again.skipped) == (0, 0, 4)

@@ -62,3 +62,34 @@ def test_files_in_quantpylib_schema_load_through_our_loaders(tmp_path):
     assert shaped[7]["b"].tolist() == [list(x) for x in zip(books[7]["bp"], books[7]["bs"])]
     rows = load_trade_archives("binance", "BTCUSDT", "2025-01-05:22", "2025-01-05:22", path=tmp_path)
     assert rows == [[t["ts"], t["price"], t["size"], t["dir"]] for t in trades]
+
+
+def test_backup_and_restore_folder_round_trip(tmp_path, seaweed, bucket_target):
+    """quantpylib's recipe with only the imports changed: back up, list paths on a new machine, restore, load."""
+    import asyncio
+
+    from actors.quantpylib import backup_folder, get_boto_client, restore_folder
+    from actors.quantpylib import load_lob_archives as q_lobs
+    from actors.quantpylib import load_trade_archives as q_trades
+
+    write_quantpylib_files(tmp_path / "archives")
+    before_trades = q_trades("binance", "BTCUSDT", "2025-01-05:22", "2025-01-06:02", path=tmp_path / "archives")
+    before_lobs = q_lobs("binance", "BTCUSDT", 20, "2025-01-05:22", "2025-01-06:02", path=tmp_path / "archives")
+    fresh = tmp_path / "workstation"
+
+    async def recipe():
+        s3 = await get_boto_client(seaweed.endpoint, "any", "any")
+        summary = await backup_folder(s3, tmp_path / "archives", bucket_target.bucket)
+        paths = q_lobs("binance", "BTCUSDT", 20, "2025-01-05:22", "2025-01-06:02", path=fresh, only_paths=True) + \
+            q_trades("binance", "BTCUSDT", "2025-01-05:22", "2025-01-06:02", path=fresh, only_paths=True)
+        restored = await restore_folder(s3, fresh, bucket_target.bucket, paths)
+        return summary, paths, restored
+
+    summary, paths, restored = asyncio.run(recipe())
+    assert (summary.uploaded, summary.failed) == (2, 0) and len(paths) == 10
+    assert sorted(restored) == sorted(p for p in paths if p.endswith("_0522.parquet")) and len(restored) == 2
+    assert q_trades("binance", "BTCUSDT", "2025-01-05:22", "2025-01-06:02", path=fresh) == before_trades
+    after = q_lobs("binance", "BTCUSDT", 20, "2025-01-05:22", "2025-01-06:02", path=fresh)
+    assert len(after) == len(before_lobs) and all(
+        a["ts"] == b["ts"] and a["b"].tolist() == b["b"].tolist() and a["a"].tolist() == b["a"].tolist()
+        for a, b in zip(after, before_lobs))

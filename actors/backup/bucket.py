@@ -185,6 +185,20 @@ class Bucket:
         self.client.put_object(Bucket=self.name, Key=self.key_of(rel), Body=body, **extra)
         return expected
 
+    def record_sha256(self, rel: str, sha: str) -> str:
+        """Store our ``sha256`` metadata on an existing object (server-side copy onto itself); its ETag."""
+        key = self.key_of(rel)
+        resp = self.client.copy_object(Bucket=self.name, Key=key, CopySource={"Bucket": self.name, "Key": key},
+                                       Metadata={"sha256": sha}, MetadataDirective="REPLACE", ContentType=PARQUET)
+        return resp.get("CopyObjectResult", {}).get("ETag", "").strip('"')
+
+    def sha256_of_object(self, rel: str) -> str:
+        """SHA-256 of an object's bytes, streamed (nothing is written)."""
+        digest = hashlib.sha256()
+        for chunk in self.client.get_object(Bucket=self.name, Key=self.key_of(rel))["Body"].iter_chunks(1 << 20):
+            digest.update(chunk)
+        return digest.hexdigest()
+
     # -- download and ranged reads ---------------------------------------------------------
     def download(self, rel: str, dest: Path, sha256: str | None = None, size: int | None = None) -> tuple[str, int]:
         """Fetch the object to ``dest``, verified; returns its (SHA-256, size).

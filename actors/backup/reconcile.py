@@ -36,7 +36,7 @@ from actors.backup.bucket import Bucket, RemoteObject
 from actors.backup.retry import EndpointDown, with_retries
 from actors.backup.state import VerifiedState, sealed_files
 from actors.backup.target import BackupError, Target
-from actors.backup.verify import verified_etag
+from actors.backup.verify import etag_matches_file, head_verifies, is_foreign, verified_etag
 from actors.logs import get_logger
 from actors.storage.integrity import damage_message, is_damaged, sha256_file
 from actors.storage.layout import NS, parse_relpath
@@ -58,6 +58,7 @@ class PassSummary:
     uploaded_bytes: int = 0
     skipped: int = 0
     verified_existing: int = 0
+    adopted: int = 0              # objects another tool uploaded, verified once and recorded (not re-uploaded)
     failed: int = 0
     deleted_local: int = 0
     errors: list[str] = field(default_factory=list)
@@ -67,6 +68,8 @@ class PassSummary:
     def line(self) -> str:
         text = (f"uploaded {self.uploaded} files, {self.uploaded_bytes / 1e6:.1f} MB, skipped {self.skipped}, "
                 f"failed {self.failed}")
+        if self.adopted:
+            text += f", adopted {self.adopted} existing objects (verified, SHA-256 recorded)"
         if self.damaged:
             text += f", damaged {len(self.damaged)} (not uploaded; the bucket copies are kept)"
         if self.deleted_local:
@@ -130,8 +133,9 @@ class _Pass:
         return todo
 
     def _settled(self, rel: str, st: os.stat_result, sha: str, obj: RemoteObject) -> bool:
-        """Nothing to upload now: verified before (no request) or now (``HEAD``), or the ``HEAD``
-        failed (counted as failed, tried again next pass)."""
+        """Nothing to upload now: verified before (no request) or now (``HEAD``), an object another
+        tool uploaded that holds the same bytes (adopted), or the check failed (counted as failed,
+        tried again next pass)."""
         entry = self.state.entries.get(rel)
         if entry and entry[0] == st.st_size and entry[2] == sha and (obj.size, obj.etag) == (entry[0], entry[3]):
             self.summary.skipped += 1
@@ -139,7 +143,10 @@ class _Pass:
         if obj.size != st.st_size:
             return False
         try:
-            etag = with_retries(lambda: verified_etag(self.bucket, rel, st.st_size, sha), self.abort)
+            head = with_retries(lambda: self.bucket.head(rel), self.abort)
+            etag = head.get("ETag", "").strip('"') if head_verifies(head, st.st_size, sha) else None
+            if etag is None and is_foreign(head):
+                etag = with_retries(lambda: self._adopt(rel, st, sha, head), self.abort)
         except Exception as exc:
             self._failed(rel, exc)
             return True
@@ -149,6 +156,20 @@ class _Pass:
         self.summary.skipped += 1
         self.summary.verified_existing += 1
         return True
+
+    def _adopt(self, rel: str, st: os.stat_result, sha: str, head: dict) -> str | None:
+        """Verify an object without our metadata once (its MD5 ETag, else its bytes) and record our
+        SHA-256 on it; its new ETag, or None when it holds other bytes (then it is uploaded)."""
+        path = Path(self.root) / rel
+        same = etag_matches_file(head, path, st.st_size)
+        if same is None:
+            same = self.bucket.sha256_of_object(rel) == sha
+        if not same:
+            return None
+        etag = self.bucket.record_sha256(rel, sha)
+        self.summary.adopted += 1
+        log.info(f"adopted {self.bucket.key_of(rel)}: same bytes as the local file, SHA-256 recorded")
+        return etag
 
     def upload_all(self, todo: list[Todo], progress: Callable[[int, int], None] | None) -> None:
         """Upload concurrently (``target.workers``), saving the local record every 200 files."""

@@ -79,6 +79,29 @@ def head_verifies(head: dict[str, Any] | None, size: int, sha: str,
     return True
 
 
+ADOPT_PART_SIZES = (8 << 20, 16 << 20, 5 << 20, 64 << 20)   # boto3's default (quantpylib's) first
+
+
+def is_foreign(head: dict[str, Any] | None) -> bool:
+    """An object stored without our ``sha256`` metadata (uploaded by another tool, e.g. quantpylib)."""
+    return head is not None and not (head.get("Metadata") or {}).get("sha256")
+
+
+def etag_matches_file(head: dict[str, Any], path: str | Path, size: int) -> bool | None:
+    """Whether a foreign object's MD5 ETag shows the file's content: True/False, or None when the
+    ETag cannot tell (not an MD5, or a multipart upload of an unusual part size)."""
+    etag = head.get("ETag", "").strip('"')
+    if head.get("ContentLength") != size or not MD5_ETAG.match(etag):
+        return None if head.get("ContentLength") == size else False
+    if "-" not in etag:
+        return multipart_etag(path, max(size, 1)) == etag
+    parts = int(etag.split("-")[1])
+    for chunk in ADOPT_PART_SIZES:
+        if -(-size // chunk) == parts and multipart_etag(path, chunk) == etag:
+            return True
+    return None
+
+
 def verified_etag(bucket: Bucket, rel: str, size: int, sha: str,
                   etag: str | Callable[[], str] | None = None) -> str | None:
     """The object's ETag when it verifies against the file (one ``HEAD``), else None."""
