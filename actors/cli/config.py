@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from actors.storage.layout import NS, LayoutError, check_name_part, parse_duration, parse_rollover
 from actors.feed.records import DATA_CHANNELS
 from actors.errors import ConfigError
-from actors.venues import CONF_DIR, supported_venues, venue_module
+from actors.venues import CONF_DIR, get_venue, supported_venues
 
 MODES = ("archive", "backup", "restore", "status", "reindex")
 SOURCES = ("live", "sim", "replay")
@@ -31,7 +31,7 @@ class VenueSpec:
     name: str
     market: str
     symbols: tuple[str, ...]
-    cfg: dict[str, Any]
+    cfg: Any                  # typed settings: get_venue(name).settings(venues.<name>)
 
 
 @dataclass(frozen=True)
@@ -139,8 +139,10 @@ def _validate(raw: dict[str, Any]) -> Settings:
         vcfg = venues_cfg.get(name)
         if vcfg is None:
             raise ConfigError(f"archive.{name}: no protocol settings (add '{name}' to the venues list)")
-        venue_module(name).validate(vcfg, list(symbols), list(channels), depth)
-        specs.append(VenueSpec(name=name, market=str(vcfg.get("market", "perp")), symbols=symbols, cfg=vcfg))
+        venue = get_venue(name)
+        vsettings = venue.settings(vcfg)
+        venue.validate(vsettings, list(symbols), list(channels), depth)
+        specs.append(VenueSpec(name=name, market=vsettings.market, symbols=symbols, cfg=vsettings))
     if mode == "archive" and not specs:
         raise ConfigError("archive: no venue has symbols to archive (e.g. 'archive.binance=[BTCUSDT]')")
 

@@ -25,7 +25,7 @@ import ray
 from ray.util.metrics import Counter, Gauge
 
 from actors.storage.catalog import Catalog
-from actors.venues import venue_module
+from actors.venues import get_venue
 from actors.feed.connection import FeedConnection, FeedOptions
 from actors.logs import get_logger, setup_logging
 from actors.feed.records import StreamBuffers
@@ -177,7 +177,7 @@ class ExchangeSocket:
         if self.stop_event is not None:
             return False
         self.stop_event = asyncio.Event()
-        module = venue_module(self.venue)
+        venue = get_venue(self.venue)
         if ray.get_runtime_context().was_current_actor_reconstructed:
             now = time.time_ns()
             for symbol in self.writer_of:
@@ -186,7 +186,7 @@ class ExchangeSocket:
             self.log.error(f"socket process restarted; recorded a gap for {len(self.writer_of)} symbol(s)",
                            extra={"exchange": self.venue})
         for plan in self.plans:
-            client = module.make_client(plan, self.venue_cfg, self.buffers, self.depth)
+            client = venue.make_client(plan, self.venue_cfg, self.buffers, self.depth)
             conn = FeedConnection(plan, client, self.options, gate=self._gate)
             self.connections.append(conn)
             self.tasks.append(asyncio.ensure_future(conn.run(self.stop_event)))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.cli.config import Settings, VenueSpec
-from actors.venues import venue_module
+from actors.venues import get_venue
 from actors.logs import get_logger, setup_logging
 from actors.errors import ConfigError
 from actors.venues.base import Endpoints
@@ -97,13 +97,13 @@ def plan_sources(settings: Settings) -> list[VenueRun]:
     if settings.source == "replay":
         return [_plan_replay(settings)]
     for spec in settings.venues:
-        module = venue_module(spec.name)
-        vcfg = dict(spec.cfg)
+        venue = get_venue(spec.name)
+        vcfg = spec.cfg
         if settings.source == "live":
-            endpoints = Endpoints(ws_base=vcfg["ws_base"], rest_base=vcfg["rest_base"])
+            endpoints = Endpoints(ws_base=vcfg.ws_base, rest_base=vcfg.rest_base)
             runs.append(VenueRun(spec, endpoints, vcfg))
             continue
-        server = module.make_sim_server(list(spec.symbols), settings.sim, settings.depth)
+        server = venue.make_sim_server(list(spec.symbols), settings.sim, settings.depth)
         thread = ServerThread(server)
         thread.start()
         endpoints = Endpoints(ws_base=server.ws_base, rest_base=server.rest_base)
@@ -117,21 +117,21 @@ def _plan_replay(settings: Settings) -> VenueRun:
 
     path = settings.replay_file
     for name in supported_venues():
-        module = venue_module(name)
-        if not hasattr(module, "recording_matches") or not module.recording_matches(path):
+        venue = get_venue(name)
+        if not venue.recording_matches(path):
             continue
         try:
             spec = settings.venue(name)
         except ConfigError:
             raise ConfigError(f"replay.file: the recording is {name} data but archive.{name} names no "
-                              f"symbols (recording holds: {', '.join(sorted(module.recording_symbols(path)))})")
-        recorded = module.recording_symbols(path)
+                              f"symbols (recording holds: {', '.join(sorted(venue.recording_symbols(path)))})")
+        recorded = venue.recording_symbols(path)
         symbols = [s for s in spec.symbols if s in recorded]
         if not symbols:
             raise ConfigError(f"replay.file: archive.{name}={list(spec.symbols)} names none of the recording's "
                               f"symbols ({', '.join(sorted(recorded))})")
-        vcfg = module.replay_venue_cfg(dict(spec.cfg), path)
-        server = module.make_replay_server(path, settings.replay_speed, symbols)
+        vcfg = venue.replay_settings(spec.cfg, path)
+        server = venue.make_replay_server(path, settings.replay_speed, symbols)
         thread = ServerThread(server)
         thread.start()
         endpoints = Endpoints(ws_base=server.ws_base, rest_base=server.rest_base)
@@ -159,9 +159,8 @@ def start_actors(settings: Settings, runs: list[VenueRun]) -> None:
             run.writers[name] = handle
             for sym in group:
                 run.writer_of[sym] = name
-        module = venue_module(spec.name)
-        plans = module.plan_connections(run.venue_cfg, run.endpoints, symbols, list(settings.channels),
-                                        settings.depth)
+        plans = get_venue(spec.name).plan_connections(run.venue_cfg, run.endpoints, symbols,
+                                                      list(settings.channels), settings.depth)
         run.socket = ExchangeSocket.options(name=f"socket:{spec.name}", namespace=NAMESPACE,
                                             get_if_exists=True).remote(
             spec.name, run.venue_cfg, plans, settings.depth, run.writers, run.writer_of,
