@@ -34,6 +34,7 @@ from actors.errors import ConfigError
 from actors.feed.book import OrderBook
 from actors.feed.records import RowSink
 from actors.venues.settings import VenueSettings, build_settings
+from actors.venues.sim.recordings import first_lines
 
 MS = 1_000_000
 CHANNEL_ORDER = ("l2book", "trades")     # subscriptions of a symbol, in this order
@@ -349,6 +350,8 @@ class Venue(ABC):
     Client: ClassVar[type[VenueClient]]
     SimServer: ClassVar[type | None] = None            # (symbols, sim_cfg, depth) -> SimulatedVenue
     ReplayServer: ClassVar[type | None] = None         # (path, speed, symbols) -> ReplayVenue
+    #: a recording of this venue: its file name ending, and how many first lines to sniff
+    recording_sniff: ClassVar[tuple[str, int]] = ("", 0)
 
     # -- settings and validation -----------------------------------------------------------
     def settings(self, raw: dict[str, Any] | None) -> VenueSettings:
@@ -441,7 +444,12 @@ class Venue(ABC):
         return self.ReplayServer(path, speed, symbols)
 
     def recording_matches(self, path: str) -> bool:
-        """True when ``path`` is a recording of this venue."""
+        """True when ``path`` is a recording of this venue (by its file name and first lines)."""
+        suffix, lines = self.recording_sniff
+        return bool(suffix) and str(path).endswith(suffix) and any(map(self.recorded_line, first_lines(path, lines)))
+
+    def recorded_line(self, line: str) -> bool:
+        """True for a line only this venue's recordings hold (see ``recording_sniff``)."""
         return False
 
     def recording_symbols(self, path: str) -> set[str]:

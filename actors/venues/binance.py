@@ -38,12 +38,13 @@ import orjson
 from actors.venues.base import MS, Action, Connections, Subscription, Venue, quote
 from actors.venues.settings import VenueSettings, choice
 from actors.venues.sim.market import SimSymbol, SimTrade, Step
-from actors.venues.sim.recordings import first_lines, read_recording
+from actors.venues.sim.recordings import read_recording
 from actors.venues.sim.server import ReplayVenue, Session, SimulatedVenue, VenueServer
 from actors.venues.snapshot_sync import SnapshotSyncClient, UpdateIds
 
 DEPTHS = (5, 10, 20, 50, 100, 500, 1000)      # REST snapshot limits; top-N is cut from the full book
 PUBLIC_STREAMS = ("depth", "bookTicker", "trade", "rpiDepth")
+NOT_FOUND = '{"code":-1,"msg":"not found"}'
 
 
 @dataclass(frozen=True)
@@ -145,11 +146,10 @@ class BinanceServer(VenueServer):
             else:
                 session.silent.add(stream)
 
-    async def on_message(self, session: Session, message: str | bytes) -> None:
-        req = await self.read_request(session, message, '{"code":3,"msg":"Invalid JSON"}', "method")
-        if req is None:
-            return
-        method, req_id = req["method"], req.get("id")
+    op_key, bad_request = "method", '{"code":3,"msg":"Invalid JSON: expected value at line 1 column 1"}'
+
+    async def on_request(self, session: Session, method: str, req: dict) -> None:
+        req_id = req.get("id")
         params = list(req.get("params") or [])
         result = None
         if method == "SUBSCRIBE":
@@ -194,17 +194,13 @@ class BinanceSimServer(SimulatedVenue, BinanceServer):
             for name in self.subscribed_keys(f"{s.low}@depth"):
                 await self.push(name, payload)
 
-    async def http(self, path: str, query: dict[str, str]) -> tuple[HTTPStatus, str]:
-        if path != "/fapi/v1/depth":
-            return HTTPStatus.NOT_FOUND, '{"code":-1,"msg":"not found"}'
-        s = self.symbols.get(query.get("symbol", ""))
-        if s is None:
-            return HTTPStatus.BAD_REQUEST, '{"code":-1121,"msg":"Invalid symbol."}'
-        limit = int(query.get("limit", 500))
-        bids, asks = s.market.snapshot(limit)
+    snapshot_path = "/fapi/v1/depth"
+    rest_errors = (NOT_FOUND, '{"code":-1121,"msg":"Invalid symbol."}')
+
+    def snapshot_body(self, s: SimSymbol, query: dict[str, str]) -> str:
+        bids, asks = s.market.snapshot(int(query.get("limit", 500)))
         now_ms = int(time.time() * 1000)
-        return HTTPStatus.OK, orjson.dumps({"lastUpdateId": s.last_u, "E": now_ms, "T": now_ms,
-                                            "bids": bids, "asks": asks}).decode()
+        return orjson.dumps({"lastUpdateId": s.last_u, "E": now_ms, "T": now_ms, "bids": bids, "asks": asks}).decode()
 
     async def malformed(self) -> None:
         for session in list(self.sessions):
@@ -260,7 +256,7 @@ class BinanceReplayServer(ReplayVenue, BinanceServer):
 
     async def http(self, path: str, query: dict[str, str]) -> tuple[HTTPStatus, str]:
         if path != "/fapi/v1/depth":
-            return HTTPStatus.NOT_FOUND, '{"code":-1,"msg":"not found"}'
+            return HTTPStatus.NOT_FOUND, NOT_FOUND
         if not self.snapshots_left:
             return HTTPStatus.SERVICE_UNAVAILABLE, NO_SNAPSHOT
         future = asyncio.get_running_loop().create_future()
@@ -297,6 +293,7 @@ class Binance(Venue):
     seq_name, prev_name = "u", "pu"
     symbol_pattern, symbol_kind = "[A-Z0-9]+", "Binance USD-M symbol (upper-case, e.g. BTCUSDT)"
     Client, SimServer, ReplayServer = BinanceClient, BinanceSimServer, BinanceReplayServer
+    recording_sniff = (".gz", 200)
 
     def allowed_depths(self, settings: BinanceSettings) -> tuple[tuple[int, ...], str]:
         limit = settings.snapshot_limit
@@ -308,11 +305,9 @@ class Binance(Venue):
     def request_frame(self, op: str, params: list, req_id: int) -> str:
         return orjson.dumps({"method": op.upper(), "params": params, "id": req_id}).decode()
 
-    def recording_matches(self, path: str) -> bool:
-        """True for an hftbacktest-style Binance USD-M recording (combined streams with ``pu``)."""
-        return str(path).endswith(".gz") and any(
-            '"e":"depthUpdate"' in line and '"pu":' in line and '"stream":"' in line
-            for line in first_lines(path, 200))
+    def recorded_line(self, line: str) -> bool:
+        """hftbacktest-style Binance USD-M recordings hold combined depth streams with ``pu``."""
+        return '"e":"depthUpdate"' in line and '"pu":' in line and '"stream":"' in line
 
     def recording_symbols(self, path: str) -> set[str]:
         return {s.split("@")[0].upper() for s in recorded_streams(path)}

@@ -27,7 +27,7 @@ import orjson
 from actors.venues.base import MS, Action, Connections, Venue, VenueClient
 from actors.venues.settings import VenueSettings, choice
 from actors.venues.sim.market import SimSymbol, SimTrade, Step
-from actors.venues.sim.recordings import first_lines, read_recording
+from actors.venues.sim.recordings import read_recording
 from actors.venues.sim.server import ReplayVenue, Session, SimulatedVenue, VenueServer
 
 BOOK_DEPTHS = (1, 50, 200, 1000)
@@ -87,13 +87,11 @@ class BybitClient(VenueClient):
 class BybitServer(VenueServer):
     ws_paths = (PATH,)
 
-    async def on_message(self, session: Session, message: str | bytes) -> None:
-        req = await self.read_request(session, message, '{"success":false,"ret_msg":"Invalid request","op":""}', "op")
-        if req is None:
-            return
-        op = req["op"]
+    bad_request = '{"success":false,"ret_msg":"Invalid request","conn_id":"sim","op":""}'
+
+    async def on_request(self, session: Session, op: str, req: dict) -> None:
         args = list(req.get("args") or [])
-        bad = [a for a in args if not self.known_topic(a)] if op == "subscribe" else []
+        bad = [a for a in args if not self.known(a)] if op == "subscribe" else []
         ret_msg = f"Invalid topic: {bad[0]}" if bad else ("pong" if op == "ping" else "")
         await self.send(session, orjson.dumps({"success": not bad, "ret_msg": ret_msg, "conn_id": "sim",
                                                "req_id": req.get("req_id", ""), "op": op}).decode())
@@ -102,14 +100,11 @@ class BybitServer(VenueServer):
         elif op == "unsubscribe":
             self.unsubscribe(session, args)
 
-    def known_topic(self, topic: str) -> bool:
-        return True
-
 
 class BybitSimServer(SimulatedVenue, BybitServer):
     """Synthetic Bybit linear market: top-N views as snapshot + deltas with ``u`` + 1."""
 
-    def known_topic(self, topic: str) -> bool:
+    def known(self, topic: str) -> bool:
         parts = topic.split(".")
         if parts[0] == "orderbook" and len(parts) == 3:
             return parts[1].isdigit() and int(parts[1]) in BOOK_DEPTHS and parts[2] in self.symbols
@@ -194,6 +189,7 @@ class Bybit(Venue):
     seq_name = "u"
     symbol_pattern, symbol_kind = "[A-Z0-9]+", "Bybit linear symbol (upper-case, e.g. BTCUSDT)"
     Client, SimServer, ReplayServer = BybitClient, BybitSimServer, BybitReplayServer
+    recording_sniff = (".jsonl.zst", 20)        # cryptofeed captures
 
     def allowed_depths(self, settings: BybitSettings) -> tuple[range, str]:
         return range(1, BOOK_DEPTHS[-1] + 1), f"books {', '.join(map(str, BOOK_DEPTHS))}"
@@ -204,10 +200,8 @@ class Bybit(Venue):
     def request_frame(self, op: str, params: list, req_id: int) -> str:
         return orjson.dumps({"req_id": str(req_id), "op": op, "args": params}).decode()
 
-    def recording_matches(self, path: str) -> bool:
-        return str(path).endswith(".jsonl.zst") and any(
-            "stream.bybit.com" in line or '"topic":"orderbook.' in line or "publicTrade." in line
-            for line in first_lines(path, 20))
+    def recorded_line(self, line: str) -> bool:
+        return "stream.bybit.com" in line or '"topic":"orderbook.' in line or "publicTrade." in line
 
     def recording_symbols(self, path: str) -> set[str]:
         return {t.rsplit(".", 1)[1] for t in recorded_topics(path) if t.startswith(("orderbook.", "publicTrade."))}

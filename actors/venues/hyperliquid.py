@@ -28,7 +28,7 @@ import orjson
 from actors.venues.base import MS, Action, Connections, Venue, VenueClient
 from actors.venues.settings import VenueSettings
 from actors.venues.sim.market import SimSymbol, SimTrade, Step
-from actors.venues.sim.recordings import first_lines, read_recording
+from actors.venues.sim.recordings import read_recording
 from actors.venues.sim.server import ReplayVenue, Session, SimulatedVenue, VenueServer
 
 GREETING = "Websocket connection established."
@@ -107,35 +107,26 @@ class HyperliquidClient(VenueClient):
 class HyperliquidServer(VenueServer):
     ws_paths = (PATH,)
 
-    async def on_message(self, session: Session, message: str | bytes) -> None:
-        req = await self.read_request(session, message, '{"channel":"error","data":"Error parsing JSON"}', "method")
-        if req is None:
-            return
-        method = req["method"]
+    op_key, bad_request = "method", '{"channel":"error","data":"Error parsing JSON"}'
+
+    async def on_request(self, session: Session, method: str, req: dict) -> None:
         if method == "ping":
             await self.send(session, '{"channel":"pong"}')
             return
         sub = req.get("subscription") or {}
-        if method == "subscribe" and not self.known(sub):
+        if method == "subscribe" and not self.known(key_of(sub)):
             await self.send(session, orjson.dumps({"channel": "error",
                                                    "data": f"Invalid subscription {orjson.dumps(sub).decode()}"}).decode())
         elif method in ("subscribe", "unsubscribe"):
             await self.send(session, orjson.dumps({"channel": "subscriptionResponse",
                                                    "data": {"method": method, "subscription": sub}}).decode())
-            if method == "subscribe":
-                await self.subscribe(session, [key_of(sub)])
-            else:
-                self.unsubscribe(session, [key_of(sub)])
-
-    def known(self, sub: dict) -> bool:
-        return True
+            await self.change_subscriptions(session, method, [key_of(sub)])
 
 
 class HyperliquidSimServer(SimulatedVenue, HyperliquidServer):
     """Synthetic Hyperliquid market: a full 20-level book push per step, trades with unique tids."""
 
-    def known(self, sub: dict) -> bool:
-        return sub.get("type") in ("l2Book", "trades") and sub.get("coin") in self.symbols
+    stream_kinds = ("l2Book", "trades")
 
     def _levels(self, s: SimSymbol, n: int) -> list:
         bids, asks = s.market.snapshot(n)
@@ -215,6 +206,7 @@ class Hyperliquid(Venue):
     seq_name = "time"
     symbol_pattern, symbol_kind = r"[^\s/\\]+", "Hyperliquid coin (e.g. BTC, ETH, SOL)"
     Client, SimServer, ReplayServer = HyperliquidClient, HyperliquidSimServer, HyperliquidReplayServer
+    recording_sniff = (".gz", 20)               # hftbacktest captures
 
     def allowed_depths(self, settings: HyperliquidSettings) -> tuple[range, str]:
         levels = 5 if settings.fast else 20
@@ -227,9 +219,8 @@ class Hyperliquid(Venue):
     def request_frame(self, op: str, params: list, req_id: int) -> str:
         return orjson.dumps({"method": op, "subscription": params[0]}).decode()
 
-    def recording_matches(self, path: str) -> bool:
-        return str(path).endswith(".gz") and any(
-            '"channel":"l2Book"' in line or '"channel":"trades"' in line for line in first_lines(path, 20))
+    def recorded_line(self, line: str) -> bool:
+        return '"channel":"l2Book"' in line or '"channel":"trades"' in line
 
     def recording_symbols(self, path: str) -> set[str]:
         coins = set()

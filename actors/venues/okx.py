@@ -28,7 +28,7 @@ from actors.feed.book import ASK, BID, OrderBook
 from actors.venues.base import MS, Action, BookState, Connections, Reconnect, Venue, VenueClient
 from actors.venues.settings import VenueSettings, choice
 from actors.venues.sim.market import SimSymbol, SimTrade, Step
-from actors.venues.sim.recordings import first_lines, read_recording
+from actors.venues.sim.recordings import read_recording
 from actors.venues.sim.server import ReplayVenue, Session, SimulatedVenue, VenueServer
 
 CHECKSUM_LEVELS = 25
@@ -162,37 +162,30 @@ class OkxClient(VenueClient):
 # ----------------------------------------------------------------------------- server side
 class OkxServer(VenueServer):
     ws_paths = (PATH,)
+    bad_request = '{"event":"error","code":"60012","msg":"Invalid request","connId":"sim"}'
 
     async def on_message(self, session: Session, message: str | bytes) -> None:
         if message == "ping":
             await self.send(session, "pong")
             return
-        req = await self.read_request(session, message, '{"event":"error","code":"60012","msg":"Invalid request"}', "op")
-        if req is None:
-            return
-        op = req["op"]
+        await super().on_message(session, message)
+
+    async def on_request(self, session: Session, op: str, req: dict) -> None:
         for arg in req.get("args") or []:
-            if op == "subscribe" and not self.known(arg):
+            if op == "subscribe" and not self.known(key_of(arg)):
                 await self.send(session, orjson.dumps({"event": "error", "code": "60018",
                                                        "msg": f"Wrong URL or channel:{arg.get('channel')},instId:"
                                                               f"{arg.get('instId')} doesn't exist",
                                                        "connId": "sim"}).decode())
             elif op in ("subscribe", "unsubscribe"):
                 await self.send(session, orjson.dumps({"event": op, "arg": arg, "connId": "sim"}).decode())
-                if op == "subscribe":
-                    await self.subscribe(session, [key_of(arg)])
-                else:
-                    self.unsubscribe(session, [key_of(arg)])
-
-    def known(self, arg: dict) -> bool:
-        return True
+                await self.change_subscriptions(session, op, [key_of(arg)])
 
 
 class OkxSimServer(SimulatedVenue, OkxServer):
     """Synthetic OKX market: ``books`` snapshot on subscribe, updates with seq ids and CRC32 checksums."""
 
-    def known(self, arg: dict) -> bool:
-        return arg.get("channel") in ("books", "trades") and arg.get("instId") in self.symbols
+    stream_kinds = ("books", "trades")
 
     def _book_message(self, s: SimSymbol, action: str, bids, asks, prev: int) -> str:
         top_b, top_a = s.market.snapshot(CHECKSUM_LEVELS)
@@ -252,6 +245,7 @@ class Okx(Venue):
     seq_name, prev_name = "seqId", "prevSeqId"
     symbol_pattern, symbol_kind = r"(?=.*-)[^\sa-z]+", "OKX instId (e.g. BTC-USDT-SWAP)"
     Client, SimServer, ReplayServer = OkxClient, OkxSimServer, OkxReplayServer
+    recording_sniff = (".jsonl.zst", 40)        # cryptofeed captures
 
     def allowed_depths(self, settings: OkxSettings) -> tuple[range, str]:
         levels = 5 if settings.book_channel == "books5" else 400
@@ -264,10 +258,8 @@ class Okx(Venue):
     def request_frame(self, op: str, params: list, req_id: int) -> str:
         return orjson.dumps({"id": str(req_id), "op": op, "args": params}).decode()
 
-    def recording_matches(self, path: str) -> bool:
-        return str(path).endswith(".jsonl.zst") and any(
-            "okx.com" in line or '"arg":{"channel"' in line or '\\"arg\\":{\\"channel' in line
-            for line in first_lines(path, 40))
+    def recorded_line(self, line: str) -> bool:
+        return "okx.com" in line or '"arg":{"channel"' in line or '\\"arg\\":{\\"channel' in line
 
     def recording_symbols(self, path: str) -> set[str]:
         out = set()

@@ -95,23 +95,20 @@ class ParadexSimServer(SimulatedVenue):
 
     ws_paths = (PATH,)
 
-    async def on_message(self, session: Session, message: str | bytes) -> None:
-        req = await self.read_request(session, message, '{"jsonrpc":"2.0","error":{"code":-32700,"message":"Parse '
-                                                        'error"},"id":null}', "method", "params")
-        if req is None:
-            return
-        method, req_id = req["method"], req.get("id")
-        channel = str(req["params"].get("channel", "")) if isinstance(req["params"], dict) else ""
+    op_key, bad_request = "method", '{"jsonrpc":"2.0","error":{"code":-32700,"message":"Parse error"},"id":null}'
+
+    def known(self, channel: str) -> bool:
         parts = channel.split(".")
-        known = len(parts) >= 2 and parts[0] in ("order_book", "trades") and parts[1] in self.symbols
-        if (method == "subscribe" and known and channel not in session.streams) or \
+        return len(parts) >= 2 and parts[0] in ("order_book", "trades") and parts[1] in self.symbols
+
+    async def on_request(self, session: Session, method: str, req: dict) -> None:
+        req_id, params = req.get("id"), req.get("params")
+        channel = str(params.get("channel", "")) if isinstance(params, dict) else ""
+        if (method == "subscribe" and self.known(channel) and channel not in session.streams) or \
                 (method == "unsubscribe" and channel in session.streams):
             await self.send(session, orjson.dumps({"jsonrpc": "2.0", "result": {"channel": channel},
                                                    "usIn": time.time_ns() // 1000, "usDiff": 10, "id": req_id}).decode())
-            if method == "subscribe":
-                await self.subscribe(session, [channel])
-            else:
-                self.unsubscribe(session, [channel])
+            await self.change_subscriptions(session, method, [channel])
         else:
             await self.send(session, orjson.dumps({"jsonrpc": "2.0", "error": {
                 "code": -32600, "message": f"cannot {method} {channel}"}, "id": req_id}).decode())

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from http import HTTPStatus
 
 import orjson
 
@@ -109,11 +108,11 @@ class WooxSimServer(SimulatedVenue):
     async def on_open(self, session: Session) -> None:
         await self.send(session, '{"cmd":"PING","ts":%d}' % int(time.time() * 1000))
 
-    async def on_message(self, session: Session, message: str | bytes) -> None:
-        req = await self.read_request(session, message, '{"cmd":"ERROR","success":false,"msg":"invalid request"}', "cmd")
-        if req is None:
-            return
-        cmd = req["cmd"]
+    op_key, bad_request = "cmd", '{"cmd":"ERROR","success":false,"msg":"invalid request"}'
+    snapshot_path = "/v3/public/orderbook"
+    rest_errors = ('{"success":false,"message":"not found"}', '{"success":false,"message":"symbol not exist"}')
+
+    async def on_request(self, session: Session, cmd: str, req: dict) -> None:
         params = list(req.get("params") or [])
         if cmd == "subscribe":
             bad = [p for p in params if p.split("@")[1:2] and p.split("@")[1] not in self.symbols]
@@ -124,15 +123,10 @@ class WooxSimServer(SimulatedVenue):
         elif cmd == "unsubscribe":
             self.unsubscribe(session, params)
 
-    async def http(self, path: str, query: dict[str, str]) -> tuple[HTTPStatus, str]:
-        if path != "/v3/public/orderbook":
-            return HTTPStatus.NOT_FOUND, '{"success":false,"message":"not found"}'
-        s = self.symbols.get(query.get("symbol", ""))
-        if s is None:
-            return HTTPStatus.BAD_REQUEST, '{"success":false,"message":"symbol not exist"}'
+    def snapshot_body(self, s: SimSymbol, query: dict[str, str]) -> str:
         bids, asks = s.market.snapshot(int(query.get("maxLevel", 100)))
         stamp = s.last_u or self._tick(s)
-        return HTTPStatus.OK, orjson.dumps({"success": True, "data": {
+        return orjson.dumps({"success": True, "data": {
             "bids": [{"price": p, "quantity": q} for p, q in bids],
             "asks": [{"price": p, "quantity": q} for p, q in asks], "ts": stamp}, "timestamp": stamp}).decode()
 

@@ -46,6 +46,9 @@ class VenueServer:
     ws_scheme = "ws"
     #: websocket paths this server accepts (prefix match); others get HTTP 404
     ws_paths: tuple[str, ...] = ("/",)
+    #: the key naming a client request's operation, and the answer to a frame without one
+    op_key = "op"
+    bad_request = '{"error":"invalid request"}'
 
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -133,19 +136,23 @@ class VenueServer:
         """A client connected (e.g. pre-subscribe streams named in the URL)."""
 
     async def on_message(self, session: Session, message: str | bytes) -> None:
-        """A frame from a client (subscribe, ping, ...)."""
-
-    async def read_request(self, session: Session, message: str | bytes, error: str,
-                           *required: str) -> dict | None:
-        """A client request: a JSON object holding the ``required`` keys; else ``error`` is sent back (None)."""
+        """A client frame: a JSON object naming its operation (``op_key``) goes to :meth:`on_request`,
+        anything else is answered with ``bad_request``."""
         try:
             req = orjson.loads(message)
         except orjson.JSONDecodeError:
             req = None
-        if not isinstance(req, dict) or any(key not in req for key in required):
-            await self.send(session, error)
-            return None
-        return req
+        if not isinstance(req, dict) or self.op_key not in req:
+            await self.send(session, self.bad_request)
+            return
+        await self.on_request(session, req[self.op_key], req)
+
+    async def on_request(self, session: Session, op: Any, req: dict) -> None:
+        """A client request (subscribe, unsubscribe, ping, ...)."""
+
+    def known(self, key: str) -> bool:
+        """True for a stream this server can serve (simulators check names and symbols)."""
+        return True
 
     def on_close(self, session: Session) -> None:
         """A client went away."""
@@ -189,6 +196,13 @@ class VenueServer:
         for key in keys:
             session.streams.discard(key)
             session.silent.discard(key)
+
+    async def change_subscriptions(self, session: Session, op: str, keys: list[str]) -> None:
+        """``op`` (``subscribe`` or ``unsubscribe``) for the streams ``keys``."""
+        if op == "subscribe":
+            await self.subscribe(session, keys)
+        else:
+            self.unsubscribe(session, keys)
 
     async def on_subscribe(self, session: Session, key: str) -> None:
         """``session`` subscribed to ``key`` (simulators send a snapshot here; replays start)."""
@@ -238,6 +252,13 @@ class SimulatedVenue(VenueServer):
     """
 
     FAULTS = ("drop_connection", "stall", "break_chain", "malformed")
+    #: REST path of the book snapshot (None: the venue has none), and the answers to a wrong path
+    #: and to an unknown ``symbol``
+    snapshot_path: str | None = None
+    rest_errors = ('{"error":"not found"}', '{"error":"unknown symbol"}')
+
+    #: the stream kinds published, for keys shaped ``<kind>:<symbol>`` (else :meth:`known` is overridden)
+    stream_kinds: tuple[str, ...] = ()
 
     def __init__(self, symbols: list[str], sim_cfg: dict, depth: int) -> None:
         from actors.venues.sim.market import SimSymbol
@@ -253,6 +274,22 @@ class SimulatedVenue(VenueServer):
         self.paused = False
         self.tick_s = 0.01
         self._stepping = asyncio.Lock()     # held while market steps are sending
+
+    async def http(self, path: str, query: dict[str, str]) -> tuple[HTTPStatus, str]:
+        if path != self.snapshot_path:
+            return HTTPStatus.NOT_FOUND, self.rest_errors[0]
+        s = self.symbols.get(query.get("symbol", ""))
+        if s is None:
+            return HTTPStatus.BAD_REQUEST, self.rest_errors[1]
+        return HTTPStatus.OK, self.snapshot_body(s, query)
+
+    def known(self, key: str) -> bool:
+        kind, _, symbol = key.partition(":")
+        return kind in self.stream_kinds and symbol in self.symbols
+
+    def snapshot_body(self, s, query: dict[str, str]) -> str:
+        """The REST book snapshot of a symbol, consistent with the stream's update ids."""
+        raise NotImplementedError
 
     def truth(self, symbol: str):
         """Every trade sent to a subscriber and the true top-``depth`` book per update id."""
