@@ -3,10 +3,13 @@
 A venue module (``actors/venues/<name>.py``, plus ``conf/venues/<name>.yaml``) holds everything
 about one venue's wire protocol, client side and server side, and nothing about Ray or sockets:
 
-* a settings dataclass (:class:`~actors.venues.settings.VenueSettings` plus the venue's keys),
-* one :class:`Venue` subclass *declaring* the protocol: websocket path(s) and routing, the
-  names of our channels on the venue, subscribe-frame batching and shape, heartbeat frame,
-  per-connection stream limit, depth and symbol rules, and the classes below,
+* a settings dataclass (:class:`~actors.venues.settings.VenueSettings` plus the venue's keys:
+  exactly the keys its yaml may set),
+* one :class:`Venue` subclass *declaring* the protocol: :class:`Connections` (URLs, streams per
+  socket and the documented limit, subscriptions per request, heartbeat frame and interval,
+  connection lifetime, how acks name requests), websocket path(s) and routing, the names of our
+  channels on the venue, its sequence-id names, depth and symbol rules, the classes below, and
+  ``VENUE = <that class>()`` for the registry,
 * a :class:`VenueClient` subclass holding only the venue's parsing and sequencing rules,
 * its simulator and replay server (``actors/venues/sim/server.py`` has the shared machinery).
 
@@ -175,6 +178,7 @@ class VenueClient(ABC):
         self.reset_books()
 
     def reset_books(self) -> None:
+        """Fresh, unsynced books (a venue whose every later sync is a resync keeps ``synced_once``)."""
         for sym in self.symbols:
             once = self.venue.reconnect_is_resync and self.states[sym].synced_once
             self.states[sym] = self.state_type(self.book_type(), synced_once=once)
@@ -394,6 +398,7 @@ class Venue(ABC):
         return name
 
     def subscription(self, settings: VenueSettings, symbol: str, channel: str, depth: int) -> Subscription:
+        """Our ``channel`` of ``symbol`` as the venue names and requests it."""
         values = {**vars(settings), **self.stream_values(settings, depth), "symbol": symbol, "low": symbol.lower()}
         name = self.streams[channel].format(**values)
         return Subscription(symbol, channel, name, self.request_param(settings, name))

@@ -1,9 +1,10 @@
 """Typed venue settings: one frozen dataclass per venue, built from its ``venues.<venue>`` yaml section.
 
 Every key a venue's yaml may set is a field with a default, so a key the code reads can always be
-set, and a key the code does not know is refused. :func:`build_settings` turns the raw mapping into
-the dataclass and raises :class:`~actors.errors.ConfigError` naming ``venues.<venue>.<key>`` for an
-unknown key or a bad value. Durations are written like ``1430m`` or ``20s`` (type :data:`Seconds`)
+set, and a key the code does not know is refused. Build them with ``get_venue(name).settings(raw)``:
+it fills the common connection keys from the venue's declaration (``Venue.connections``) and calls
+:func:`build_settings`, which turns the raw mapping into the dataclass and raises
+:class:`~actors.errors.ConfigError` naming ``venues.<venue>.<key>`` for an unknown key or a bad value. Durations are written like ``1430m`` or ``20s`` (type :data:`Seconds`)
 and stored as seconds; a field made with :func:`choice` accepts only its listed values.
 The dataclasses are plain data: picklable, safe to hand to Ray actors.
 """
