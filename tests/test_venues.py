@@ -107,8 +107,12 @@ def test_sim_faults_leave_events_and_books_stay_true(name):
         assert all(b[3] >= resync[6] for b in between), "book written from the broken chain"
     else:
         assert not between, "book written while unsynced"
-    assert events(sink, "error", text="malformed")
     for sym in symbols:
+        assert events(sink, "error", sym, "malformed")
         assert disconnects()[sym] >= 2 and len(events(sink, "connect", sym)) >= 3     # drop + stalled feed
         assert events(sink, "disconnect", sym, "stalled")
         assert events(sink, "subscribed", sym)
+        # the first book after a reconnect: a fresh "snapshot", or a "resync" where the venue says so
+        last_connect = events(sink, "connect", sym)[-1]
+        synced = min(i for i in events(sink, "snapshot", sym) + events(sink, "resync", sym) if i > last_connect)
+        assert sink.events[synced][3] == ("resync" if venue.reconnect_is_resync else "snapshot")
