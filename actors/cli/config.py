@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from actors.cli.schema import AppConfig, BackupConfig, RayConfig, RestoreConfig, SocketConfig, SourceConfig, register
 from actors.errors import ConfigError
 from actors.storage.layout import NS, LayoutError, check_name_part, parse_duration, parse_rollover
-from actors.venues import CONF_DIR, supported_venues, venue_module
+from actors.venues import CONF_DIR, get_venue, supported_venues
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class VenueSpec:
     name: str
     market: str
     symbols: tuple[str, ...]
-    cfg: dict[str, Any]
+    cfg: Any                  # typed settings: get_venue(name).settings(venues.<name>)
 
 
 @dataclass(frozen=True)
@@ -189,9 +189,10 @@ def _venue_specs(app: AppConfig, mode: str, channels: tuple[str, ...]) -> list[V
         vcfg = app.venues.get(name)
         if vcfg is None:
             raise ConfigError(f"archive.{name}: no protocol settings (add '{name}' to the venues list)")
-        vcfg = dict(vcfg)
-        venue_module(name).validate(vcfg, list(symbols), list(channels), app.depth)
-        specs.append(VenueSpec(name=name, market=str(vcfg.get("market", "perp")), symbols=symbols, cfg=vcfg))
+        venue = get_venue(name)
+        vsettings = venue.settings(dict(vcfg))
+        venue.validate(vsettings, list(symbols), list(channels), app.depth)
+        specs.append(VenueSpec(name=name, market=vsettings.market, symbols=symbols, cfg=vsettings))
     if mode == "archive" and not specs:
         raise ConfigError("archive: no venue has symbols to archive (e.g. 'archive.binance=[BTCUSDT]')")
     return specs

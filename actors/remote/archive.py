@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.cli.config import Settings, VenueSpec
-from actors.venues import venue_module
+from actors.venues import get_venue
 from actors.logs import get_logger, setup_logging
 from actors.errors import ConfigError
 from actors.venues.base import Endpoints
@@ -33,7 +33,7 @@ class VenueRun:
 
     spec: VenueSpec
     endpoints: Endpoints
-    venue_cfg: dict
+    venue_cfg: Any                # the venue's typed settings
     server: Any = None            # sim or replay server (loopback), if any
     server_thread: Any = None
     writers: dict[str, Any] = field(default_factory=dict)     # writer name -> handle
@@ -104,13 +104,13 @@ def plan_sources(settings: Settings) -> list[VenueRun]:
     if settings.source == "replay":
         return [_plan_replay(settings)]
     for spec in settings.venues:
-        module = venue_module(spec.name)
-        vcfg = dict(spec.cfg)
+        venue = get_venue(spec.name)
+        vcfg = spec.cfg
         if settings.source == "live":
-            endpoints = Endpoints(ws_base=vcfg["ws_base"], rest_base=vcfg["rest_base"])
+            endpoints = Endpoints(ws_base=vcfg.ws_base, rest_base=vcfg.rest_base)
             runs.append(VenueRun(spec, endpoints, vcfg))
             continue
-        server = module.make_sim_server(list(spec.symbols), settings.sim_section(), settings.depth)
+        server = venue.make_sim_server(list(spec.symbols), settings.sim_section(), settings.depth)
         thread = ServerThread(server)
         thread.start()
         endpoints = Endpoints(ws_base=server.ws_base, rest_base=server.rest_base)
@@ -124,21 +124,21 @@ def _plan_replay(settings: Settings) -> VenueRun:
 
     path = settings.replay_file
     for name in supported_venues():
-        module = venue_module(name)
-        if not hasattr(module, "recording_matches") or not module.recording_matches(path):
+        venue = get_venue(name)
+        if not venue.recording_matches(path):
             continue
         try:
             spec = settings.venue(name)
         except ConfigError:
             raise ConfigError(f"replay.file: the recording is {name} data but archive.{name} names no "
-                              f"symbols (recording holds: {', '.join(sorted(module.recording_symbols(path)))})")
-        recorded = module.recording_symbols(path)
+                              f"symbols (recording holds: {', '.join(sorted(venue.recording_symbols(path)))})")
+        recorded = venue.recording_symbols(path)
         symbols = [s for s in spec.symbols if s in recorded]
         if not symbols:
             raise ConfigError(f"replay.file: archive.{name}={list(spec.symbols)} names none of the recording's "
                               f"symbols ({', '.join(sorted(recorded))})")
-        vcfg = module.replay_venue_cfg(dict(spec.cfg), path)
-        server = module.make_replay_server(path, settings.replay_speed, symbols)
+        vcfg = venue.replay_settings(spec.cfg, path)
+        server = venue.make_replay_server(path, settings.replay_speed, symbols)
         thread = ServerThread(server)
         thread.start()
         endpoints = Endpoints(ws_base=server.ws_base, rest_base=server.rest_base)
@@ -168,9 +168,8 @@ def start_actors(settings: Settings, runs: list[VenueRun]) -> None:
             run.writers[name] = handle
             for sym in group:
                 run.writer_of[sym] = name
-        module = venue_module(spec.name)
-        plans = module.plan_connections(run.venue_cfg, run.endpoints, symbols, list(settings.channels),
-                                        settings.depth)
+        plans = get_venue(spec.name).plan_connections(run.venue_cfg, run.endpoints, symbols,
+                                                      list(settings.channels), settings.depth)
         run.socket = ExchangeSocket.options(name=socket_name(spec.name), namespace=NAMESPACE,
                                             get_if_exists=True).remote(
             spec.name, run.venue_cfg, plans, settings.depth, run.writer_of, settings.socket,
@@ -336,10 +335,9 @@ def _quiesce_sim(runs: list[VenueRun], timeout_s: float = 15.0) -> None:
     """
     import ray
 
-    sims = [run for run in runs if run.server is not None and hasattr(run.server, "pause")]
+    sims = [run for run in runs if run.server is not None and hasattr(run.server, "halt")]
     for run in sims:
-        run.server.call(run.server.pause)
-    time.sleep(0.3)          # a step already under way finishes its sends
+        run.server.halt()        # returns once no market step is still sending
     deadline = time.monotonic() + timeout_s
     while sims and time.monotonic() < deadline:
         try:

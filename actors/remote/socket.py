@@ -20,7 +20,7 @@ from actors.feed.connection import FeedOptions
 from actors.feed.venue_feed import FeedObserver, VenueFeed
 from actors.logs import setup_actor_logging
 from actors.remote import NAMESPACE, socket_name
-from actors.venues import venue_module
+from actors.venues import get_venue
 from actors.venues.base import ConnectionPlan
 
 
@@ -49,7 +49,7 @@ class RayMetrics(FeedObserver):
 class ExchangeSocket:
     """One venue's connections, feeding the writers (see module docstring)."""
 
-    def __init__(self, venue: str, venue_cfg: dict, plans: list[ConnectionPlan], depth: int,
+    def __init__(self, venue: str, venue_cfg: Any, plans: list[ConnectionPlan], depth: int,
                  writer_of: dict[str, str], socket_cfg: SocketConfig, replay_clock: bool = False,
                  log_level: str = "INFO", log_root: str | None = None) -> None:
         setup_actor_logging(log_level, log_root, socket_name(venue))
@@ -71,9 +71,9 @@ class ExchangeSocket:
         """Start the feed once (idempotent; also after Ray restarted this process). True if started now."""
         if self.feed is not None:
             return False
-        module = venue_module(self.venue)
+        venue = get_venue(self.venue)
         self.feed = VenueFeed(
-            self.venue, self.plans, lambda plan, sink: module.make_client(plan, self.venue_cfg, sink, self.depth),
+            self.venue, self.plans, lambda plan, sink: venue.make_client(plan, self.venue_cfg, sink, self.depth),
             self.writer_of, self._send, f"{self.venue}-{uuid.uuid4().hex[:12]}", self.options,
             flush_s=self.socket_cfg.flush_ms / 1000.0, max_pending_rows=self.socket_cfg.max_pending_rows,
             observer=RayMetrics(self.venue))

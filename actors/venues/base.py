@@ -1,30 +1,46 @@
-"""What every venue module provides: the client side and the server side of its protocol.
+"""A venue as data: one :class:`Venue` declaration per venue module, plus its parsing rules.
 
-A venue module (``actors/venues/<name>.py``, plus ``conf/venues/<name>.yaml``) holds
-everything about one venue's wire protocol and nothing about Ray or asyncio sockets:
+A venue module (``actors/venues/<name>.py``, plus ``conf/venues/<name>.yaml``) holds everything
+about one venue's wire protocol, client side and server side, and nothing about Ray or sockets:
 
-* ``NAME`` (e.g. ``"binance"``) and ``MARKET`` (e.g. ``"perp"``).
-* ``validate(venue_cfg, symbols, channels, depth) -> None``: raise ``ConfigError`` with a
-  one-line message naming the problem and the allowed values.
-* ``plan_connections(venue_cfg, endpoints, symbols, channels, depth) -> list[ConnectionPlan]``:
-  which sockets to open (sharded when the venue's per-connection limits demand).
-* ``make_client(plan, venue_cfg, sink, depth) -> VenueClient``: protocol state for one socket.
-* Server side (simulator and replay source), see ``actors/venues/serving.py``.
+* a settings dataclass (:class:`~actors.venues.settings.VenueSettings` plus the venue's keys:
+  exactly the keys its yaml may set),
+* one :class:`Venue` subclass *declaring* the protocol: :class:`Connections` (URLs, streams per
+  socket and the documented limit, subscriptions per request, heartbeat frame and interval,
+  connection lifetime, how acks name requests), websocket path(s) and routing, the names of our
+  channels on the venue, its sequence-id names, depth and symbol rules, the classes below, and
+  ``VENUE = <that class>()`` for the registry,
+* a :class:`VenueClient` subclass holding only the venue's parsing and sequencing rules,
+* its simulator and replay server (``actors/venues/sim/server.py`` has the shared machinery).
 
-The generic I/O loop (``actors/feed.py``) drives a :class:`VenueClient`: it connects to
-``plan.url``, calls ``on_connect``, feeds every received frame to ``on_frame``, performs
-the returned :class:`Action` objects (send a frame, fetch a REST snapshot, reconnect), sends
+The base classes do the rest once for every venue: connection planning (one chunking loop),
+subscribe requests and ack bookkeeping, connect/disconnect events, per-symbol book state,
+resubscribe-to-resync, the crossed-book rule and row writing. REST-snapshot venues reuse
+:class:`~actors.venues.snapshot_sync.SnapshotSyncClient`.
+
+The generic I/O loop (``actors/feed/connection.py``) drives a :class:`VenueClient`: it connects
+to ``plan.url``, calls ``on_connect``, feeds every received frame to ``on_frame``, performs the
+returned :class:`Action` objects (send a frame, fetch a REST snapshot, reconnect), sends
 ``heartbeat_frame()`` every ``heartbeat_s`` seconds, and reconnects with backoff and jitter.
 Rows and events go to the ``RowSink`` the client was built with.
 """
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, ClassVar, Sequence, Union
 
 import orjson
 
+from actors.errors import ConfigError
+from actors.feed.book import OrderBook
+from actors.feed.records import RowSink
+from actors.venues.settings import VenueSettings, build_settings
+from actors.venues.sim.recordings import first_lines
+
+MS = 1_000_000
+CHANNEL_ORDER = ("l2book", "trades")     # subscriptions of a symbol, in this order
 
 
 class ProtocolError(ValueError):
@@ -39,16 +55,31 @@ class Endpoints:
     rest_base: str    # e.g. "https://fapi.binance.com" or "http://127.0.0.1:41234"
 
 
+@dataclass(frozen=True)
+class Subscription:
+    """One of our channels of one symbol, as the venue names it."""
+
+    symbol: str
+    channel: str      # ours: l2book | trades
+    name: str         # the venue's stream / topic / channel key (routing, acks)
+    param: Any        # what a subscribe request carries for it (``name``, or an object)
+
+    @property
+    def detail(self) -> str:
+        """The subscription as text for event details."""
+        return self.name if isinstance(self.param, str) else orjson.dumps(self.param).decode()
+
+
 @dataclass
 class ConnectionPlan:
-    """One websocket the venue needs: URL, symbols carried, frames to send after connecting."""
+    """One websocket the venue needs: URL, symbols carried and their subscriptions."""
 
     name: str                                   # readable, e.g. "public-0"
     url: str
     symbols: list[str]
     channels: list[str]
-    subscribe_frames: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
+    subscriptions: list[Subscription] = field(default_factory=list)
+    rest_base: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,44 +107,148 @@ class Reconnect:
 Action = Union[Send, FetchSnapshot, Reconnect]
 
 
+@dataclass(frozen=True)
+class Connections:
+    """How a venue's sockets work: where they go, their limits, heartbeat and acks. The yaml keys
+    ``ws_base``, ``rest_base``, ``max_streams_per_connection``, ``heartbeat_interval`` and
+    ``max_lifetime`` default to these."""
+
+    ws_base: str
+    rest_base: str
+    max_streams: int = 100                  # default of max_streams_per_connection
+    stream_limit: int | None = None         # documented subscriptions per socket
+    params_per_request: int | None = None   # subscriptions per subscribe request (None: all)
+    heartbeat_frame: str | None = None      # sent by the client (None: the server pings)
+    heartbeat_s: float | None = None        # default of heartbeat_interval
+    max_lifetime_s: float | None = None     # default of max_lifetime
+    ignored_frames: tuple[str, ...] = ()    # non-JSON control frames (e.g. "pong")
+    acks_by_request: bool = True            # an ack names the request id (else the subscription)
+    unmatched_ack_means_all: bool = False   # an ack with an unknown id covers the whole plan
+
+
+@dataclass
+class BookState:
+    """Sequencing state of one symbol's book on one connection."""
+
+    book: OrderBook
+    synced: bool = False
+    synced_once: bool = False                   # a later sync is a "resync"
+    last_seq: int | None = None
+
+
+def quote(data: str | bytes, limit: int = 300) -> str:
+    """A frame as text for an event's detail, truncated."""
+    text = data.decode("utf-8", "replace") if isinstance(data, (bytes, bytearray)) else str(data)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class VenueClient(ABC):
     """Protocol state of one venue connection. Plain logic: no I/O, no clocks, no Ray.
 
-    ``ts_local`` is always passed in (ns since epoch) so replayed captures keep their
-    recorded receive times.
+    ``ts_local`` is always passed in (ns since epoch) so replayed captures keep their recorded
+    receive times. Subclasses implement :meth:`handle` (one decoded frame) with the helpers
+    below; everything else is shared.
     """
 
-    #: seconds between client heartbeats (``heartbeat_frame``); None when the server pings
-    heartbeat_s: float | None = None
-    #: planned reconnect after this many seconds (venue's connection lifetime), or None
-    max_lifetime_s: float | None = None
+    book_type: ClassVar[type[OrderBook]] = OrderBook
+    state_type: ClassVar[type[BookState]] = BookState
 
-    @abstractmethod
+    def __init__(self, venue: "Venue", plan: ConnectionPlan, settings: VenueSettings, sink: RowSink,
+                 depth: int) -> None:
+        self.venue, self.plan, self.settings, self.sink, self.depth = venue, plan, settings, sink, depth
+        #: seconds between client heartbeats (``heartbeat_frame``); None when the server pings
+        self.heartbeat_s = settings.heartbeat_interval if venue.connections.heartbeat_frame else None
+        #: planned reconnect after this many seconds (venue's connection lifetime), or None
+        self.max_lifetime_s = settings.max_lifetime
+        self.symbols = list(plan.symbols)
+        self.states = {sym: self.state_type(self.book_type()) for sym in self.symbols}
+        self.awaiting: dict[str, list[Subscription]] = {}   # request id (or name) -> its subscriptions
+        self.requests_sent = 0
+
+    # -- connection ----------------------------------------------------------------------
     def on_connect(self, ts_local: int) -> list[Action]:
-        """Socket is open: return the subscribe frames (and snapshot fetches, if any)."""
+        """Socket is open: ``connect`` events, fresh books, the subscribe requests."""
+        self.event_all(ts_local, "connect", self.plan.url)
+        self.reset_books()
+        return self.subscribe(self.plan.subscriptions)
 
-    @abstractmethod
+    def on_disconnect(self, ts_local: int, reason: str) -> None:
+        """Socket closed: ``disconnect`` events; books become unsynced."""
+        self.event_all(ts_local, "disconnect", reason)
+        self.reset_books()
+
+    def reset_books(self) -> None:
+        """Fresh, unsynced books (a venue whose every later sync is a resync keeps ``synced_once``)."""
+        for sym in self.symbols:
+            once = self.venue.reconnect_is_resync and self.states[sym].synced_once
+            self.states[sym] = self.state_type(self.book_type(), synced_once=once)
+
+    def heartbeat_frame(self) -> str | None:
+        """Text frame to send every ``heartbeat_s`` seconds (None: nothing)."""
+        return self.venue.connections.heartbeat_frame
+
+    def subscribe(self, subs: Sequence[Subscription]) -> list[Action]:
+        """Subscribe requests for ``subs`` (batched as the venue declares), awaiting their acks."""
+        per_request = self.venue.connections.params_per_request or max(len(subs), 1)
+        actions: list[Action] = []
+        for i in range(0, len(subs), per_request):
+            batch = list(subs[i:i + per_request])
+            req_id = self._next_request()
+            if self.venue.connections.acks_by_request:
+                self.awaiting[str(req_id)] = batch
+            else:
+                self.awaiting.update((sub.name, [sub]) for sub in batch)
+            actions.append(Send(self.venue.request_frame("subscribe", [s.param for s in batch], req_id)))
+        return actions
+
+    def resubscribe(self, symbol: str, channel: str = "l2book") -> list[Action]:
+        """Unsubscribe and subscribe again (the venue then sends a fresh snapshot); book unsynced."""
+        st = self.states[symbol]
+        st.synced = False
+        st.book.clear()
+        sub = next(s for s in self.plan.subscriptions if s.symbol == symbol and s.channel == channel)
+        unsubscribe = Send(self.venue.request_frame("unsubscribe", [sub.param], self._next_request()))
+        return [unsubscribe, *self.subscribe([sub])]
+
+    def _next_request(self) -> int:
+        self.requests_sent += 1
+        return self.requests_sent
+
+    def acknowledged(self, key: Any, ts_local: int, failure: str | None = None) -> None:
+        """A subscribe ack for request id (or subscription name) ``key``: ``subscribed``/``error`` events."""
+        subs = self.awaiting.pop(str(key), None)
+        if subs is None:
+            subs = self.plan.subscriptions if self.venue.connections.unmatched_ack_means_all else []
+        for sub in subs:
+            if failure is None:
+                self.sink.event(sub.symbol, ts_local, sub.channel, "subscribed", sub.detail)
+            else:
+                self.sink.event(sub.symbol, ts_local, sub.channel, "error",
+                                f"subscribe {sub.detail} failed: {failure}"[:2000])
+
+    # -- frames --------------------------------------------------------------------------
     def on_frame(self, data: str | bytes, ts_local: int) -> list[Action]:
         """One received frame. Malformed frames produce an ``error`` event, never an exception."""
+        ignored = self.venue.connections.ignored_frames
+        if ignored and len(data) < 64 and quote(data).strip() in ignored:
+            return []
+        msg = self.decode(data, ts_local)
+        if msg is None:
+            return []
+        try:
+            return self.handle(msg, ts_local)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            self.event_all(ts_local, "error", f"unexpected frame ({type(exc).__name__}: {exc}): {quote(data)}")
+            return []
+
+    @abstractmethod
+    def handle(self, msg: dict, ts_local: int) -> list[Action]:
+        """One decoded frame (a JSON object): rows, events and the actions it calls for."""
 
     def on_snapshot(self, symbol: str, body: bytes | None, ts_local: int,
                     error: str | None = None) -> list[Action]:
         """Body of a REST snapshot asked for with FetchSnapshot (``error`` set if it failed)."""
         return []
-
-    @abstractmethod
-    def on_disconnect(self, ts_local: int, reason: str) -> None:
-        """Socket closed: emit ``disconnect`` events; books become unsynced."""
-
-    def heartbeat_frame(self) -> str | None:
-        """Text frame to send every ``heartbeat_s`` seconds (None: nothing)."""
-        return None
-
-    # helpers for subclasses that keep ``self.symbols`` and ``self.sink``
-    def event_all(self, ts_local: int, kind: str, detail: str, channel: str = "") -> None:
-        """The same event for every symbol of this connection."""
-        for sym in self.symbols:  # type: ignore[attr-defined]
-            self.sink.event(sym, ts_local, channel, kind, detail)  # type: ignore[attr-defined]
 
     def decode(self, data: str | bytes, ts_local: int) -> dict | None:
         """A frame as a JSON object, or None after an ``error`` event quoting a malformed frame."""
@@ -127,8 +262,205 @@ class VenueClient(ABC):
         self.event_all(ts_local, "error", f"malformed frame ({problem}): {quote(data)}")
         return None
 
+    def event_all(self, ts_local: int, kind: str, detail: str, channel: str = "") -> None:
+        """The same event for every symbol of this connection."""
+        for sym in self.symbols:
+            self.sink.event(sym, ts_local, channel, kind, detail)
 
-def quote(data: str | bytes, limit: int = 300) -> str:
-    """A frame as text for an event's detail, truncated."""
-    text = data.decode("utf-8", "replace") if isinstance(data, (bytes, bytearray)) else str(data)
-    return text if len(text) <= limit else text[:limit] + "..."
+    # -- books ---------------------------------------------------------------------------
+    def synced_event(self, symbol: str, st: BookState, ts_local: int, detail: str,
+                     seq_from: int | None = None, seq_to: int | None = None) -> None:
+        """The book is (re)built: a ``snapshot`` event the first time, ``resync`` after."""
+        kind = "resync" if st.synced_once else "snapshot"
+        self.sink.event(symbol, ts_local, "l2book", kind, detail, seq_from, seq_to)
+        st.synced = st.synced_once = True
+
+    def gap(self, symbol: str, st: BookState, ts_local: int, seq: int, prev: int | None = None,
+            detail: str | None = None) -> None:
+        """A broken sequence: ``gap`` event (from the last applied id), the book is dropped."""
+        v = self.venue
+        if detail is None:
+            detail = (f"{v.seq_name} {seq} after {st.last_seq}" if v.prev_name is None
+                      else f"{v.prev_name} {prev} != previous {v.seq_name} {st.last_seq}")
+        self.sink.event(symbol, ts_local, "l2book", "gap", detail, st.last_seq, seq)
+        st.synced = False
+        st.book.clear()
+
+    def sequence(self, symbol: str, st: BookState, ts_local: int, *, snapshot: bool, seq: int,
+                 chained: bool, bids: Sequence, asks: Sequence, prev: int | None = None,
+                 restart: bool = False) -> list[Action] | None:
+        """Snapshot-then-updates venues: apply one message; None when applied (write the row next).
+
+        A snapshot replaces the book (a ``snapshot``/``resync`` event when it syncs it, or on a
+        venue ``restart``); an update is ignored while unsynced and applied when ``chained``;
+        otherwise a ``gap`` and a resubscribe for a fresh snapshot.
+        """
+        if snapshot:
+            st.book.load_snapshot(bids, asks)
+            if not st.synced or restart:
+                self.synced_event(symbol, st, ts_local, f"{self.venue.seq_name} {seq}", seq, seq)
+        elif not st.synced:
+            return []                              # waiting for the snapshot after a resubscribe
+        elif not chained:
+            self.gap(symbol, st, ts_local, seq, prev)
+            return self.resubscribe(symbol)
+        else:
+            st.book.apply_levels(bids, asks)
+        st.last_seq = seq
+        return None
+
+    def write_book(self, symbol: str, st: BookState, ts_local: int, ts_exchange: int | None,
+                   seq: int | None) -> list[Action]:
+        """One l2book row of the top ``depth`` levels; a crossed book is never written (``crossed``)."""
+        if st.book.crossed():
+            self.sink.event(symbol, ts_local, "l2book", "crossed",
+                            f"best bid {st.book.best_bid()} >= best ask {st.book.best_ask()} at "
+                            f"{self.venue.seq_name} {seq}", seq, seq)
+            st.synced = False
+            st.book.clear()
+            return self.recover(symbol, ts_local)
+        self.sink.book(symbol, ts_local, ts_exchange, seq, *self.top(symbol, st))
+        return []
+
+    def top(self, symbol: str, st: BookState) -> tuple[list[float], list[float], list[float], list[float]]:
+        """The row's levels (a venue may convert sizes here)."""
+        return st.book.top(self.depth)
+
+    def recover(self, symbol: str, ts_local: int) -> list[Action]:
+        """How a dropped book is rebuilt: resubscribe (REST-snapshot venues fetch instead)."""
+        return self.resubscribe(symbol)
+
+
+class Venue(ABC):
+    """One venue's declaration, and the API the rest of the code calls (``actors.venues.get_venue``).
+
+    Subclasses set the class attributes; they override methods only where a template cannot
+    say it (a computed stream name, a request object instead of a name, a recording format).
+    """
+
+    name: ClassVar[str]
+    Settings: ClassVar[type[VenueSettings]] = VenueSettings
+    connections: ClassVar[Connections]
+    #: route name -> websocket path; a venue routing streams over several paths overrides :meth:`route`
+    routes: ClassVar[dict[str, str]]
+    #: our channel -> the venue's stream name: a template over ``symbol``, ``low`` (lower-case
+    #: symbol), the settings' fields and :meth:`stream_values`
+    streams: ClassVar[dict[str, str]]
+    reconnect_is_resync: ClassVar[bool] = False        # the first book after a reconnect is a "resync"
+    seq_name: ClassVar[str] = "seq"                    # the venue's name of its update id (event details)
+    prev_name: ClassVar[str | None] = None             # ... of the id an update chains to (None: seq + 1)
+    symbol_pattern: ClassVar[str] = r"\S+"             # a symbol of this venue (full match)
+    symbol_kind: ClassVar[str] = "symbol"              # ... named in errors, with an example
+    Client: ClassVar[type[VenueClient]]
+    SimServer: ClassVar[type | None] = None            # (symbols, sim_cfg, depth) -> SimulatedVenue
+    ReplayServer: ClassVar[type | None] = None         # (path, speed, symbols) -> ReplayVenue
+    #: a recording of this venue: its file name ending, and how many first lines to sniff
+    recording_sniff: ClassVar[tuple[str, int]] = ("", 0)
+
+    # -- settings and validation -----------------------------------------------------------
+    def settings(self, raw: dict[str, Any] | None) -> VenueSettings:
+        """The typed settings of ``venues.<name>``; ConfigError naming the key on a bad one."""
+        c = self.connections
+        defaults = {"ws_base": c.ws_base, "rest_base": c.rest_base, "max_streams_per_connection": c.max_streams,
+                    "heartbeat_interval": c.heartbeat_s, "max_lifetime": c.max_lifetime_s}
+        settings = build_settings(self.Settings, {**defaults, **(raw or {})}, f"venues.{self.name}")
+        per_conn, limit = settings.max_streams_per_connection, c.stream_limit
+        if per_conn < 1 or (limit is not None and per_conn > limit):
+            raise ConfigError(f"venues.{self.name}.max_streams_per_connection: {per_conn} "
+                              f"(allowed: 1..{limit or 'any'})")
+        if settings.heartbeat_interval is not None and c.heartbeat_frame is None:
+            raise ConfigError(f"venues.{self.name}.heartbeat_interval: {self.name} pings the client itself "
+                              "(leave it null)")
+        return settings
+
+    def allowed_depths(self, settings: VenueSettings) -> tuple[Sequence[int], str]:
+        """The depths this venue can archive with these settings, and why (for the error)."""
+        return range(1, 1001), ""
+
+    def validate(self, settings: VenueSettings, symbols: list[str], channels: list[str], depth: int) -> None:
+        """Raise ConfigError (one line) for a depth or symbol this venue cannot serve."""
+        allowed, why = self.allowed_depths(settings)
+        if depth not in allowed:
+            shown = f"{allowed[0]}..{allowed[-1]}" if isinstance(allowed, range) else ", ".join(map(str, allowed))
+            raise ConfigError(f"depth: {depth} is not supported by {self.name} (allowed: {shown}"
+                              f"{'; ' + why if why else ''})")
+        for sym in symbols:
+            if not re.fullmatch(self.symbol_pattern, sym):
+                raise ConfigError(f"archive.{self.name}: {sym!r} is not a {self.symbol_kind}")
+
+    # -- connections -----------------------------------------------------------------------
+    def stream_values(self, settings: VenueSettings, depth: int) -> dict[str, Any]:
+        """Extra values for the stream-name templates (e.g. a book depth chosen from ``depth``)."""
+        return {}
+
+    def request_param(self, settings: VenueSettings, name: str) -> Any:
+        """What a subscribe request carries for the stream ``name`` (default: the name)."""
+        return name
+
+    def subscription(self, settings: VenueSettings, symbol: str, channel: str, depth: int) -> Subscription:
+        """Our ``channel`` of ``symbol`` as the venue names and requests it."""
+        values = {**vars(settings), **self.stream_values(settings, depth), "symbol": symbol, "low": symbol.lower()}
+        name = self.streams[channel].format(**values)
+        return Subscription(symbol, channel, name, self.request_param(settings, name))
+
+    def route(self, sub: Subscription) -> str:
+        """The route (key of ``routes``) a subscription lives on."""
+        return next(iter(self.routes))
+
+    def plan_connections(self, settings: VenueSettings, endpoints: Endpoints, symbols: list[str],
+                         channels: list[str], depth: int) -> list[ConnectionPlan]:
+        """Sockets per route, each carrying at most ``max_streams_per_connection`` subscriptions."""
+        by_route: dict[str, list[Subscription]] = {}
+        for symbol in symbols:
+            for channel in CHANNEL_ORDER:
+                if channel in channels:
+                    sub = self.subscription(settings, symbol, channel, depth)
+                    by_route.setdefault(self.route(sub), []).append(sub)
+        per_conn = settings.max_streams_per_connection
+        plans = []
+        for route, subs in sorted(by_route.items()):
+            for i in range(0, len(subs), per_conn):
+                chunk = subs[i:i + per_conn]
+                plans.append(ConnectionPlan(
+                    name=f"{route}-{i // per_conn}", url=f"{endpoints.ws_base}{self.routes[route]}",
+                    symbols=list(dict.fromkeys(s.symbol for s in chunk)), channels=list(channels),
+                    subscriptions=chunk, rest_base=endpoints.rest_base))
+        return plans
+
+    @abstractmethod
+    def request_frame(self, op: str, params: list[Any], req_id: int) -> str:
+        """A ``subscribe``/``unsubscribe`` request for ``params`` as the venue's text frame."""
+
+    def make_client(self, plan: ConnectionPlan, settings: VenueSettings, sink: RowSink, depth: int) -> VenueClient:
+        """Protocol state for one planned socket."""
+        return self.Client(self, plan, settings, sink, depth)
+
+    # -- server side -----------------------------------------------------------------------
+    def make_sim_server(self, symbols: list[str], sim_cfg: dict[str, Any], depth: int):
+        """The venue's simulator (a ``SimulatedVenue``) for these symbols."""
+        if self.SimServer is None:
+            raise ConfigError(f"source=sim: {self.name} has no simulator")
+        return self.SimServer(symbols, sim_cfg, depth)
+
+    def make_replay_server(self, path: str, speed: float, symbols: list[str]):
+        """A ``ReplayVenue`` serving the recording at ``path`` back over this venue's protocol."""
+        if self.ReplayServer is None:
+            raise ConfigError(f"replay.file: {self.name} has no recording format to replay")
+        return self.ReplayServer(path, speed, symbols)
+
+    def recording_matches(self, path: str) -> bool:
+        """True when ``path`` is a recording of this venue (by its file name and first lines)."""
+        suffix, lines = self.recording_sniff
+        return bool(suffix) and str(path).endswith(suffix) and any(map(self.recorded_line, first_lines(path, lines)))
+
+    def recorded_line(self, line: str) -> bool:
+        """True for a line only this venue's recordings hold (see ``recording_sniff``)."""
+        return False
+
+    def recording_symbols(self, path: str) -> set[str]:
+        """The symbols a recording holds."""
+        return set()
+
+    def replay_settings(self, settings: VenueSettings, path: str) -> VenueSettings:
+        """Settings to replay ``path`` with (e.g. the stream names the recording holds)."""
+        return settings

@@ -7,12 +7,9 @@ wrong path is acknowledged and then silently never delivered, so routing is deci
 Client (:class:`BinanceClient`), per symbol:
 
 * diff depth (``<sym>@<depth_stream>``) synchronised with the REST snapshot exactly as
-  Binance documents for USD-M (§1.5): buffer diffs, fetch ``/fapi/v1/depth``, drop diffs with
-  ``u < lastUpdateId``, the first applied diff must straddle it (``U <= lastUpdateId <= u``),
-  then every diff's ``pu`` must equal the previous ``u``. A break writes a ``gap`` event, the
-  book is discarded and re-synchronised from a fresh snapshot (``resync`` event) before any
-  book row is written again. A snapshot too old to bridge the buffer gives a ``stale`` event
-  and is fetched again.
+  Binance documents for USD-M (§1.5), with the shared :mod:`~actors.venues.snapshot_sync`:
+  fetch ``/fapi/v1/depth``, drop diffs with ``u < lastUpdateId``, the first applied diff must
+  bridge it (``U <= lastUpdateId <= u``), then every diff's ``pu`` must equal the previous ``u``.
 * one l2book row per applied diff: ``seq = u``, ``ts_exchange = T`` (transaction time, the
   matching engine's time; ``E`` is only the push time), top ``depth`` levels.
 * trades from ``<sym>@trade`` (or ``@aggTrade`` when ``trade_stream: aggTrade``), side -1
@@ -31,174 +28,67 @@ same protocol; the REST snapshot is answered with the recorded one when the repl
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 
 import orjson
 
-from actors.feed.book import ASK, BID, OrderBook
-from actors.storage.layout import parse_duration
-from actors.venues.sim.recordings import first_lines, read_recording
-from actors.feed.records import RowSink
-from actors.venues.sim.market import SimSymbol
-from actors.errors import ConfigError
-from actors.venues.base import Action, ConnectionPlan, Endpoints, FetchSnapshot, Send, VenueClient, quote
+from actors.venues.base import MS, Action, Connections, Subscription, Venue, quote
+from actors.venues.settings import VenueSettings, choice
+from actors.venues.sim.market import SimSymbol, SimTrade, Step
+from actors.venues.sim.recordings import read_recording
 from actors.venues.sim.server import ReplayVenue, Session, SimulatedVenue, VenueServer
+from actors.venues.snapshot_sync import SnapshotSyncClient, UpdateIds
 
-NAME = "binance"
-MARKET = "perp"
 DEPTHS = (5, 10, 20, 50, 100, 500, 1000)      # REST snapshot limits; top-N is cut from the full book
 PUBLIC_STREAMS = ("depth", "bookTicker", "trade", "rpiDepth")
-MS = 1_000_000
-MAX_BUFFERED_DIFFS = 20_000
-SNAPSHOT_RETRY_NS = 1_000_000_000
+NOT_FOUND = '{"code":-1,"msg":"not found"}'
 
 
-# ----------------------------------------------------------------------------- config
-def validate(venue_cfg: dict, symbols: list[str], channels: list[str], depth: int) -> None:
-    """Raise ConfigError (one line) for settings this venue cannot serve."""
-    if depth not in DEPTHS:
-        raise ConfigError(f"depth: {depth} is not supported by binance (allowed: {', '.join(map(str, DEPTHS))})")
-    limit = int(venue_cfg.get("snapshot_limit", 1000))
-    if limit < depth:
-        raise ConfigError(f"venues.binance.snapshot_limit: {limit} is below depth {depth}")
-    for sym in symbols:
-        if not sym.isalnum() or sym.upper() != sym:
-            raise ConfigError(f"archive.binance: {sym!r} is not a Binance USD-M symbol (upper-case, e.g. BTCUSDT)")
-    trade_stream = venue_cfg.get("trade_stream", "trade")
-    if trade_stream not in ("trade", "aggTrade"):
-        raise ConfigError(f"venues.binance.trade_stream: {trade_stream!r} (allowed: trade, aggTrade)")
+@dataclass(frozen=True)
+class BinanceSettings(VenueSettings):
+    depth_stream: str = choice("depth@100ms", "depth", "depth@0ms", "depth@100ms", "depth@500ms")
+    trade_stream: str = choice("trade", "trade", "aggTrade")
+    snapshot_limit: int = choice(1000, *DEPTHS)
 
 
-def route(stream: str) -> str:
-    """The routed path a stream lives on: ``/public`` or ``/market`` (protocols.md §1.1)."""
+def route_of(stream: str) -> str:
+    """The route a stream lives on: ``public`` or ``market`` (protocols.md §1.1)."""
     kind = stream.split("@", 1)[1] if "@" in stream else stream
-    return "/public" if kind.split("@")[0].startswith(PUBLIC_STREAMS) else "/market"
-
-
-def plan_connections(venue_cfg: dict, endpoints: Endpoints, symbols: list[str], channels: list[str],
-                     depth: int) -> list[ConnectionPlan]:
-    """Sockets per routed path, sharded at ``max_streams_per_connection`` streams each."""
-    per_conn = int(venue_cfg.get("max_streams_per_connection", 200))
-    streams_by_path: dict[str, list[tuple[str, str]]] = {}
-    for sym in symbols:
-        for stream in _streams(venue_cfg, sym, channels):
-            streams_by_path.setdefault(route(stream), []).append((sym, stream))
-    plans = []
-    for path, items in sorted(streams_by_path.items()):
-        for i in range(0, len(items), per_conn):
-            chunk = items[i:i + per_conn]
-            names = [s for _, s in chunk]
-            frame = orjson.dumps({"method": "SUBSCRIBE", "params": names, "id": len(plans) + 1}).decode()
-            plans.append(ConnectionPlan(
-                name=f"{path.strip('/')}-{i // per_conn}", url=f"{endpoints.ws_base}{path}/stream",
-                symbols=list(dict.fromkeys(s for s, _ in chunk)), channels=list(channels),
-                subscribe_frames=[frame], extra={"rest_base": endpoints.rest_base, "streams": names}))
-    return plans
-
-
-def _streams(venue_cfg: dict, symbol: str, channels: list[str]) -> list[str]:
-    low = symbol.lower()
-    out = []
-    if "l2book" in channels:
-        out.append(f"{low}@{venue_cfg.get('depth_stream', 'depth@100ms')}")
-    if "trades" in channels:
-        out.append(f"{low}@{venue_cfg.get('trade_stream', 'trade')}")
-    return out
-
-
-def make_client(plan: ConnectionPlan, venue_cfg: dict, sink: RowSink, depth: int) -> "BinanceClient":
-    return BinanceClient(plan, venue_cfg, sink, depth)
+    return "public" if kind.startswith(PUBLIC_STREAMS) else "market"
 
 
 # ----------------------------------------------------------------------------- client
-@dataclass
-class _BookState:
-    book: OrderBook = field(default_factory=OrderBook)
-    synced: bool = False
-    last_u: int | None = None
-    buffer: deque = field(default_factory=deque)     # (payload, ts_local) while unsynced
-    snapshot_pending: bool = False
-    snapshot: tuple[int, list, list] | None = None   # loaded snapshot waiting for its straddling diff
-    retry_at: int = 0
-    synced_once: bool = False
-
-
-class BinanceClient(VenueClient):
+class BinanceClient(SnapshotSyncClient):
     """Protocol state of one Binance USD-M socket (see module docstring)."""
 
-    heartbeat_s = None          # the server pings; websockets answers with pongs
+    settings: BinanceSettings
+    snapshot_id_name = "lastUpdateId"
 
-    def __init__(self, plan: ConnectionPlan, venue_cfg: dict, sink: RowSink, depth: int) -> None:
-        self.plan, self.sink, self.depth = plan, sink, depth
-        self.max_lifetime_s = parse_duration(venue_cfg.get("max_lifetime", "1430m"), "venues.binance.max_lifetime")
-        self.rest_base = plan.extra.get("rest_base", venue_cfg.get("rest_base", ""))
-        self.limit = int(venue_cfg.get("snapshot_limit", 1000))
-        self.streams: dict[str, tuple[str, str]] = {}   # stream name -> (symbol, kind)
-        for stream in plan.extra.get("streams", []):
-            sym_low, kind = stream.split("@", 1)
-            self.streams[stream] = (sym_low.upper(), kind.split("@")[0])
-        self.symbols = list(plan.symbols)
-        self.states = {sym: _BookState() for sym in self.symbols}
-        self.pending_acks: dict[int, list[str]] = {}
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         self.dropped_trades = 0
 
-    # -- connection ----------------------------------------------------------------------
-    def on_connect(self, ts_local: int) -> list[Action]:
-        actions: list[Action] = []
-        for sym in self.symbols:
-            self.sink.event(sym, ts_local, "", "connect", self.plan.url)
-            self.states[sym] = _BookState()
-        for frame in self.plan.subscribe_frames:
-            req = orjson.loads(frame)
-            self.pending_acks[req["id"]] = list(req["params"])
-            actions.append(Send(frame))
-        return actions
-
-    def on_disconnect(self, ts_local: int, reason: str) -> None:
-        self.event_all(ts_local, "disconnect", reason)
-        for sym in self.symbols:
-            self.states[sym] = _BookState()
-
-    # -- frames --------------------------------------------------------------------------
-    def on_frame(self, data: str | bytes, ts_local: int) -> list[Action]:
-        msg = self.decode(data, ts_local)
-        if msg is None:
-            return []
-        try:
-            if "stream" in msg and "data" in msg:
-                return self._on_payload(msg["stream"], msg["data"], ts_local)
-            if "e" in msg:                                       # raw (non-combined) stream
-                stream = f"{str(msg.get('s', '')).lower()}@{msg['e']}"
-                return self._on_payload(stream, msg, ts_local)
-            if "id" in msg and "result" in msg:
-                self._on_ack(msg, ts_local)
-                return []
-            if "code" in msg or "error" in msg:
-                self.event_all(ts_local, "error", f"venue error: {quote(data)}")
-                return []
-        except (KeyError, TypeError, ValueError) as exc:
-            self.event_all(ts_local, "error", f"unexpected frame ({type(exc).__name__}: {exc}): {quote(data)}")
-            return []
+    def handle(self, msg: dict, ts_local: int) -> list[Action]:
+        if "stream" in msg and "data" in msg:
+            return self._on_payload(msg["data"], ts_local)
+        if "e" in msg:                                       # raw (non-combined) stream
+            return self._on_payload(msg, ts_local)
+        if "id" in msg and "result" in msg:
+            self.acknowledged(msg["id"], ts_local)
+        elif "code" in msg or "error" in msg:
+            self.event_all(ts_local, "error", f"venue error: {quote(orjson.dumps(msg))}")
         return []
 
-    def _on_ack(self, msg: dict, ts_local: int) -> None:
-        streams = self.pending_acks.pop(msg["id"], [])
-        for stream in streams:
-            sym, kind = self.streams.get(stream, (stream.split("@")[0].upper(), ""))
-            channel = "l2book" if kind == "depth" else "trades"
-            if sym in self.states:
-                self.sink.event(sym, ts_local, channel, "subscribed", stream)
-
-    def _on_payload(self, stream: str, payload: dict, ts_local: int) -> list[Action]:
-        event = payload.get("e")
+    def _on_payload(self, payload: dict, ts_local: int) -> list[Action]:
         sym = str(payload.get("s", "")).upper()
         if sym not in self.states:
             return []
+        event = payload.get("e")
         if event == "depthUpdate":
-            return self._on_depth(sym, payload, ts_local)
+            return self.on_update(sym, payload, ts_local)
         if event in ("trade", "aggTrade"):
             self._on_trade(sym, payload, ts_local)
         return []
@@ -211,111 +101,29 @@ class BinanceClient(VenueClient):
         trade_id = str(t["t"] if t.get("e") == "trade" else t["a"])
         self.sink.trade(sym, ts_local, int(t["T"]) * MS, trade_id, price, size, -1 if t["m"] else 1)
 
-    # -- depth sync ----------------------------------------------------------------------
-    def _on_depth(self, sym: str, d: dict, ts_local: int) -> list[Action]:
-        st = self.states[sym]
-        if st.synced:
-            if d["pu"] != st.last_u:
-                return self._gap(sym, st, d, ts_local)
-            self._apply(sym, st, d, ts_local)
-            return [] if st.synced else self._fetch(sym, st, ts_local, force=True)
-        st.buffer.append((d, ts_local))
-        if len(st.buffer) > MAX_BUFFERED_DIFFS:
-            st.buffer.popleft()
-        if st.snapshot is not None:
-            return self._bridge(sym, st, ts_local)
-        return self._fetch(sym, st, ts_local)
+    # -- the sync rules of §1.5 ---------------------------------------------------------
+    def update_ids(self, update: dict) -> UpdateIds:
+        return UpdateIds(update["pu"], update["U"], update["u"])
 
-    def _fetch(self, sym: str, st: _BookState, ts_local: int, force: bool = False) -> list[Action]:
-        if st.snapshot_pending or (not force and ts_local < st.retry_at):
-            return []
-        st.snapshot_pending = True
-        return [FetchSnapshot(sym, f"{self.rest_base}/fapi/v1/depth?symbol={sym}&limit={self.limit}")]
+    def bridges(self, ids: UpdateIds, snapshot_id: int) -> bool:
+        return ids.first <= snapshot_id <= ids.last
 
-    def _gap(self, sym: str, st: _BookState, d: dict, ts_local: int) -> list[Action]:
-        self.sink.event(sym, ts_local, "l2book", "gap", f"pu {d['pu']} != previous u {st.last_u}",
-                        st.last_u, d["u"])
-        st.synced = False
-        st.book.clear()
-        st.buffer.clear()
-        st.buffer.append((d, ts_local))
-        st.snapshot = None
-        return self._fetch(sym, st, ts_local, force=True)
+    def snapshot_url(self, symbol: str) -> str:
+        return f"{self.plan.rest_base}/fapi/v1/depth?symbol={symbol}&limit={self.settings.snapshot_limit}"
 
-    def on_snapshot(self, symbol: str, body: bytes | None, ts_local: int,
-                    error: str | None = None) -> list[Action]:
-        st = self.states.get(symbol)
-        if st is None:
-            return []
-        st.snapshot_pending = False
-        if error is not None or body is None:
-            self.sink.event(symbol, ts_local, "l2book", "error", f"snapshot failed: {error}"[:2000])
-            st.retry_at = ts_local + SNAPSHOT_RETRY_NS
-            return []
-        try:
-            snap = orjson.loads(body)
-            st.snapshot = (int(snap["lastUpdateId"]), snap["bids"], snap["asks"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            self.sink.event(symbol, ts_local, "l2book", "error", f"bad snapshot ({exc}): {quote(body)}")
-            st.retry_at = ts_local + SNAPSHOT_RETRY_NS
-            return []
-        if st.synced:
-            st.snapshot = None
-            return []
-        return self._bridge(symbol, st, ts_local)
+    def parse_snapshot(self, body: bytes) -> tuple[int, list, list]:
+        snap = orjson.loads(body)
+        return int(snap["lastUpdateId"]), snap["bids"], snap["asks"]
 
-    def _bridge(self, sym: str, st: _BookState, ts_local: int) -> list[Action]:
-        """Apply the loaded snapshot and the buffered diffs once a diff straddles it."""
-        last_id, bids, asks = st.snapshot
-        while st.buffer and st.buffer[0][0]["u"] < last_id:
-            st.buffer.popleft()
-        if not st.buffer:
-            return []                                # wait for the straddling diff
-        first = st.buffer[0][0]
-        if first["U"] > last_id:                     # snapshot older than everything buffered
-            self.sink.event(sym, ts_local, "l2book", "stale",
-                            f"snapshot {last_id} older than first buffered diff U={first['U']}",
-                            last_id, first["U"])
-            st.snapshot = None
-            return self._fetch(sym, st, ts_local, force=True)
-        st.book.load_snapshot(bids, asks)
-        st.snapshot = None
-        kind = "resync" if st.synced_once else "snapshot"
-        self.sink.event(sym, ts_local, "l2book", kind, f"lastUpdateId {last_id}", last_id, first["u"])
-        st.synced = st.synced_once = True
-        st.last_u = None
-        buffered, st.buffer = list(st.buffer), deque()
-        for d, ts in buffered:
-            if st.last_u is not None and d["pu"] != st.last_u:
-                return self._gap(sym, st, d, ts)
-            self._apply(sym, st, d, ts)
-            if not st.synced:
-                return self._fetch(sym, st, ts_local, force=True)
-        return []
+    def update_levels(self, update: dict) -> tuple[list, list]:
+        return update["b"], update["a"]
 
-    def _apply(self, sym: str, st: _BookState, d: dict, ts_local: int) -> None:
-        st.book.apply_levels(d["b"], d["a"])
-        st.last_u = d["u"]
-        if st.book.crossed():
-            self.sink.event(sym, ts_local, "l2book", "crossed",
-                            f"best bid {st.book.best_bid()} >= best ask {st.book.best_ask()} at u={d['u']}",
-                            d["u"], d["u"])
-            st.synced = False
-            st.book.clear()
-            return
-        self.sink.book(sym, ts_local, int(d["T"]) * MS, d["u"], *st.book.top(self.depth))
+    def update_time(self, update: dict) -> int:
+        return int(update["T"]) * MS
 
 
 # ----------------------------------------------------------------------------- server side
-def _parse_subscription(session: Session, stream: str) -> None:
-    """Subscribe a session; a stream on the wrong routed path is acked but stays silent."""
-    if route(stream) == session.path.split("/stream")[0].split("/ws")[0]:
-        session.streams.add(stream)
-    else:
-        session.silent.add(stream)
-
-
-class _BinanceServerBase(VenueServer):
+class BinanceServer(VenueServer):
     """Routing and control frames shared by the simulator and the replay server."""
 
     ws_paths = ("/public", "/market")
@@ -327,51 +135,41 @@ class _BinanceServerBase(VenueServer):
         elif "/ws/" in session.path:
             names = session.path.split("/ws/", 1)[1].split("/")
         session.combined = "/stream" in session.path  # type: ignore[attr-defined]
-        for name in filter(None, names):
-            _parse_subscription(session, name)
-        if names:
-            self.on_subscribed(session)
+        await self._subscribe(session, list(filter(None, names)))
 
-    async def on_message(self, session: Session, message: str | bytes) -> None:
-        try:
-            req = orjson.loads(message)
-            method, req_id = req["method"], req.get("id")
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            await self.send(session, '{"code":3,"msg":"Invalid JSON: expected value at line 1 column 1"}')
-            return
+    async def _subscribe(self, session: Session, streams: list[str]) -> None:
+        """A stream on the wrong routed path is acknowledged but stays silent."""
+        path_route = session.path.strip("/").split("/")[0]
+        for stream in streams:
+            if route_of(stream) == path_route:
+                await self.subscribe(session, [stream])
+            else:
+                session.silent.add(stream)
+
+    op_key, bad_request = "method", '{"code":3,"msg":"Invalid JSON: expected value at line 1 column 1"}'
+
+    async def on_request(self, session: Session, method: str, req: dict) -> None:
+        req_id = req.get("id")
+        params = list(req.get("params") or [])
+        result = None
         if method == "SUBSCRIBE":
-            for stream in req.get("params", []):
-                _parse_subscription(session, stream)
-            await self.send(session, orjson.dumps({"result": None, "id": req_id}).decode())
-            self.on_subscribed(session)
+            await self._subscribe(session, params)
         elif method == "UNSUBSCRIBE":
-            for stream in req.get("params", []):
-                session.streams.discard(stream)
-                session.silent.discard(stream)
-            await self.send(session, orjson.dumps({"result": None, "id": req_id}).decode())
+            self.unsubscribe(session, params)
         elif method == "LIST_SUBSCRIPTIONS":
-            await self.send(session, orjson.dumps({"result": sorted(session.streams | session.silent),
-                                                   "id": req_id}).decode())
+            result = sorted(session.streams | session.silent)
         else:
             await self.send(session, orjson.dumps({
                 "code": 2, "msg": f"Invalid request: unknown variant {method}, expected one of SUBSCRIBE, "
                                   "UNSUBSCRIBE, LIST_SUBSCRIPTIONS, SET_PROPERTY, GET_PROPERTY", "id": req_id}).decode())
+            return
+        await self.send(session, orjson.dumps({"result": result, "id": req_id}).decode())
 
-    def on_subscribed(self, session: Session) -> None:
-        """A session's subscriptions changed."""
-
-    async def push(self, stream: str, payload: str) -> int:
-        """Send a payload to every session subscribed to ``stream``; number of sessions reached."""
-        reached = 0
-        for session in list(self.sessions):
-            if stream in session.streams:
-                text = f'{{"stream":"{stream}","data":{payload}}}' if getattr(session, "combined", True) else payload
-                if await self.send(session, text):
-                    reached += 1
-        return reached
+    def wrap(self, session: Session, key: str, payload: str) -> str:
+        return f'{{"stream":"{key}","data":{payload}}}' if getattr(session, "combined", True) else payload
 
 
-class BinanceSimServer(SimulatedVenue, _BinanceServerBase):
+class BinanceSimServer(SimulatedVenue, BinanceServer):
     """Synthetic Binance USD-M market on loopback (see module docstring)."""
 
     def __init__(self, symbols: list[str], sim_cfg: dict, depth: int) -> None:
@@ -379,74 +177,47 @@ class BinanceSimServer(SimulatedVenue, _BinanceServerBase):
         for s in self.symbols.values():
             s.last_u = 1_000_000_000 + s.market.rng.randrange(1_000_000)
 
-    async def step(self, s: SimSymbol) -> int:
-        step = s.market.step()
-        now_ms = int(time.time() * 1000)
-        sent = 0
-        if step.trade is not None:
-            t = step.trade
-            payload = (f'{{"e":"trade","E":{now_ms},"T":{now_ms},"s":"{s.symbol}","t":{t.trade_id},'
-                       f'"p":"{t.price_str}","q":"{t.size_str}","X":"MARKET","m":{"true" if t.side < 0 else "false"}}}')
-            self.record_trade(s, t, await self.push(f"{s.low}@trade", payload))
-            sent += 1
+    def trade_message(self, s: SimSymbol, t: SimTrade, now_ms: int) -> tuple[str, str]:
+        return f"{s.low}@trade", (f'{{"e":"trade","E":{now_ms},"T":{now_ms},"s":"{s.symbol}","t":{t.trade_id},'
+                                  f'"p":"{t.price_str}","q":"{t.size_str}","X":"MARKET",'
+                                  f'"m":{"true" if t.side < 0 else "false"}}}')
+
+    async def send_book(self, s: SimSymbol, step: Step, now_ms: int) -> None:
         first = s.last_u + 1
         u = s.last_u + len(step.changes) + s.market.rng.randrange(3)
-        bids = [[c.price, c.size] for c in step.changes if c.side == BID]
-        asks = [[c.price, c.size] for c in step.changes if c.side == ASK]
+        bids, asks = step.levels()
         payload = orjson.dumps({"e": "depthUpdate", "E": now_ms, "T": now_ms, "s": s.symbol, "U": first, "u": u,
                                 "pu": s.last_u, "b": bids, "a": asks}).decode()
         s.last_u = u
         self.record_book(s, u)
         if not self.take_skip(s):
-            for name in self._depth_streams(s):
+            for name in self.subscribed_keys(f"{s.low}@depth"):
                 await self.push(name, payload)
-        return sent + 1
 
-    def _depth_streams(self, s: SimSymbol) -> set[str]:
-        names = set()
-        for session in self.sessions:
-            for stream in session.streams:
-                if stream.startswith(f"{s.low}@depth"):
-                    names.add(stream)
-        return names
+    snapshot_path = "/fapi/v1/depth"
+    rest_errors = (NOT_FOUND, '{"code":-1121,"msg":"Invalid symbol."}')
 
-    async def http(self, path: str, query: dict[str, str]) -> tuple[HTTPStatus, str]:
-        if path != "/fapi/v1/depth":
-            return HTTPStatus.NOT_FOUND, '{"code":-1,"msg":"not found"}'
-        s = self.symbols.get(query.get("symbol", ""))
-        if s is None:
-            return HTTPStatus.BAD_REQUEST, '{"code":-1121,"msg":"Invalid symbol."}'
-        limit = int(query.get("limit", 500))
-        bids, asks = s.market.snapshot(limit)
+    def snapshot_body(self, s: SimSymbol, query: dict[str, str]) -> str:
+        bids, asks = s.market.snapshot(int(query.get("limit", 500)))
         now_ms = int(time.time() * 1000)
-        return HTTPStatus.OK, orjson.dumps({"lastUpdateId": s.last_u, "E": now_ms, "T": now_ms,
-                                            "bids": bids, "asks": asks}).decode()
+        return orjson.dumps({"lastUpdateId": s.last_u, "E": now_ms, "T": now_ms, "bids": bids, "asks": asks}).decode()
 
     async def malformed(self) -> None:
         for session in list(self.sessions):
             await self.send(session, '{"stream":"btcusdt@depth","data":{"e":"depthUpdate",')
 
 
-def make_sim_server(symbols: list[str], sim_cfg: dict, depth: int) -> BinanceSimServer:
-    return BinanceSimServer(symbols, sim_cfg, depth)
-
-
 # ----------------------------------------------------------------------------- replay
-def _is_snapshot(payload: str) -> bool:
+NO_SNAPSHOT = '{"code":-1,"msg":"the recording holds no further depth snapshot"}'
+
+
+def is_snapshot(payload: str) -> bool:
+    """True for a recorded REST depth answer (not a stream frame)."""
     return '"lastUpdateId"' in payload[:64] and '"stream"' not in payload[:16]
 
 
-def recording_matches(path: str) -> bool:
-    """True for an hftbacktest-style Binance USD-M recording (combined streams with ``pu``)."""
-    if not str(path).endswith(".gz"):
-        return False
-    for line in first_lines(path, 200):
-        if '"e":"depthUpdate"' in line and '"pu":' in line and '"stream":"' in line:
-            return True
-    return False
-
-
-def _recorded_streams(path: str, limit: int = 5000) -> set[str]:
+def recorded_streams(path: str, limit: int = 5000) -> set[str]:
+    """The stream names of a recording's first ``limit`` frames."""
     streams = set()
     for n, rec in enumerate(read_recording(path)):
         if n >= limit:
@@ -456,23 +227,7 @@ def _recorded_streams(path: str, limit: int = 5000) -> set[str]:
     return streams
 
 
-def recording_symbols(path: str) -> set[str]:
-    return {s.split("@")[0].upper() for s in _recorded_streams(path)}
-
-
-def replay_venue_cfg(venue_cfg: dict, path: str) -> dict:
-    """Subscribe to the depth and trade stream names the recording holds."""
-    cfg = dict(venue_cfg)
-    for stream in _recorded_streams(path):
-        kind = stream.split("@", 1)[1]
-        if kind.startswith("depth") and not kind[5:6].isdigit():
-            cfg["depth_stream"] = kind
-        elif kind in ("trade", "aggTrade"):
-            cfg["trade_stream"] = kind
-    return cfg
-
-
-class BinanceReplayServer(ReplayVenue, _BinanceServerBase):
+class BinanceReplayServer(ReplayVenue, BinanceServer):
     """Serves a recording back over the Binance protocol (see module docstring)."""
 
     def __init__(self, path: str, speed: float, symbols: list[str]) -> None:
@@ -481,10 +236,6 @@ class BinanceReplayServer(ReplayVenue, _BinanceServerBase):
         self.waiting: list[asyncio.Future] = []
         self.waiter_arrived = asyncio.Event()
 
-    def on_subscribed(self, session: Session) -> None:
-        if session.streams:
-            self.subscribed.set()
-
     def stream_of(self, rec) -> str | None:
         if not rec.payload.startswith('{"stream":"'):
             return None
@@ -492,7 +243,7 @@ class BinanceReplayServer(ReplayVenue, _BinanceServerBase):
         return stream if stream.split("@")[0] in self.symbols else None
 
     async def on_record(self, rec) -> bool:
-        if _is_snapshot(rec.payload):
+        if is_snapshot(rec.payload):
             await self._serve_snapshot(rec.payload)
             return True
         return False
@@ -505,15 +256,15 @@ class BinanceReplayServer(ReplayVenue, _BinanceServerBase):
 
     async def http(self, path: str, query: dict[str, str]) -> tuple[HTTPStatus, str]:
         if path != "/fapi/v1/depth":
-            return HTTPStatus.NOT_FOUND, '{"code":-1,"msg":"not found"}'
+            return HTTPStatus.NOT_FOUND, NOT_FOUND
         if not self.snapshots_left:
-            return HTTPStatus.SERVICE_UNAVAILABLE, '{"code":-1,"msg":"the recording holds no further depth snapshot"}'
+            return HTTPStatus.SERVICE_UNAVAILABLE, NO_SNAPSHOT
         future = asyncio.get_running_loop().create_future()
         self.waiting.append(future)
         self.waiter_arrived.set()
         body = await future
         if body is None:
-            return HTTPStatus.SERVICE_UNAVAILABLE, '{"code":-1,"msg":"the recording holds no further depth snapshot"}'
+            return HTTPStatus.SERVICE_UNAVAILABLE, NO_SNAPSHOT
         return HTTPStatus.OK, body
 
     async def _serve_snapshot(self, body: str) -> None:
@@ -530,5 +281,46 @@ class BinanceReplayServer(ReplayVenue, _BinanceServerBase):
                 future.set_result(body)
 
 
-def make_replay_server(path: str, speed: float, symbols: list[str]) -> BinanceReplayServer:
-    return BinanceReplayServer(path, speed, symbols)
+# ----------------------------------------------------------------------------- declaration
+class Binance(Venue):
+    """Binance USD-M futures (protocols.md §1)."""
+
+    name, Settings = "binance", BinanceSettings
+    connections = Connections("wss://fstream.binance.com", "https://fapi.binance.com", max_streams=200,
+                              stream_limit=1024, max_lifetime_s=1430 * 60.0)   # before Binance's 24 h cut
+    routes = {"market": "/market/stream", "public": "/public/stream"}
+    streams = {"l2book": "{low}@{depth_stream}", "trades": "{low}@{trade_stream}"}
+    seq_name, prev_name = "u", "pu"
+    symbol_pattern, symbol_kind = "[A-Z0-9]+", "Binance USD-M symbol (upper-case, e.g. BTCUSDT)"
+    Client, SimServer, ReplayServer = BinanceClient, BinanceSimServer, BinanceReplayServer
+    recording_sniff = (".gz", 200)
+
+    def allowed_depths(self, settings: BinanceSettings) -> tuple[tuple[int, ...], str]:
+        limit = settings.snapshot_limit
+        return tuple(d for d in DEPTHS if d <= limit), f"REST snapshot limits up to snapshot_limit {limit}"
+
+    def route(self, sub: Subscription) -> str:
+        return route_of(sub.name)
+
+    def request_frame(self, op: str, params: list, req_id: int) -> str:
+        return orjson.dumps({"method": op.upper(), "params": params, "id": req_id}).decode()
+
+    def recorded_line(self, line: str) -> bool:
+        """hftbacktest-style Binance USD-M recordings hold combined depth streams with ``pu``."""
+        return '"e":"depthUpdate"' in line and '"pu":' in line and '"stream":"' in line
+
+    def recording_symbols(self, path: str) -> set[str]:
+        return {s.split("@")[0].upper() for s in recorded_streams(path)}
+
+    def replay_settings(self, settings: BinanceSettings, path: str) -> BinanceSettings:
+        """Subscribe to the depth and trade stream names the recording holds."""
+        for stream in recorded_streams(path):
+            kind = stream.split("@", 1)[1]
+            if kind.startswith("depth") and not kind[5:6].isdigit():
+                settings = dataclasses.replace(settings, depth_stream=kind)
+            elif kind in ("trade", "aggTrade"):
+                settings = dataclasses.replace(settings, trade_stream=kind)
+        return settings
+
+
+VENUE = Binance()

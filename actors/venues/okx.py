@@ -19,59 +19,31 @@ Client (:class:`OkxClient`):
 """
 from __future__ import annotations
 
-import time
 import zlib
 from dataclasses import dataclass, field
 
 import orjson
 
 from actors.feed.book import ASK, BID, OrderBook
-from actors.venues.sim.recordings import first_lines, read_recording
-from actors.feed.records import RowSink
-from actors.venues.sim.market import SimSymbol
-from actors.errors import ConfigError
-from actors.venues.base import Action, ConnectionPlan, Endpoints, Reconnect, Send, VenueClient
+from actors.venues.base import MS, Action, BookState, Connections, Reconnect, Venue, VenueClient
+from actors.venues.settings import VenueSettings, choice
+from actors.venues.sim.market import SimSymbol, SimTrade, Step
+from actors.venues.sim.recordings import read_recording
 from actors.venues.sim.server import ReplayVenue, Session, SimulatedVenue, VenueServer
 
-NAME = "okx"
-MARKET = "perp"
-MS = 1_000_000
-ARGS_PER_REQUEST = 20
 CHECKSUM_LEVELS = 25
+PATH = "/ws/v5/public"
 
 
-def validate(venue_cfg: dict, symbols: list[str], channels: list[str], depth: int) -> None:
-    channel = venue_cfg.get("book_channel", "books")
-    limit = 5 if channel == "books5" else 400
-    if channel not in ("books", "books5"):
-        raise ConfigError(f"venues.okx.book_channel: {channel!r} (allowed: books, books5)")
-    if depth < 1 or depth > limit:
-        raise ConfigError(f"depth: {depth} is not supported by okx {channel} (allowed: 1..{limit})")
-    for sym in symbols:
-        if sym.upper() != sym or " " in sym or "-" not in sym:
-            raise ConfigError(f"archive.okx: {sym!r} is not an OKX instId (e.g. BTC-USDT-SWAP)")
+@dataclass(frozen=True)
+class OkxSettings(VenueSettings):
+    book_channel: str = choice("books", "books", "books5")   # books: 400 levels, seq chain; books5: snapshots
+    ct_val: dict[str, float] = field(default_factory=dict)    # instId -> contract value (sizes in coin)
 
 
-def plan_connections(venue_cfg: dict, endpoints: Endpoints, symbols: list[str], channels: list[str],
-                     depth: int) -> list[ConnectionPlan]:
-    """Sockets of at most ``max_instruments_per_connection`` instruments on ``/ws/v5/public``."""
-    per_conn = int(venue_cfg.get("max_instruments_per_connection", 30))
-    book_channel = venue_cfg.get("book_channel", "books")
-    plans = []
-    for i in range(0, len(symbols), per_conn):
-        chunk = symbols[i:i + per_conn]
-        args = [{"channel": c, "instId": s} for s in chunk
-                for c in ([book_channel] if "l2book" in channels else []) + (["trades"] if "trades" in channels else [])]
-        frames = [orjson.dumps({"id": str(j // ARGS_PER_REQUEST + 1), "op": "subscribe",
-                                "args": args[j:j + ARGS_PER_REQUEST]}).decode()
-                  for j in range(0, len(args), ARGS_PER_REQUEST)]
-        plans.append(ConnectionPlan(name=f"public-{i // per_conn}", url=f"{endpoints.ws_base}/ws/v5/public",
-                                    symbols=list(chunk), channels=list(channels), subscribe_frames=frames))
-    return plans
-
-
-def make_client(plan: ConnectionPlan, venue_cfg: dict, sink: RowSink, depth: int) -> "OkxClient":
-    return OkxClient(plan, venue_cfg, sink, depth)
+def key_of(arg: dict) -> str:
+    """A channel argument as its stream key, e.g. ``books:BTC-USDT-SWAP``."""
+    return f"{arg.get('channel')}:{arg.get('instId')}"
 
 
 def checksum(bids: list[tuple[str, str]], asks: list[tuple[str, str]]) -> int:
@@ -113,68 +85,33 @@ class StringBook(OrderBook):
         return [self.raw[BID][p] for p in bid_px], [self.raw[ASK][p] for p in ask_px]
 
 
-@dataclass
-class _BookState:
-    book: StringBook = field(default_factory=StringBook)
-    synced: bool = False
-    last_seq: int | None = None
-    synced_once: bool = False
-
-
 class OkxClient(VenueClient):
     """Protocol state of one OKX public socket (see module docstring)."""
 
-    def __init__(self, plan: ConnectionPlan, venue_cfg: dict, sink: RowSink, depth: int) -> None:
-        self.plan, self.sink, self.depth = plan, sink, depth
-        self.heartbeat_s = float(venue_cfg.get("ping_s", 20))
-        self.symbols = list(plan.symbols)
-        self.book_channel = venue_cfg.get("book_channel", "books")
-        self.ct_val = {k: float(v) for k, v in (venue_cfg.get("ct_val") or {}).items()}
-        self.states = {s: _BookState() for s in self.symbols}
+    settings: OkxSettings
+    book_type = StringBook
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         self.checksums_verified = 0
 
-    def heartbeat_frame(self) -> str | None:
-        return "ping"
-
-    def on_connect(self, ts_local: int) -> list[Action]:
-        self.event_all(ts_local, "connect", self.plan.url)
-        for sym in self.symbols:
-            self.states[sym] = _BookState()
-        return [Send(frame) for frame in self.plan.subscribe_frames]
-
-    def on_disconnect(self, ts_local: int, reason: str) -> None:
-        self.event_all(ts_local, "disconnect", reason)
-        for sym in self.symbols:
-            self.states[sym] = _BookState()
-
-    def on_frame(self, data: str | bytes, ts_local: int) -> list[Action]:
-        if data == "pong" or data == b"pong":
+    def handle(self, msg: dict, ts_local: int) -> list[Action]:
+        if msg.get("event") is not None:
+            return self._on_event(msg, ts_local)
+        arg = msg.get("arg") or {}
+        sym = arg.get("instId")
+        if sym not in self.states:
             return []
-        msg = self.decode(data, ts_local)
-        if msg is None:
-            return []
-        try:
-            event = msg.get("event")
-            if event is not None:
-                return self._on_event(msg, ts_local)
-            arg = msg.get("arg") or {}
-            sym = arg.get("instId")
-            if sym not in self.states:
-                return []
-            if arg.get("channel") == "trades":
-                self._on_trades(sym, msg["data"], ts_local)
-            elif arg.get("channel") == self.book_channel:
-                return self._on_book(sym, msg, ts_local)
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            self.event_all(ts_local, "error", f"unexpected frame ({type(exc).__name__}: {exc})")
+        if arg.get("channel") == "trades":
+            self._on_trades(sym, msg["data"], ts_local)
+        elif arg.get("channel") == self.settings.book_channel:
+            return self._on_book(sym, msg, ts_local)
         return []
 
     def _on_event(self, msg: dict, ts_local: int) -> list[Action]:
-        event, arg = msg["event"], msg.get("arg") or {}
-        sym = arg.get("instId")
-        if event == "subscribe" and sym in self.states:
-            channel = "trades" if arg.get("channel") == "trades" else "l2book"
-            self.sink.event(sym, ts_local, channel, "subscribed", orjson.dumps(arg).decode())
+        event = msg["event"]
+        if event == "subscribe":
+            self.acknowledged(key_of(msg.get("arg") or {}), ts_local)
         elif event == "error":
             self.event_all(ts_local, "error", f"venue error {msg.get('code')}: {msg.get('msg')}")
         elif event == "notice":
@@ -183,7 +120,7 @@ class OkxClient(VenueClient):
         return []
 
     def _on_trades(self, sym: str, trades: list, ts_local: int) -> None:
-        scale = self.ct_val.get(sym, 1.0)
+        scale = self.settings.ct_val.get(sym, 1.0)
         for t in trades:
             self.sink.trade(sym, ts_local, int(t["ts"]) * MS, str(t["tradeId"]), float(t["px"]),
                             float(t["sz"]) * scale, 1 if t["side"] == "buy" else -1)
@@ -192,182 +129,145 @@ class OkxClient(VenueClient):
         st = self.states[sym]
         d = msg["data"][0]
         seq, prev = d.get("seqId"), d.get("prevSeqId")
-        snapshot = msg.get("action") == "snapshot" or self.book_channel == "books5"
-        if snapshot:
-            st.book.clear()
-            st.book.apply_levels(d["bids"], d["asks"])
-            if not st.synced:
-                self.sink.event(sym, ts_local, "l2book", "resync" if st.synced_once else "snapshot",
-                                f"seqId {seq}", seq, seq)
-            st.synced = st.synced_once = True
-        elif not st.synced:
-            return []
-        else:
-            if seq is not None and st.last_seq is not None:
-                heartbeat = prev == seq and not d["bids"] and not d["asks"]
-                reset = seq < prev
-                if prev != st.last_seq and not reset and not heartbeat:
-                    self.sink.event(sym, ts_local, "l2book", "gap", f"prevSeqId {prev} != previous seqId {st.last_seq}",
-                                    st.last_seq, seq)
-                    return self._resubscribe(sym, st, msg["arg"])
-            st.book.apply_levels(d["bids"], d["asks"])
-        st.last_seq = seq
+        snapshot = msg.get("action") == "snapshot" or self.settings.book_channel == "books5"
+        actions = self.sequence(sym, st, ts_local, snapshot=snapshot, seq=seq, chained=self._chained(st, seq, prev, d),
+                                bids=d["bids"], asks=d["asks"], prev=prev)
+        if actions is not None:
+            return actions
         expected = d.get("checksum")
         if expected:
-            got = checksum(*st.book.top_strings(CHECKSUM_LEVELS))
+            got = checksum(*st.book.top_strings(CHECKSUM_LEVELS))  # type: ignore[attr-defined]
             if got != expected:
-                self.sink.event(sym, ts_local, "l2book", "gap", f"checksum {got} != {expected}", st.last_seq, seq)
-                return self._resubscribe(sym, st, msg["arg"])
+                self.gap(sym, st, ts_local, seq, detail=f"checksum {got} != {expected}")
+                return self.resubscribe(sym)
             self.checksums_verified += 1
-        if st.book.crossed():
-            self.sink.event(sym, ts_local, "l2book", "crossed",
-                            f"best bid {st.book.best_bid()} >= best ask {st.book.best_ask()}", seq, seq)
-            return self._resubscribe(sym, st, msg["arg"])
+        return self.write_book(sym, st, ts_local, int(d["ts"]) * MS, seq)
+
+    @staticmethod
+    def _chained(st: BookState, seq: int | None, prev: int | None, d: dict) -> bool:
+        """``prevSeqId`` follows the last ``seqId``, or one of the two documented exceptions."""
+        if seq is None or st.last_seq is None or prev == st.last_seq:
+            return True
+        heartbeat = prev == seq and not d["bids"] and not d["asks"]
+        return heartbeat or seq < prev
+
+    def top(self, symbol: str, st: BookState) -> tuple[list[float], list[float], list[float], list[float]]:
         bid_px, bid_sz, ask_px, ask_sz = st.book.top(self.depth)
-        scale = self.ct_val.get(sym)
+        scale = self.settings.ct_val.get(symbol)
         if scale:
             bid_sz, ask_sz = [s * scale for s in bid_sz], [s * scale for s in ask_sz]
-        self.sink.book(sym, ts_local, int(d["ts"]) * MS, seq, bid_px, bid_sz, ask_px, ask_sz)
-        return []
-
-    def _resubscribe(self, sym: str, st: _BookState, arg: dict) -> list[Action]:
-        st.synced = False
-        st.book.clear()
-        return [Send(orjson.dumps({"op": "unsubscribe", "args": [arg]}).decode()),
-                Send(orjson.dumps({"op": "subscribe", "args": [arg]}).decode())]
+        return bid_px, bid_sz, ask_px, ask_sz
 
 
 # ----------------------------------------------------------------------------- server side
-class _OkxServerBase(VenueServer):
-    ws_paths = ("/ws/v5/public",)
+class OkxServer(VenueServer):
+    ws_paths = (PATH,)
+    bad_request = '{"event":"error","code":"60012","msg":"Invalid request","connId":"sim"}'
 
     async def on_message(self, session: Session, message: str | bytes) -> None:
         if message == "ping":
             await self.send(session, "pong")
             return
-        try:
-            req = orjson.loads(message)
-            op, args = req["op"], list(req.get("args") or [])
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            await self.send(session, '{"event":"error","code":"60012","msg":"Invalid request","connId":"sim"}')
-            return
-        for arg in args:
-            key = f"{arg.get('channel')}:{arg.get('instId')}"
-            if op == "subscribe":
-                if not self.known(arg):
-                    await self.send(session, orjson.dumps({"event": "error", "code": "60018",
-                                                           "msg": f"Wrong URL or channel:{arg.get('channel')},instId:"
-                                                                  f"{arg.get('instId')} doesn't exist",
-                                                           "connId": "sim"}).decode())
-                    continue
-                await self.send(session, orjson.dumps({"event": "subscribe", "arg": arg, "connId": "sim"}).decode())
-                session.streams.add(key)
-                await self.on_subscribe(session, arg)
-            elif op == "unsubscribe":
-                session.streams.discard(key)
-                await self.send(session, orjson.dumps({"event": "unsubscribe", "arg": arg, "connId": "sim"}).decode())
+        await super().on_message(session, message)
 
-    def known(self, arg: dict) -> bool:
-        return True
-
-    async def on_subscribe(self, session: Session, arg: dict) -> None:
-        """A session subscribed (the simulator sends the book snapshot here)."""
+    async def on_request(self, session: Session, op: str, req: dict) -> None:
+        for arg in req.get("args") or []:
+            if op == "subscribe" and not self.known(key_of(arg)):
+                await self.send(session, orjson.dumps({"event": "error", "code": "60018",
+                                                       "msg": f"Wrong URL or channel:{arg.get('channel')},instId:"
+                                                              f"{arg.get('instId')} doesn't exist",
+                                                       "connId": "sim"}).decode())
+            elif op in ("subscribe", "unsubscribe"):
+                await self.send(session, orjson.dumps({"event": op, "arg": arg, "connId": "sim"}).decode())
+                await self.change_subscriptions(session, op, [key_of(arg)])
 
 
-class OkxSimServer(SimulatedVenue, _OkxServerBase):
+class OkxSimServer(SimulatedVenue, OkxServer):
     """Synthetic OKX market: ``books`` snapshot on subscribe, updates with seq ids and CRC32 checksums."""
 
-    def known(self, arg: dict) -> bool:
-        return arg.get("channel") in ("books", "trades") and arg.get("instId") in self.symbols
+    stream_kinds = ("books", "trades")
 
     def _book_message(self, s: SimSymbol, action: str, bids, asks, prev: int) -> str:
         top_b, top_a = s.market.snapshot(CHECKSUM_LEVELS)
         return orjson.dumps({"arg": {"channel": "books", "instId": s.symbol}, "action": action, "data": [{
             "asks": [[p, q, "0", "1"] for p, q in asks], "bids": [[p, q, "0", "1"] for p, q in bids],
-            "ts": str(int(time.time() * 1000)), "checksum": checksum(top_b, top_a),
+            "ts": str(self.clock_ms(s)), "checksum": checksum(top_b, top_a),
             "prevSeqId": prev, "seqId": s.last_u}]}).decode()
 
-    async def on_subscribe(self, session: Session, arg: dict) -> None:
-        if arg.get("channel") != "books":
+    async def on_subscribe(self, session: Session, key: str) -> None:
+        channel, inst_id = key.split(":", 1)
+        if channel != "books":
             return
-        s = self.symbols[arg["instId"]]
-        if not s.last_u:
-            s.last_u = 1000
-            self.record_book(s, s.last_u)
-        bids, asks = s.market.snapshot(400)
-        await self.send(session, self._book_message(s, "snapshot", bids, asks, -1))
+        s = self.symbols[inst_id]
+        self.first_seq(s, 1000)
+        await self.send(session, self._book_message(s, "snapshot", *s.market.snapshot(400), -1))
 
-    async def step(self, s: SimSymbol) -> int:
-        step = s.market.step()
-        sent = 0
-        if step.trade is not None:
-            t = step.trade
-            payload = orjson.dumps({"arg": {"channel": "trades", "instId": s.symbol}, "data": [{
-                "instId": s.symbol, "tradeId": str(t.trade_id), "px": t.price_str, "sz": t.size_str,
-                "side": "buy" if t.side > 0 else "sell", "ts": str(int(time.time() * 1000))}]}).decode()
-            self.record_trade(s, t, await self._push(f"trades:{s.symbol}", payload))
-            sent += 1
+    def trade_message(self, s: SimSymbol, t: SimTrade, now_ms: int) -> tuple[str, str]:
+        return f"trades:{s.symbol}", orjson.dumps({"arg": {"channel": "trades", "instId": s.symbol}, "data": [{
+            "instId": s.symbol, "tradeId": str(t.trade_id), "px": t.price_str, "sz": t.size_str,
+            "side": "buy" if t.side > 0 else "sell", "ts": str(now_ms)}]}).decode()
+
+    async def send_book(self, s: SimSymbol, step: Step, now_ms: int) -> None:
         prev = s.last_u or 1000
         s.last_u = prev + 1 + s.market.rng.randrange(5)       # OKX seq steps are arbitrary
         self.record_book(s, s.last_u)
         if not self.take_skip(s):
-            bids = [[c.price, c.size] for c in step.changes if c.side == BID]
-            asks = [[c.price, c.size] for c in step.changes if c.side == ASK]
-            await self._push(f"books:{s.symbol}", self._book_message(s, "update", bids, asks, prev))
-        return sent + 1
-
-    async def _push(self, key: str, payload: str) -> int:
-        reached = 0
-        for session in list(self.sessions):
-            if key in session.streams and await self.send(session, payload):
-                reached += 1
-        return reached
-
-
-def make_sim_server(symbols: list[str], sim_cfg: dict, depth: int) -> OkxSimServer:
-    return OkxSimServer(symbols, sim_cfg, depth)
+            await self.push(f"books:{s.symbol}", self._book_message(s, "update", *step.levels(), prev))
 
 
 # ----------------------------------------------------------------------------- replay
-def recording_matches(path: str) -> bool:
-    if not str(path).endswith(".jsonl.zst"):
-        return False
-    return any("okx.com" in line or '"arg":{"channel"' in line or '\\"arg\\":{\\"channel' in line
-               for line in first_lines(path, 40))
-
-
-def _key(payload: str) -> str | None:
+def recorded_key(payload: str) -> str | None:
+    """The stream key of a recorded frame (``books:BTC-USDT``), or None."""
     if not payload.startswith('{"arg":'):
         return None
-    arg = orjson.loads(payload)["arg"]
-    return f"{arg.get('channel')}:{arg.get('instId')}"
+    return key_of(orjson.loads(payload)["arg"])
 
 
-def recording_symbols(path: str) -> set[str]:
-    out = set()
-    for rec in read_recording(path):
-        key = _key(rec.payload) if rec.kind == "recv" else None
-        if key and key.split(":")[0] in ("books", "books5", "trades"):
-            out.add(key.split(":", 1)[1])
-    return out
-
-
-def replay_venue_cfg(venue_cfg: dict, path: str) -> dict:
-    return dict(venue_cfg)
-
-
-class OkxReplayServer(ReplayVenue, _OkxServerBase):
+class OkxReplayServer(ReplayVenue, OkxServer):
     """Serves a cryptofeed OKX capture back to the sessions subscribed to each (channel, instId)."""
 
     def stream_of(self, rec) -> str | None:
-        if rec.kind != "recv":
-            return None
-        key = _key(rec.payload)
+        key = recorded_key(rec.payload) if rec.kind == "recv" else None
         return key if key and key.split(":", 1)[1] in self.symbols else None
 
-    async def on_subscribe(self, session: Session, arg: dict) -> None:
-        self.subscribed.set()
+
+# ----------------------------------------------------------------------------- declaration
+class Okx(Venue):
+    """OKX v5 public (protocols.md §5). Symbols are instIds, e.g. BTC-USDT-SWAP."""
+
+    name, Settings = "okx", OkxSettings
+    # 60 = 30 instruments x (book + trades); text "ping" every 20 s: OKX closes sockets idle for 30 s
+    connections = Connections("wss://ws.okx.com:8443", "https://www.okx.com", max_streams=60, params_per_request=20,
+                              heartbeat_frame="ping", heartbeat_s=20.0, ignored_frames=("pong",),
+                              acks_by_request=False)
+    routes = {"public": PATH}
+    streams = {"l2book": "{book_channel}:{symbol}", "trades": "trades:{symbol}"}
+    seq_name, prev_name = "seqId", "prevSeqId"
+    symbol_pattern, symbol_kind = r"(?=.*-)[^\sa-z]+", "OKX instId (e.g. BTC-USDT-SWAP)"
+    Client, SimServer, ReplayServer = OkxClient, OkxSimServer, OkxReplayServer
+    recording_sniff = (".jsonl.zst", 40)        # cryptofeed captures
+
+    def allowed_depths(self, settings: OkxSettings) -> tuple[range, str]:
+        levels = 5 if settings.book_channel == "books5" else 400
+        return range(1, levels + 1), f"{settings.book_channel} has {levels} levels"
+
+    def request_param(self, settings: OkxSettings, name: str) -> dict:
+        channel, inst_id = name.split(":", 1)
+        return {"channel": channel, "instId": inst_id}
+
+    def request_frame(self, op: str, params: list, req_id: int) -> str:
+        return orjson.dumps({"id": str(req_id), "op": op, "args": params}).decode()
+
+    def recorded_line(self, line: str) -> bool:
+        return "okx.com" in line or '"arg":{"channel"' in line or '\\"arg\\":{\\"channel' in line
+
+    def recording_symbols(self, path: str) -> set[str]:
+        out = set()
+        for rec in read_recording(path):
+            key = recorded_key(rec.payload) if rec.kind == "recv" else None
+            if key and key.split(":")[0] in ("books", "books5", "trades"):
+                out.add(key.split(":", 1)[1])
+        return out
 
 
-def make_replay_server(path: str, speed: float, symbols: list[str]) -> OkxReplayServer:
-    return OkxReplayServer(path, speed, symbols)
+VENUE = Okx()

@@ -19,9 +19,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from actors.feed.connection import FeedConnection, FeedOptions  # noqa: E402
 from actors.feed.records import StreamBuffers  # noqa: E402
-from actors.venues import binance  # noqa: E402
+from actors.venues import get_venue  # noqa: E402
 from actors.venues.base import Endpoints  # noqa: E402
 from actors.venues.sim.server import ServerThread  # noqa: E402
+
+
+binance = get_venue("binance")
 
 
 def run_bare(rate: float, symbols: list[str], seconds: float) -> float:
@@ -46,11 +49,11 @@ def run_bare(rate: float, symbols: list[str], seconds: float) -> float:
 def run_ours(rate: float, symbols: list[str], seconds: float) -> tuple[float, int]:
     server = binance.make_sim_server(symbols, {"messages_per_s": rate / len(symbols)}, 20)
     thread = ServerThread(server).start()
-    cfg = {"depth_stream": "depth@100ms", "snapshot_limit": 1000}
+    settings = binance.settings({"depth_stream": "depth@100ms", "snapshot_limit": 1000})
     sink = StreamBuffers()
-    plan, = binance.plan_connections(cfg, Endpoints(server.ws_base, server.rest_base), symbols,
+    plan, = binance.plan_connections(settings, Endpoints(server.ws_base, server.rest_base), symbols,
                                      ["l2book", "trades"], 20)
-    conn = FeedConnection(plan, binance.make_client(plan, cfg, sink, 20), FeedOptions())
+    conn = FeedConnection(plan, binance.make_client(plan, settings, sink, 20), FeedOptions())
     rows = 0
 
     async def main() -> float:

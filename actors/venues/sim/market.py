@@ -40,6 +40,11 @@ class Step:
     changes: list[LevelChange] = field(default_factory=list)
     trade: SimTrade | None = None
 
+    def levels(self) -> tuple[list[list[str]], list[list[str]]]:
+        """The changed levels as ``[[price, size], ...]`` per side (bids, asks)."""
+        return ([[c.price, c.size] for c in self.changes if c.side == BID],
+                [[c.price, c.size] for c in self.changes if c.side == ASK])
+
 
 class SyntheticMarket:
     """Random-walk book around a mid price (see module docstring)."""

@@ -20,6 +20,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import orjson
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
@@ -45,6 +46,9 @@ class VenueServer:
     ws_scheme = "ws"
     #: websocket paths this server accepts (prefix match); others get HTTP 404
     ws_paths: tuple[str, ...] = ("/",)
+    #: the key naming a client request's operation, and the answer to a frame without one
+    op_key = "op"
+    bad_request = '{"error":"invalid request"}'
 
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -132,7 +136,23 @@ class VenueServer:
         """A client connected (e.g. pre-subscribe streams named in the URL)."""
 
     async def on_message(self, session: Session, message: str | bytes) -> None:
-        """A frame from a client (subscribe, ping, ...)."""
+        """A client frame: a JSON object naming its operation (``op_key``) goes to :meth:`on_request`,
+        anything else is answered with ``bad_request``."""
+        try:
+            req = orjson.loads(message)
+        except orjson.JSONDecodeError:
+            req = None
+        if not isinstance(req, dict) or self.op_key not in req:
+            await self.send(session, self.bad_request)
+            return
+        await self.on_request(session, req[self.op_key], req)
+
+    async def on_request(self, session: Session, op: Any, req: dict) -> None:
+        """A client request (subscribe, unsubscribe, ping, ...)."""
+
+    def known(self, key: str) -> bool:
+        """True for a stream this server can serve (simulators check names and symbols)."""
+        return True
 
     def on_close(self, session: Session) -> None:
         """A client went away."""
@@ -149,6 +169,43 @@ class VenueServer:
         session.sent += 1
         self.frames_sent += 1
         return True
+
+    async def push(self, key: str, payload: str) -> int:
+        """Send ``payload`` to every session subscribed to ``key``; how many sessions it reached."""
+        reached = 0
+        for session in list(self.sessions):
+            if key in session.streams and await self.send(session, self.wrap(session, key, payload)):
+                reached += 1
+        return reached
+
+    def subscribed_keys(self, prefix: str) -> set[str]:
+        """The streams starting with ``prefix`` that some session subscribed to."""
+        return {key for session in self.sessions for key in session.streams if key.startswith(prefix)}
+
+    def wrap(self, session: Session, key: str, payload: str) -> str:
+        """The frame that carries ``payload`` of stream ``key`` to ``session`` (default: as is)."""
+        return payload
+
+    async def subscribe(self, session: Session, keys: list[str]) -> None:
+        """Subscribe ``session`` to the venue's streams ``keys`` (after the venue acked them)."""
+        for key in keys:
+            session.streams.add(key)
+            await self.on_subscribe(session, key)
+
+    def unsubscribe(self, session: Session, keys: list[str]) -> None:
+        for key in keys:
+            session.streams.discard(key)
+            session.silent.discard(key)
+
+    async def change_subscriptions(self, session: Session, op: str, keys: list[str]) -> None:
+        """``op`` (``subscribe`` or ``unsubscribe``) for the streams ``keys``."""
+        if op == "subscribe":
+            await self.subscribe(session, keys)
+        else:
+            self.unsubscribe(session, keys)
+
+    async def on_subscribe(self, session: Session, key: str) -> None:
+        """``session`` subscribed to ``key`` (simulators send a snapshot here; replays start)."""
 
     async def send_clock(self, session: Session, ts_ns: int) -> None:
         """Tell a replay client the recorded receive time of the next frames."""
@@ -195,6 +252,13 @@ class SimulatedVenue(VenueServer):
     """
 
     FAULTS = ("drop_connection", "stall", "break_chain", "malformed")
+    #: REST path of the book snapshot (None: the venue has none), and the answers to a wrong path
+    #: and to an unknown ``symbol``
+    snapshot_path: str | None = None
+    rest_errors = ('{"error":"not found"}', '{"error":"unknown symbol"}')
+
+    #: the stream kinds published, for keys shaped ``<kind>:<symbol>`` (else :meth:`known` is overridden)
+    stream_kinds: tuple[str, ...] = ()
 
     def __init__(self, symbols: list[str], sim_cfg: dict, depth: int) -> None:
         from actors.venues.sim.market import SimSymbol
@@ -209,14 +273,39 @@ class SimulatedVenue(VenueServer):
         self.stalled_until = 0.0
         self.paused = False
         self.tick_s = 0.01
+        self._stepping = asyncio.Lock()     # held while market steps are sending
+
+    async def http(self, path: str, query: dict[str, str]) -> tuple[HTTPStatus, str]:
+        if path != self.snapshot_path:
+            return HTTPStatus.NOT_FOUND, self.rest_errors[0]
+        s = self.symbols.get(query.get("symbol", ""))
+        if s is None:
+            return HTTPStatus.BAD_REQUEST, self.rest_errors[1]
+        return HTTPStatus.OK, self.snapshot_body(s, query)
+
+    def known(self, key: str) -> bool:
+        kind, _, symbol = key.partition(":")
+        return kind in self.stream_kinds and symbol in self.symbols
+
+    def snapshot_body(self, s, query: dict[str, str]) -> str:
+        """The REST book snapshot of a symbol, consistent with the stream's update ids."""
+        raise NotImplementedError
 
     def truth(self, symbol: str):
         """Every trade sent to a subscriber and the true top-``depth`` book per update id."""
         return self.symbols[symbol].truth
 
     def pause(self) -> None:
-        """Stop generating (call on the server loop, e.g. via :meth:`call`)."""
+        """Stop generating (call on the server loop, e.g. via :meth:`call`); a step under way goes on."""
         self.paused = True
+
+    def halt(self) -> None:
+        """Stop generating; returns (from any thread) once no market step is still sending."""
+        async def halted() -> None:
+            self.paused = True
+            async with self._stepping:
+                pass
+        asyncio.run_coroutine_threadsafe(halted(), self.loop).result(10)
 
     def record_trade(self, s, trade, reached: int) -> None:
         if self.record_truth and reached:
@@ -225,6 +314,13 @@ class SimulatedVenue(VenueServer):
     def record_book(self, s, update_id: int) -> None:
         if self.record_truth:
             s.truth.books[update_id] = s.market.top(self.depth)
+
+    def first_seq(self, s, first: int) -> int:
+        """The symbol's current update id; a sequence not started yet starts at ``first`` (a true book)."""
+        if not s.last_u:
+            s.last_u = first
+            self.record_book(s, first)
+        return s.last_u
 
     def take_skip(self, s) -> bool:
         """True (once) when a break_chain fault asked to drop this symbol's next book update."""
@@ -248,12 +344,37 @@ class SimulatedVenue(VenueServer):
             elapsed, last = now - last, now
             if self.paused or now < self.stalled_until:
                 continue
-            for sym, state in self.symbols.items():
-                budget[sym] = min(budget[sym] + self.rate * elapsed, self.rate * 0.2 + 1)
-                while budget[sym] >= 1 and not self.paused:
-                    budget[sym] -= await self.step(state)
+            async with self._stepping:
+                for sym, state in self.symbols.items():
+                    budget[sym] = min(budget[sym] + self.rate * elapsed, self.rate * 0.2 + 1)
+                    while budget[sym] >= 1 and not self.paused:
+                        budget[sym] -= await self.step(state)
 
     async def step(self, s) -> int:
+        """One market event of ``s``: its trade (if any), then its book update; messages sent."""
+        step = s.market.step()
+        now_ms = self.clock_ms(s)
+        if step.trade is not None:
+            await self.send_trade(s, step.trade, now_ms)
+        await self.send_book(s, step, now_ms)
+        return 1 if step.trade is None else 2
+
+    def clock_ms(self, s) -> int:
+        """The exchange time (ms) of a step (venues with block times keep them unique per symbol)."""
+        return int(time.time() * 1000)
+
+    def trade_message(self, s, trade, now_ms: int) -> tuple[str, str]:
+        """``(stream key, payload)`` of a trade in the venue's shape."""
+        raise NotImplementedError
+
+    async def send_trade(self, s, trade, now_ms: int) -> None:
+        """Push a trade to its subscribers; it is true once a subscriber got it."""
+        key, payload = self.trade_message(s, trade, now_ms)
+        self.record_trade(s, trade, await self.push(key, payload))
+
+    async def send_book(self, s, step, now_ms: int) -> None:
+        """Advance the symbol's update id, record the true book and push the venue's book update
+        (unless a ``break_chain`` fault drops it, see :meth:`take_skip`)."""
         raise NotImplementedError
 
     async def malformed(self) -> None:
@@ -296,6 +417,9 @@ class ReplayVenue(VenueServer):
 
     def initial_clock(self) -> int | None:
         return self.clock
+
+    async def on_subscribe(self, session: Session, key: str) -> None:
+        self.subscribed.set()
 
     def stream_of(self, rec) -> str | None:
         raise NotImplementedError
