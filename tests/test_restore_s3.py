@@ -134,6 +134,9 @@ def test_narrow_then_wide_restore_on_a_new_machine_gets_every_file(tmp_path, sea
     assert len(wide) == 5
     got = restorer.load("binance", SYM, "trades", T0, T0 + 5 * HOUR_NS)
     assert sorted(map(int, got.column("trade_id").to_pylist())) == list(range(600))
+    # a range of centuries costs what is stored (folder listings), not a request per month
+    assert len(Restorer(tmp_path / "other", bucket=restorer.bucket, venues=["binance"]).paths(
+        "binance", SYM, "trades", "1970-01-01:00", "2262-01-01:00")) == 5
     # hours with no file anywhere are reported
     assert restorer.missing_hours("binance", SYM, "trades", T0 - HOUR_NS, T0 + 6 * HOUR_NS) == [
         T0 - HOUR_NS, T0 + 5 * HOUR_NS]

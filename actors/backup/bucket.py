@@ -127,6 +127,15 @@ class Bucket:
                                                   _ns(obj.get("LastModified")))
                 for page in pages for obj in page}
 
+    def folders(self, prefix: str) -> list[str]:
+        """Names of the "folders" directly under ``prefix`` (a delimiter listing), e.g. years."""
+        names = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.name, Prefix=self.key_of(prefix), Delimiter="/"):
+            for common in page.get("CommonPrefixes", []):
+                names.append(common["Prefix"].rstrip("/").rsplit("/", 1)[-1])
+        return names
+
     def head(self, rel: str) -> dict[str, Any] | None:
         """``HEAD`` of the object (with its S3 checksum where supported), None when there is none."""
         from botocore.exceptions import ClientError

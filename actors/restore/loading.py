@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from actors.storage.integrity import DamagedFileError, check_files  # noqa: F401  (DamagedFileError: re-exported)
-from actors.storage.layout import HOUR_NS, NS, LayoutError, StreamKey, parse_relpath
+from actors.storage.layout import NS, StreamKey, file_in_range
 from actors.logs import get_logger
 from actors.feed.records import SCHEMAS, TS_TYPE
 from actors.restore.timerange import TimeLike, hours_between, parse_range
@@ -52,26 +52,20 @@ def local_files(root: str | Path, key: StreamKey, start_ns: int, end_ns: int) ->
     never returned.
     """
     base = Path(root) / key.exchange / key.market / key.channel
-    first, last = _month(start_ns), _month(end_ns - 1)
+    first, last = month_of(start_ns), month_of(end_ns - 1)
     found: dict[str, int] = {}
     for folder in sorted(base.glob("[0-9][0-9][0-9][0-9]/[0-9][0-9]")):
         if not (folder.is_dir() and first <= (int(folder.parent.name), int(folder.name)) <= last):
             continue
         for path in folder.glob(f"{key.name}_*.parquet"):
-            rel = path.relative_to(root).as_posix()
-            try:
-                parsed = parse_relpath(rel)
-            except LayoutError:
-                continue
-            if parsed.stream != key:
-                continue
-            period_end = parsed.period_end_ns or parsed.period_start_ns + HOUR_NS
-            if parsed.period_start_ns < end_ns and period_end > start_ns:
+            parsed = file_in_range(path.relative_to(root).as_posix(), key, start_ns, end_ns)
+            if parsed is not None:
                 found[str(path)] = parsed.period_start_ns
     return sorted(found, key=lambda p: (found[p], p))
 
 
-def _month(ts_ns: int) -> tuple[int, int]:
+def month_of(ts_ns: int) -> tuple[int, int]:
+    """(year, month) of a time, UTC."""
     t = datetime.fromtimestamp(ts_ns // NS, tz=timezone.utc)
     return t.year, t.month
 

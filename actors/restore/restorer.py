@@ -36,8 +36,8 @@ from actors.backup.bucket import Bucket, open_bucket
 from actors.backup.verify import MismatchError
 from actors.errors import TickarchiveError
 from actors.storage.catalog import Catalog, CatalogError, as_ns_ints, sql_str
-from actors.storage.layout import HOUR_NS, LayoutError, StreamKey, parse_relpath
-from actors.restore.loading import DEFAULT_MARKET, local_files, read_range
+from actors.storage.layout import HOUR_NS, LayoutError, StreamKey, file_in_range, parse_relpath
+from actors.restore.loading import DEFAULT_MARKET, local_files, month_of, read_range
 from actors.logs import get_logger
 from actors.feed.records import SCHEMAS
 from actors.restore.timerange import TimeLike, hours_between, parse_range
@@ -189,24 +189,35 @@ class Restorer:
             found[rel] = FileRef(rel, parsed.period_start_ns, parsed.period_end_ns or parsed.period_start_ns + HOUR_NS,
                                  os.path.getsize(path), None, local=True, rows=_footer_rows(path))
         if self.bucket is not None:
-            months = sorted({stream.relpath(h).rsplit("/", 1)[0] for h in hours_between(start_ns, end_ns)})
-            for month in months:
+            for month in self._bucket_months(stream, start_ns, end_ns):
                 for rel, obj in self.bucket.list(f"{month}/{stream.name}_").items():
-                    try:
-                        parsed = parse_relpath(rel)
-                    except LayoutError:
+                    parsed = file_in_range(rel, stream, start_ns, end_ns)
+                    if parsed is None:
                         continue
-                    if parsed.stream != stream:
-                        continue
-                    # sub-hour names carry no end: assume up to an hour (rows are filtered exactly later)
-                    p_end = parsed.period_end_ns or parsed.period_start_ns + HOUR_NS
-                    if not (parsed.period_start_ns < end_ns and p_end > start_ns):
-                        continue
-                    ref = found.get(rel) or FileRef(rel, parsed.period_start_ns, p_end)
+                    ref = found.get(rel) or FileRef(rel, parsed.period_start_ns,
+                                                    parsed.period_end_ns or parsed.period_start_ns + HOUR_NS)
                     ref.remote = True
                     ref.size = obj.size if not ref.local else ref.size
                     found[rel] = ref
         return sorted(found.values(), key=lambda r: (r.period_start, r.rel))
+
+    def _bucket_months(self, stream: StreamKey, start_ns: int, end_ns: int) -> list[str]:
+        """The stream's month folders in the bucket that overlap the range (``exchange/market/channel/YYYY/MM``).
+
+        A range of up to two years is listed month by month; a wider one asks the bucket which
+        year and month folders exist first, so decades cost what is stored, not a request per month.
+        """
+        first, last = month_of(start_ns), month_of(end_ns - 1)
+        base = f"{stream.exchange}/{stream.market}/{stream.channel}"
+        if (last[0] - first[0]) * 12 + last[1] - first[1] < 24:
+            months = [(y, m) for y in range(first[0], last[0] + 1) for m in range(1, 13)]
+            return [f"{base}/{y:04d}/{m:02d}" for y, m in months if first <= (y, m) <= last]
+        found = []
+        for year in self.bucket.folders(f"{base}/"):
+            for month in self.bucket.folders(f"{base}/{year}/"):
+                if year.isdigit() and month.isdigit() and first <= (int(year), int(month)) <= last:
+                    found.append(f"{base}/{year}/{month}")
+        return found
 
     def _check_known(self, stream: StreamKey) -> None:
         """No file for the range: say so clearly when the symbol itself is unknown."""

@@ -119,3 +119,19 @@ def parse_relpath(relpath: str) -> ParsedPath:
     depth = int(g["depth"]) if g["depth"] else None
     stream = StreamKey(g["exchange"], g["market"], g["channel"], g["symbol"], depth)
     return ParsedPath(stream, start_ns, end_ns)
+
+
+def file_in_range(relpath: str, stream: StreamKey, start_ns: int, end_ns: int) -> ParsedPath | None:
+    """The parsed path when ``relpath`` is a file of ``stream`` overlapping ``[start_ns, end_ns)``.
+
+    Sub-hour names carry no end: they are taken to last up to an hour (rows are filtered
+    exactly when read).
+    """
+    try:
+        parsed = parse_relpath(relpath)
+    except LayoutError:
+        return None
+    end = parsed.period_end_ns or parsed.period_start_ns + HOUR_NS
+    if parsed.stream != stream or not (parsed.period_start_ns < end_ns and end > start_ns):
+        return None
+    return parsed
