@@ -57,7 +57,7 @@ def ray_cluster(tmp_path_factory):
     yield info
     os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(5)
+        proc.wait(2)
     except subprocess.TimeoutExpired:
         pass
     try:
@@ -82,3 +82,18 @@ def binance_recording() -> Path:
     path = FIXTURES / "binance-usdm" / "btcusdt_20240808.gz"
     assert path.is_file(), f"missing fixture {path}"
     return path
+
+
+@pytest.fixture()
+def archive(tmp_path):
+    """Three hours of trades and books, one row every 2 s, sealed hourly."""
+    from actors.storage.layout import NS
+    from writer_fixtures import T0, call_batches, make_core
+
+    core = make_core(tmp_path, rollover_s=3600)
+    seq = 0
+    for i in range(3 * 60):
+        seq += 1
+        core.write("p1", seq, call_batches(i * 30, 30, T0 + i * 60 * NS, step_ns=2 * NS))
+    core.seal_all()
+    return tmp_path

@@ -108,6 +108,7 @@ class Catalog:
         self.uri = uri or str(Path(root) / CATALOG_DIR)
         self._db = lancedb.connect(self.uri, read_consistency_interval=timedelta(0))
         self._table = None
+        self._broken: CatalogError | None = None
 
     # -- table handling ------------------------------------------------------------------
     def _open(self, create: bool = True):
@@ -118,6 +119,8 @@ class Catalog:
         """
         if self._table is not None:
             return self._table
+        if self._broken is not None:          # found unreadable already: say so at once
+            raise self._broken
         last: Exception | None = None
         for attempt in range(6):
             try:
@@ -141,8 +144,9 @@ class Catalog:
             time.sleep(0.05 * (attempt + 1))
         reason = " ".join(str(last).split())[:300]
         if self._listed():
-            raise CatalogError(f"catalog {self.uri} is unreadable ({reason}); "
-                               "python launch.py mode=reindex rebuilds it from the files")
+            self._broken = CatalogError(f"catalog {self.uri} is unreadable ({reason}); "
+                                        "python launch.py mode=reindex rebuilds it from the files")
+            raise self._broken
         raise CatalogError(f"cannot create catalog table in {self.uri}: {reason}")
 
     def _table_names(self) -> list[str]:
@@ -246,7 +250,7 @@ class Catalog:
         if healthy and Path(aside).exists():
             shutil.rmtree(aside, ignore_errors=True)
         self._db = lancedb.connect(self.uri, read_consistency_interval=timedelta(0))
-        self._table = None
+        self._table, self._broken = None, None
         self.optimize()
 
     # -- reads ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from actors import load_l2book, load_lob_archives, load_trade_archives, load_trades
 from actors.storage.layout import HOUR_NS, NS, StreamKey
@@ -64,6 +65,7 @@ def test_files_in_quantpylib_schema_load_through_our_loaders(tmp_path):
     assert rows == [[t["ts"], t["price"], t["size"], t["dir"]] for t in trades]
 
 
+@pytest.mark.s3
 def test_backup_and_restore_folder_round_trip(tmp_path, seaweed, bucket_target):
     """quantpylib's recipe with only the imports changed: back up, list paths on a new machine, restore, load."""
     import asyncio

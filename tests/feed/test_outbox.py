@@ -10,7 +10,7 @@ import asyncio
 from actors.feed.outbox import Outbox
 from actors.feed.records import StreamBuffers
 from actors.storage.layout import NS
-from test_writer import SYM, T0, make_core, trade_ids
+from writer_fixtures import SYM, T0, make_core, trade_ids
 
 
 def trades(first: int, n: int, t0: int = T0) -> dict:

@@ -15,7 +15,7 @@ import pytest
 from actors.storage.layout import NS
 from actors.storage.spool import SpoolError, read_frames
 from archive_reading import read_channel
-from test_writer import SYM, T0, call_batches, make_core, trade_ids
+from writer_fixtures import SYM, T0, call_batches, make_core, trade_ids
 
 
 @pytest.fixture()

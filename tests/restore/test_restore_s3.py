@@ -12,7 +12,7 @@ from actors.storage.layout import HOUR_NS, NS
 from actors.restore.loading import load_trade_archives
 from actors.restore.restorer import FileRef, RestoreError, Restorer, reindex
 from archive_reading import read_channel
-from test_writer import SYM, T0, call_batches, make_core
+from writer_fixtures import SYM, T0, call_batches, make_core
 
 pytestmark = pytest.mark.s3
 SYMBOL = SYM

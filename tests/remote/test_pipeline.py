@@ -21,7 +21,7 @@ from actors.cli.config import load_settings
 from actors.venues import supported_venues
 from archive_reading import archive_files, read_channel
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.ray
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 DEPTH = 10
 
@@ -103,7 +103,7 @@ FILE_RE = re.compile(r"^binance/perp/(l2book|trades|events)/\d{4}/\d{2}/[A-Z]+(_
 
 def test_sim_run_three_periods_exact(tmp_path, ray_session):
     root = tmp_path / "archive"
-    report, run = run_with(sim_settings(root, "duration_s=7", "storage.rollover=1s"))
+    report, run = run_with(sim_settings(root, "duration_s=4", "storage.rollover=1s"))
     server = run.server
     files = archive_files(root)
     rels = [f.relative_to(root).as_posix() for f in files]
@@ -140,7 +140,7 @@ def test_writer_kill9_mid_period_loses_and_doubles_nothing(tmp_path, ray_session
         handle = runs[0].writers["writer:binance:perp:BTCUSDT"]
         killed["new_pid"] = ray.get(handle.stats.remote(), timeout=60)["pid"]
 
-    report, run = run_with(sim_settings(root, "duration_s=8"), [(3.0, kill_writer), (5.0, check_restarted)])
+    report, run = run_with(sim_settings(root, "duration_s=6"), [(2.0, kill_writer), (3.0, check_restarted)])
     assert killed["pid"] != killed["new_pid"], "writer was not restarted"
     assert report.files_sealed == len(archive_files(root)), "the summary must count files sealed before the restart"
     for sym in SYMBOLS:
@@ -159,7 +159,7 @@ def test_disconnect_and_chain_break_resync(tmp_path, ray_session):
         time.sleep(1.5)                                  # resynced and writing again
         runs[0].server.inject("break_chain", symbol="BTCUSDT")
 
-    report, run = run_with(sim_settings(root, "duration_s=12"), [
+    report, run = run_with(sim_settings(root, "duration_s=8"), [
         (2.0, lambda runs: runs[0].server.inject("drop_connection")),
         (2.1, break_after_reconnect),
     ])
@@ -231,7 +231,7 @@ def test_replay_real_recording_end_to_end(tmp_path, ray_session, binance_recordi
 def test_sim_two_venues_in_one_run(tmp_path, ray_session):
     """binance and bybit simulators archived at once; each venue's rows equal its own truth."""
     root = tmp_path / "archive"
-    settings = sim_settings(root, "archive.bybit=[BTCUSDT]", "archive.binance=[BTCUSDT]", "duration_s=6", "depth=20")
+    settings = sim_settings(root, "archive.bybit=[BTCUSDT]", "archive.binance=[BTCUSDT]", "duration_s=4", "depth=20")
     report, _ = run_with(settings)
     assert set(report.venues) == {"binance", "bybit"}
     for run in _last_runs:
@@ -291,7 +291,7 @@ def test_socket_kill9_restarts_resubscribes_and_records_a_gap(tmp_path, ray_sess
     def check_restarted(runs):
         seen["new_pid"] = ray.get(runs[0].socket.stats.remote(), timeout=60)["pid"]
 
-    report, run = run_with(sim_settings(root, "duration_s=10"), [(3.0, kill_socket), (7.0, check_restarted)])
+    report, run = run_with(sim_settings(root, "duration_s=9"), [(2.5, kill_socket), (6.0, check_restarted)])
     assert seen["new_pid"] != seen["pid"], "the socket was not restarted"
     assert report.socket_restarts == {"binance": 1}
     kill_ns = seen["kill_ns"]

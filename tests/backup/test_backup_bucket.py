@@ -47,7 +47,8 @@ def test_retry_policy_retries_transient_errors_and_fails_others_at_once():
     assert denied.count == 1 and not abort.is_set()
 
 
-def test_retry_policy_gives_up_on_an_outage_and_aborts_the_pass():
+def test_retry_policy_gives_up_on_an_outage_and_aborts_the_pass(monkeypatch):
+    monkeypatch.setattr("actors.backup.retry.FIRST_WAIT_S", 0.01)      # the same policy, shorter waits
     abort = threading.Event()
     down = Calls(*[client_error("ServiceUnavailable", 503)] * (ATTEMPTS + 1))
     with pytest.raises(ClientError, match="ServiceUnavailable"):

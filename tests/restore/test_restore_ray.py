@@ -6,11 +6,13 @@ import subprocess
 import sys
 
 import pyarrow as pa
+import pytest
 
 from actors.storage.layout import HOUR_NS, NS
 from actors.remote.restore import start_restore_actor
-from test_restore_local import archive  # noqa: F401  (fixture)
-from test_writer import SYM, T0
+from writer_fixtures import SYM, T0
+
+pytestmark = pytest.mark.ray
 
 
 def test_restore_actor_in_cluster_and_over_ray_client(archive, ray_session, ray_cluster):  # noqa: F811

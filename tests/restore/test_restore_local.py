@@ -8,19 +8,7 @@ from actors.storage.catalog import Catalog
 from actors.storage.layout import HOUR_NS, NS
 from actors.restore.loading import load_lob_archives, load_trade_archives, load_trades
 from actors.restore.restorer import RestoreError, Restorer, reindex, safe_relpath
-from test_writer import SYM, T0, call_batches, make_core
-
-
-@pytest.fixture()
-def archive(tmp_path):
-    """Three hours of trades and books, one row every 2 s, sealed hourly."""
-    core = make_core(tmp_path, rollover_s=3600)
-    seq = 0
-    for i in range(3 * 60):
-        seq += 1
-        core.write("p1", seq, call_batches(i * 30, 30, T0 + i * 60 * NS, step_ns=2 * NS))
-    core.seal_all()
-    return tmp_path
+from writer_fixtures import SYM, T0, call_batches, make_core
 
 
 def all_trades(root):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from actors.storage.catalog import Catalog
 from actors.storage.integrity import sha256_file as sha256_of
 from actors.storage.layout import HOUR_NS, NS, StreamKey
 from conftest import REPO
-from test_writer import call_batches, make_core
+from writer_fixtures import call_batches, make_core
 
 OLD = 1_736_100_000 * NS - (1_736_100_000 * NS) % HOUR_NS       # Jan 2025
 
@@ -114,7 +115,8 @@ def backed_up(root: Path) -> dict[str, str]:
 
 
 @pytest.mark.s3
-def test_server_killed_mid_pass_then_next_pass_completes(tmp_path):
+def test_server_killed_mid_pass_then_next_pass_completes(tmp_path, monkeypatch):
+    monkeypatch.setattr("actors.backup.retry.FIRST_WAIT_S", 0.05)      # the same policy, shorter waits
     root = tmp_path / "archive"
     rels = write_plain_files(root, 80)
     catalog_rows_for(root, rels)
@@ -483,14 +485,22 @@ def test_backup_local_leaves_no_server_behind_after_any_mode(tmp_path):
     backup = run_cli(common)
     assert backup.returncode == 0 and "uploaded 4 files" in backup.stdout, backup.stderr
     assert weed_processes_for(s3_dir) == []
-    for mode, extra in (("status", request), ("restore", request), ("reindex", [])):
-        proc = subprocess.run([sys.executable, "launch.py", f"mode={mode}", *common, *extra], cwd=REPO,
-                              capture_output=True, text=True, timeout=180)
+    roots = {"status": root, "restore": tmp_path / "copy-restore", "reindex": tmp_path / "copy-reindex"}
+    for copy in (roots["restore"], roots["reindex"]):      # each mode on its own copy: run side by side
+        shutil.copytree(root, copy)
+        shutil.copytree(s3_dir, embedded_dir(str(copy)))
+
+    def run_mode(mode: str) -> subprocess.CompletedProcess:
+        extra = request if mode != "reindex" else []
+        return subprocess.run([sys.executable, "launch.py", f"mode={mode}", f"storage.root={roots[mode]}",
+                               "backup=local", *extra], cwd=REPO, capture_output=True, text=True, timeout=180)
+
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(3) as pool:
+        procs = dict(zip(roots, pool.map(run_mode, roots)))
+    for mode, proc in procs.items():
         assert proc.returncode == 0 and "Traceback" not in proc.stderr, (mode, proc.stderr)
-        assert weed_processes_for(s3_dir) == [], f"mode={mode} left its S3 server running"
-    again = run_cli(common)
-    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
-    assert "uploaded 0 files" in again.stdout and weed_processes_for(s3_dir) == []
+        assert weed_processes_for(embedded_dir(str(roots[mode]))) == [], f"mode={mode} left its S3 server running"
     # a process that died without stopping its server (kill -9): the next command adopts and stops it
     crash = f"import os; from actors.backup import ensure_embedded; ensure_embedded({str(root)!r}, 'archives'); os._exit(0)"
     subprocess.run([sys.executable, "-c", crash], cwd=REPO, check=True, timeout=120)
