@@ -108,11 +108,19 @@ class Bucket:
         return f"bucket error at {where}: {type(exc).__name__}: {text}"[:300]
 
     def check(self) -> None:
-        """Fail with one clear :class:`BackupError` line when the endpoint, the keys or the bucket are wrong."""
+        """Fail with one clear :class:`BackupError` line when the endpoint, the keys or the bucket are wrong.
+
+        A web server that is not S3 may answer every request with 200 (a dashboard, a catch-all
+        page): a listing must come back as an S3 listing, or the endpoint is refused before any upload.
+        """
         try:
             self.client.head_bucket(Bucket=self.name)
+            listing = self.client.list_objects_v2(Bucket=self.name, MaxKeys=1)
         except Exception as exc:
             raise BackupError(self.describe(exc)) from None
+        if "IsTruncated" not in listing:
+            raise BackupError(f"{self.target.endpoint or 'the endpoint'} does not answer like an S3 server "
+                              "(its bucket listing is not an S3 listing): check backup.endpoint, e.g. the S3 API port")
 
     # -- listing -------------------------------------------------------------------------
     def list(self, prefix: str = "") -> dict[str, RemoteObject]:

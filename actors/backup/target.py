@@ -15,7 +15,9 @@ from typing import Any
 from actors.errors import ConfigError, TickarchiveError
 
 KINDS = ("none", "local", "s3", "b2")
-_BUCKET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-_]{1,61}[A-Za-z0-9]$")
+_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")     # AWS rules (MinIO, SeaweedFS alike)
+_B2_BUCKET = re.compile(r"^[A-Za-z0-9\-]{6,50}$")                   # Backblaze B2 rules
+_IP_LIKE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 
 
 class BackupError(TickarchiveError, RuntimeError):
@@ -82,8 +84,12 @@ def validate_section(section: dict | None) -> dict:
     bucket = out.get("bucket")
     if kind in ("s3", "b2") and not bucket:
         raise ConfigError(f"backup.bucket: required with backup={kind} (e.g. backup.bucket=archives)")
-    if bucket and not _BUCKET_NAME.match(str(bucket)):
-        raise ConfigError(f"backup.bucket: {bucket!r} is not a bucket name (3-63 letters, digits, '.', '-')")
+    if bucket and kind == "b2" and not _B2_BUCKET.match(str(bucket)):
+        raise ConfigError(f"backup.bucket: {bucket!r} is not a B2 bucket name (6-50 letters, digits, '-')")
+    if bucket and kind != "b2" and (not _S3_BUCKET.match(str(bucket)) or ".." in str(bucket)
+                                    or _IP_LIKE.match(str(bucket))):
+        raise ConfigError(f"backup.bucket: {bucket!r} is not an S3 bucket name (3-63 lower-case letters, digits, "
+                          "'.', '-'; starting and ending with a letter or digit)")
     prefix = str(out.get("prefix") or "").strip("/")
     if prefix and (any(part in ("", ".", "..") for part in prefix.split("/")) or "\\" in prefix):
         raise ConfigError(f"backup.prefix: {out.get('prefix')!r} is not a clean key prefix (e.g. desk/archives)")

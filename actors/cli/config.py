@@ -59,6 +59,7 @@ class Settings:
     backup: BackupConfig
     restore: RestoreConfig
     log_level: str
+    status_plot: str | None = None       # mode=status: draw the coverage picture here
     console: str = "plain"              # live | plain | json (resolved: never "auto")
     status_every_s: float = 10.0
 
@@ -173,7 +174,7 @@ def _validate(app: AppConfig) -> Settings:
         symbols_per_writer=app.storage.symbols_per_writer,
         compact_every_s=parse_duration(app.storage.compact_every, "storage.compact_every"),
         replay_file=replay_file, replay_speed=app.replay.speed, sim=app.source, socket=app.socket,
-        ray=app.ray, backup=backup, restore=app.restore, log_level=app.log_level.value,
+        ray=app.ray, backup=backup, restore=app.restore, log_level=app.log_level.value, status_plot=app.status.plot,
         console=app.log.console.value if app.log.console else ("live" if sys.stderr.isatty() else "plain"),
         status_every_s=parse_duration(app.log.status_every, "log.status_every"))
 

@@ -9,10 +9,15 @@ logged as they happen in every mode.
 """
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+STATUS_FILE = "live-status.json"
 
 
 @dataclass
@@ -103,8 +108,9 @@ def status_table(now: Snapshot, before: Snapshot | None):
 class RunConsole:
     """Shows snapshots in the chosen mode (see module docstring)."""
 
-    def __init__(self, mode: str, every_s: float = 10.0) -> None:
+    def __init__(self, mode: str, every_s: float = 10.0, root: str | None = None) -> None:
         self.mode, self.every_s = mode, every_s
+        self.status_path = Path(root) / "logs" / STATUS_FILE if root else None
         self.before: Snapshot | None = None
         self.last_line = 0.0
         self.live = None
@@ -121,6 +127,8 @@ class RunConsole:
         return 2.0 if self.mode == "live" else self.every_s
 
     def show(self, now: Snapshot) -> None:
+        if self.status_path is not None:          # what mode=status shows about a running archiver
+            write_live_status(self.status_path, status_line(now, self.before), self.interval_s)
         if self.mode == "live" and self.live is not None:
             self.live.update(status_table(now, self.before))
         elif self.mode == "plain":
@@ -131,3 +139,23 @@ class RunConsole:
         if self.live is not None:
             self.live.stop()
             self.live = None
+
+
+def write_live_status(path: Path, line: str, interval_s: float) -> None:
+    """The running archiver's latest status line, for ``mode=status`` (replaced atomically)."""
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_text(json.dumps({"at": time.time(), "pid": os.getpid(), "interval_s": interval_s, "line": line}))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def read_live_status(root: str) -> dict[str, Any] | None:
+    """The running archiver's status, or None when none has reported recently."""
+    try:
+        status = json.loads((Path(root) / "logs" / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    fresh = time.time() - float(status.get("at", 0)) <= 3 * float(status.get("interval_s", 10)) + 5
+    return status if fresh else None

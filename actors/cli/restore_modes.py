@@ -11,6 +11,7 @@ exit with status 2.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from datetime import datetime, timezone
 
 from actors.storage.catalog import Catalog
@@ -18,7 +19,7 @@ from actors.cli.config import Settings, plain
 from actors.venues import supported_venues
 from actors.storage.layout import NS
 from actors.restore.restorer import Restorer, RestoreError, bucket_from_section, reindex
-from actors.restore.timerange import RangeError
+from actors.restore.timerange import MAX_NS, RangeError, parse_range
 
 
 def _restorer(settings: Settings) -> Restorer:
@@ -74,7 +75,12 @@ def _hour_list(hours: list[int], limit: int = 12) -> str:
 
 
 def run_status(settings: Settings) -> int:
-    """Print coverage per stream and hour as a table."""
+    """Coverage of one stream hour by hour, or (no ``restore.symbol``) every stream of the archive."""
+    if not Catalog(settings.root).healthy():
+        print(f"warning: the catalog in {settings.root}/.catalog is unreadable; figures below come from the "
+              "files themselves (python launch.py mode=reindex rebuilds it)", file=sys.stderr)
+    if not settings.restore.symbol:
+        return run_overview(settings)
     try:
         req = _request(settings)
         table = _restorer(settings).coverage(req["exchange"], str(req["symbol"]), str(req["start"]),
@@ -83,21 +89,54 @@ def run_status(settings: Settings) -> int:
     except (RestoreError, RangeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not Catalog(settings.root).healthy():
-        print(f"warning: the catalog in {settings.root}/.catalog is unreadable; rows below come from the "
-              "files themselves (python launch.py mode=reindex rebuilds it)", file=sys.stderr)
     rows = table.to_pylist()
     header = f"{'stream':<44} {'hour (UTC)':<16} {'rows':>10} {'bytes':>12} {'where':<8} {'gaps':>5}"
     print(header)
     print("-" * len(header))
     for row in rows:
-        hour = datetime.fromtimestamp(row["hour"].timestamp(), tz=timezone.utc) if hasattr(row["hour"], "timestamp") \
-            else datetime.fromtimestamp(row["hour"] / NS, tz=timezone.utc)
-        print(f"{row['stream']:<44} {hour:%Y-%m-%d %H:00}  {row['rows']:>10} {row['bytes']:>12} "
+        print(f"{row['stream']:<44} {_hour(row['hour']):<16}  {row['rows']:>10} {row['bytes']:>12} "
               f"{row['where']:<8} {row['gaps']:>5}")
     if not rows:
         print("(no archived files in this range)")
     return 0
+
+
+def run_overview(settings: Settings) -> int:
+    """Every stream: first/last hour, rows in the last hour, missing hours, gaps, backup state; live health."""
+    from actors.cli.console import read_live_status
+    from actors.cli.plot import write_plot
+    from actors.restore.overview import archive_overview, coverage_grid
+
+    req = settings.restore
+    start_ns = end_ns = None
+    if req.start or req.end:
+        start_ns, end_ns = parse_range(req.start or "0", req.end or str(MAX_NS))
+    filters = dict(exchange=req.exchange, symbol=req.symbol, start_ns=start_ns, end_ns=end_ns)
+    catalog = Catalog(settings.root)
+    streams = archive_overview(settings.root, catalog, **filters)
+    live = read_live_status(settings.root)
+    print(f"archive {settings.root}: {len(streams)} stream(s); archiver: "
+          + (f"running (pid {live['pid']}) — {live['line']}" if live else "not running"))
+    header = (f"{'stream':<40} {'first hour':<16} {'last hour':<16} {'rows last h':>11} {'missing h':>9} "
+              f"{'gaps':>5} {'disconn':>7} {'backup':<7}")
+    print(header)
+    print("-" * len(header))
+    for st in streams:
+        print(f"{st.stream:<40} {_hour(st.first_hour):<16} {_hour(st.last_hour):<16} {st.rows_last_hour:>11} "
+              f"{st.missing_hours:>9} {st.gaps:>5} {st.disconnects:>7} {st.backup:<7}")
+    if not streams:
+        print("(no archived streams" + (" match the filters" if req.exchange or req.symbol or start_ns else "") + ")")
+    if settings.status_plot:
+        path = write_plot(coverage_grid(settings.root, catalog, **filters), settings.status_plot,
+                          f"tickarchive coverage of {Path(settings.root).name}")
+        print(f"coverage picture: {path.absolute()}", file=sys.stderr)
+    return 0
+
+
+def _hour(value) -> str:
+    if hasattr(value, "timestamp"):
+        value = int(value.timestamp()) * NS
+    return f"{datetime.fromtimestamp(value / NS, tz=timezone.utc):%Y-%m-%d %H:00}"
 
 
 def run_reindex(settings: Settings) -> int:

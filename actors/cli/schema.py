@@ -158,6 +158,13 @@ class RestoreConfig:
 
 
 @dataclass
+class StatusConfig:
+    """``mode=status``: with no ``restore.symbol`` it lists every stream; ``plot`` draws the coverage."""
+
+    plot: Optional[str] = None        # coverage.png or coverage.html
+
+
+@dataclass
 class LogConfig:
     """The terminal: ``live`` (a table refreshed in place), ``plain`` (a status line every
     ``status_every``), ``json`` (every log line); null picks live on a terminal, else plain.
@@ -185,6 +192,7 @@ class AppConfig:
     ray: RayConfig = field(default_factory=RayConfig)
     backup: BackupConfig = field(default_factory=BackupConfig)
     restore: RestoreConfig = field(default_factory=RestoreConfig)
+    status: StatusConfig = field(default_factory=StatusConfig)
     venues: Dict[str, Any] = field(default_factory=dict)
 
 

@@ -233,7 +233,7 @@ def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
         log.info(f"archiving {sum(len(r.spec.symbols) for r in runs)} symbols on "
                  f"{', '.join(r.spec.name for r in runs)} from {settings.source} into {settings.root} "
                  f"(logs: {settings.root}/logs/)")
-        console = RunConsole(settings.console, settings.status_every_s)
+        console = RunConsole(settings.console, settings.status_every_s, settings.root)
         console.before = _snapshot(runs, services)    # rates of the first status line count from here
         if on_started is not None:
             on_started(runs)

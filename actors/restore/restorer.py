@@ -467,5 +467,9 @@ def _footer_rows(path: str | Path) -> int | None:
 
 
 def bucket_from_section(section: dict, root: str | Path) -> Bucket | None:
-    """The configured bucket (``backup=s3|b2|local``), or None for ``backup=none``."""
-    return open_bucket(section, str(root))
+    """The configured bucket (``backup=s3|b2|local``), checked (one clear ``BackupError`` line for a wrong
+    endpoint, key or bucket), or None for ``backup=none``."""
+    bucket = open_bucket(section, str(root))
+    if bucket is not None:
+        bucket.check()
+    return bucket

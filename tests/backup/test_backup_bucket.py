@@ -171,3 +171,41 @@ def test_b2_target_from_quantpylib_environment(monkeypatch, tmp_path):
     with pytest.raises(BackupError, match="backup.workers"):
         resolve_target({"name": "b2", "bucket": "archives", "workers": 0}, str(tmp_path))
     assert resolve_target({"name": "none"}, str(tmp_path)) is None
+
+
+def test_an_endpoint_that_is_not_s3_is_refused_before_any_upload(tmp_path):
+    """A web server answering every request with 200 (a dashboard, a catch-all page) is not a bucket:
+    one clear error, no upload attempted (it used to give one "does not verify" line per file)."""
+    import http.server
+    import socketserver
+
+    from actors.backup import reconcile
+
+    class CatchAll(http.server.BaseHTTPRequestHandler):
+        def _ok(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", "13")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(b"<html></html>")
+
+        do_GET = do_HEAD = do_PUT = do_POST = _ok
+
+        def log_message(self, *args):
+            pass
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), CatchAll)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    root = tmp_path / "archive"
+    rel = "binance/perp/trades/2025/01/BTCUSDT_0518.parquet"
+    (root / rel).parent.mkdir(parents=True)
+    pq.write_table(pa.table({"x": [1]}), root / rel)
+    try:
+        target = Target("s3", f"http://127.0.0.1:{server.server_address[1]}", "archives", access_key="a",
+                        secret_key="b")
+        with pytest.raises(BackupError, match="does not answer like an S3 server") as err:
+            reconcile(str(root), target)
+        assert "\n" not in str(err.value)
+    finally:
+        server.shutdown()

@@ -536,3 +536,22 @@ def test_an_existing_bucket_is_adopted_not_reuploaded(tmp_path, seaweed, bucket_
         assert verifies(client, bucket_target, root, rel)            # our sha256 is on every object now
     again = reconcile(str(root), bucket_target, Catalog(str(root)))
     assert (again.adopted, again.uploaded, again.skipped) == (0, 0, 4)
+
+
+@pytest.mark.s3
+def test_reindex_and_restore_with_a_wrong_secret_are_one_line(tmp_path):
+    root = tmp_path / "archive"
+    build_archive(root, periods=1)
+    secured = SeaweedS3(tmp_path / "s3", access_key="AKTEST", secret_key="right-secret", buckets=("archives",)).start()
+    try:
+        env = {"AWS_ACCESS_KEY_ID": "AKTEST", "AWS_SECRET_ACCESS_KEY": "wrong-secret"}
+        for mode, extra in (("reindex", []), ("restore", ["restore.exchange=binance", "restore.symbol=BTCUSDT",
+                                                          "restore.start=2025-01-05:18", "restore.end=2025-01-05:19"])):
+            proc = subprocess.run([sys.executable, "launch.py", f"mode={mode}", f"storage.root={root}", "backup=s3",
+                                   f"backup.endpoint={secured.endpoint}", "backup.bucket=archives", *extra], cwd=REPO,
+                                  capture_output=True, text=True, timeout=120,
+                                  env={**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")}, **env})
+            line = one_error_line(proc)
+            assert "rejected the credentials" in line and "wrong-secret" not in proc.stderr + proc.stdout, mode
+    finally:
+        secured.stop()

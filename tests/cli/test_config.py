@@ -119,3 +119,11 @@ def test_typed_settings_reach_the_code(tmp_path):
     assert s.socket.flush_ms == 50 and s.log_level == "DEBUG"
     assert s.sim_section()["faults"] == [{"kind": "stall", "at_s": 2.0, "symbol": None, "seconds": 1.5}]
     assert s.backup_section()["name"] == "s3" and s.backup_section()["retention"] == {"local_days": None}
+
+
+@pytest.mark.parametrize("kind, bucket", [("s3", "A_B"), ("s3", "archives..x"), ("s3", "10.0.0.1"),
+                                          ("local", "My_Bucket"), ("b2", "abc")])
+def test_bucket_names_a_provider_would_refuse_are_one_clear_error(kind, bucket):
+    with pytest.raises(ConfigError, match="backup.bucket") as err:
+        load_settings([f"backup={kind}", f"backup.bucket={bucket}"])
+    assert "\n" not in str(err.value)

@@ -1,0 +1,90 @@
+"""mode=status without a stream: every stream of the archive, and the coverage picture with a gap in it."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from actors.feed.records import StreamBuffers
+from actors.restore.overview import archive_overview, coverage_grid
+from actors.storage.catalog import Catalog
+from actors.storage.layout import HOUR_NS, NS
+from actors.storage.writer import SymbolWriterCore
+from conftest import REPO
+
+T0 = 1_735_689_600 * NS                 # 2025-01-01 00:00 UTC
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "DYDXUSDT", "XRPUSDT"]
+HOURS = 48
+MISSING = range(30, 33)                 # ETHUSDT: no data at all in hours 30..32 (the archiver was down)
+GAP_HOUR, DISCONNECT_HOUR = 40, 44      # SOLUSDT: a sequence gap, then a disconnect
+
+
+def build_archive(root) -> None:
+    """Two days of hourly files for five symbols, written by the real writer core."""
+    for symbol in SYMBOLS:
+        core = SymbolWriterCore(str(root), "binance", "perp", [symbol], 20, HOUR_NS, f"w-{symbol}",
+                                Catalog(str(root)), node="test")
+        core.recover()
+        for hour in range(HOURS):
+            if symbol == "ETHUSDT" and hour in MISSING:
+                continue
+            sink = StreamBuffers()
+            rows = 10 + (hour * 7 + len(symbol)) % 40
+            for k in range(rows):
+                ts = T0 + hour * HOUR_NS + k * NS
+                sink.trade(symbol, ts, ts, f"{hour}-{k}", 100.0, 1.0, 1)
+                sink.book(symbol, ts, ts, hour * 1000 + k, [99.0], [1.0], [101.0], [1.0])
+            if symbol == "SOLUSDT" and hour == GAP_HOUR:
+                sink.event(symbol, T0 + hour * HOUR_NS + 5 * NS, "l2book", "gap", "pu 7 != previous u 5", 5, 7)
+            if symbol == "SOLUSDT" and hour == DISCONNECT_HOUR:
+                sink.event(symbol, T0 + hour * HOUR_NS + 9 * NS, "", "disconnect", "simulated disconnect")
+            core.write("p", hour + 1, sink.take())
+        core.seal_all()
+
+
+@pytest.fixture(scope="module")
+def two_days(tmp_path_factory):
+    root = tmp_path_factory.mktemp("overview")
+    build_archive(root)
+    return root
+
+
+def test_overview_lists_every_stream_with_its_health(two_days):
+    tmp_path = two_days
+    streams = {st.stream: st for st in archive_overview(str(tmp_path), Catalog(str(tmp_path)))}
+    assert len(streams) == 10
+    eth = streams["binance/perp/trades/ETHUSDT"]
+    assert (eth.first_hour, eth.last_hour, eth.missing_hours) == (T0, T0 + (HOURS - 1) * HOUR_NS, len(MISSING))
+    sol_book = streams["binance/perp/l2book/SOLUSDT_depth20"]
+    assert (sol_book.gaps, sol_book.disconnects) == (1, 1)
+    sol_trades = streams["binance/perp/trades/SOLUSDT"]
+    assert (sol_trades.gaps, sol_trades.disconnects) == (0, 1)       # the gap was a book gap
+    btc = streams["binance/perp/trades/BTCUSDT"]
+    assert btc.rows_last_hour == 10 + ((HOURS - 1) * 7 + 7) % 40 and btc.backup == "local"
+    assert [s.symbol for s in archive_overview(str(tmp_path), Catalog(str(tmp_path)), symbol="XRPUSDT")] == \
+        ["XRPUSDT", "XRPUSDT"]
+
+
+def test_coverage_picture_shows_the_gap(two_days):
+    tmp_path = two_days
+    grid = coverage_grid(str(tmp_path), Catalog(str(tmp_path)))
+    assert len(grid.streams) == 10 and len(grid.hours) == HOURS
+    eth = grid.streams.index("binance/perp/l2book/ETHUSDT_depth20")
+    assert [h for h in range(HOURS) if grid.rows[eth, h] == 0] == list(MISSING)
+    sol = grid.streams.index("binance/perp/l2book/SOLUSDT_depth20")
+    assert np.nonzero(grid.gaps[sol])[0].tolist() == [GAP_HOUR]
+    assert np.nonzero(grid.disconnects[sol])[0].tolist() == [DISCONNECT_HOUR]
+    assert not grid.backed_up.any() and (grid.rows > 0).sum() == 10 * HOURS - 2 * len(MISSING)
+    for name in ("coverage.png", "coverage.html"):
+        proc = subprocess.run([sys.executable, "launch.py", "mode=status", f"storage.root={tmp_path}",
+                               f"status.plot={tmp_path / name}"], cwd=REPO, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert (tmp_path / name).stat().st_size > 1000
+    assert "binance/perp/trades/ETHUSDT" in proc.stdout and "not running" in proc.stdout
+    page = (tmp_path / "coverage.html").read_text()
+    assert page.count('class="gap"') == 1 and page.count('class="disconnect"') == 2    # book + trades row
+    from PIL import Image
+    assert Image.open(tmp_path / "coverage.png").size[0] > 400
