@@ -35,16 +35,18 @@ def ray_cluster(tmp_path_factory):
     Started once per session in its own process group and stopped with it. Yields
     ``{"address": "127.0.0.1:<gcs>", "client": "ray://127.0.0.1:<port>"}``.
     """
-    gcs, client = free_port(), free_port()
+    gcs, client, metrics = free_port(), free_port(), free_port()
     ray_bin = Path(sys.executable).parent / "ray"
     logs = tmp_path_factory.mktemp("ray") / "ray-start.log"
     with open(logs, "w") as out:
         proc = subprocess.Popen(
             [str(ray_bin), "start", "--head", "--block", f"--port={gcs}", "--node-ip-address=127.0.0.1",
              f"--ray-client-server-port={client}", "--num-cpus=4", "--include-dashboard=false",
-             "--disable-usage-stats"],
+             "--disable-usage-stats", f"--metrics-export-port={metrics}",
+             '--system-config={"metrics_report_interval_ms": 1000}'],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ))
-    info = {"address": f"127.0.0.1:{gcs}", "client": f"ray://127.0.0.1:{client}", "log": str(logs)}
+    info = {"address": f"127.0.0.1:{gcs}", "client": f"ray://127.0.0.1:{client}", "log": str(logs),
+            "metrics": f"http://127.0.0.1:{metrics}/metrics"}
     deadline = time.time() + 90
     while True:
         with socket.socket() as s:

