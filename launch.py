@@ -59,4 +59,8 @@ def run(settings) -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:              # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)

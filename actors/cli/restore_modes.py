@@ -83,22 +83,29 @@ def run_status(settings: Settings) -> int:
         return run_overview(settings)
     try:
         req = _request(settings)
+        channels = list(dict.fromkeys([*(req.get("channels") or ["l2book", "trades"]), "events"]))
         table = _restorer(settings).coverage(req["exchange"], str(req["symbol"]), str(req["start"]),
-                                             str(req["end"]), depth=req.get("depth"),
+                                             str(req["end"]), channels=channels, depth=req.get("depth"),
                                              market=req.get("market") or "perp")
     except (RestoreError, RangeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     rows = table.to_pylist()
-    header = f"{'stream':<44} {'hour (UTC)':<16} {'rows':>10} {'bytes':>12} {'where':<8} {'gaps':>5}"
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        print(f"{row['stream']:<44} {_hour(row['hour']):<16}  {row['rows']:>10} {row['bytes']:>12} "
-              f"{row['where']:<8} {row['gaps']:>5}")
+    print_table([("stream", "<44"), ("hour (UTC)", "<16"), ("rows", ">10"), ("bytes", ">12"), ("where", "<8"),
+                 ("gaps", ">5")],
+                [(r["stream"], _hour(r["hour"]), r["rows"], r["bytes"], r["where"], r["gaps"]) for r in rows])
     if not rows:
         print("(no archived files in this range)")
     return 0
+
+
+def print_table(columns: list[tuple[str, str]], rows: list[tuple]) -> None:
+    """A plain fixed-width table: ``columns`` are (title, format spec such as ``<16`` or ``>10``)."""
+    header = " ".join(f"{title:{spec}}" for title, spec in columns)
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(" ".join(f"{value:{spec}}" for value, (_, spec) in zip(row, columns)))
 
 
 def run_overview(settings: Settings) -> int:
@@ -117,13 +124,10 @@ def run_overview(settings: Settings) -> int:
     live = read_live_status(settings.root)
     print(f"archive {settings.root}: {len(streams)} stream(s); archiver: "
           + (f"running (pid {live['pid']}) — {live['line']}" if live else "not running"))
-    header = (f"{'stream':<40} {'first hour':<16} {'last hour':<16} {'rows last h':>11} {'missing h':>9} "
-              f"{'gaps':>5} {'disconn':>7} {'backup':<7}")
-    print(header)
-    print("-" * len(header))
-    for st in streams:
-        print(f"{st.stream:<40} {_hour(st.first_hour):<16} {_hour(st.last_hour):<16} {st.rows_last_hour:>11} "
-              f"{st.missing_hours:>9} {st.gaps:>5} {st.disconnects:>7} {st.backup:<7}")
+    print_table([("stream", "<40"), ("first hour", "<16"), ("last hour", "<16"), ("rows last h", ">11"),
+                 ("missing h", ">9"), ("gaps", ">5"), ("disconn", ">7"), ("backup", "<7")],
+                [(st.stream, _hour(st.first_hour), _hour(st.last_hour), st.rows_last_hour, st.missing_hours,
+                  st.gaps, st.disconnects, st.backup) for st in streams])
     if not streams:
         print("(no archived streams" + (" match the filters" if req.exchange or req.symbol or start_ns else "") + ")")
     if settings.status_plot:
