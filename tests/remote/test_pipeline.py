@@ -79,21 +79,27 @@ def check_books_true(root, server, symbol):
 _last_runs: list = []     # every venue run of the latest run_with (sim servers hold the truth)
 
 
-def run_with(settings, actions=()):
-    """Run the archive; ``actions`` are (at_seconds, callable(runs)) done while it runs."""
-    holder = {}
+def run_with(settings, actions=(), tail_s=2.0):
+    """Run the archive; ``actions`` are (after_seconds, callable(runs)) done one after the other while
+    it runs (an action may wait for a condition). With actions the run has no fixed duration: it stops
+    ``tail_s`` after the last action returned, so a slow machine makes the test longer, never wrong."""
+    holder, stop = {}, threading.Event()
 
     def started(runs):
         holder["runs"] = runs
 
         def fire():
-            t0 = time.monotonic()
-            for at, action in actions:
-                time.sleep(max(0.0, at - (time.monotonic() - t0)))
-                action(runs)
+            try:
+                for after, action in actions:
+                    time.sleep(after)
+                    action(runs)
+                time.sleep(tail_s)
+            finally:
+                if actions:
+                    stop.set()
         threading.Thread(target=fire, daemon=True).start()
 
-    report = run_archive(settings, on_started=started)
+    report = run_archive(settings, stop_flag=stop, on_started=started)
     _last_runs[:] = holder["runs"]
     return report, holder["runs"][0]
 
@@ -140,7 +146,7 @@ def test_writer_kill9_mid_period_loses_and_doubles_nothing(tmp_path, ray_session
         handle = runs[0].writers["writer:binance:perp:BTCUSDT"]
         killed["new_pid"] = ray.get(handle.stats.remote(), timeout=60)["pid"]
 
-    report, run = run_with(sim_settings(root, "duration_s=6"), [(2.0, kill_writer), (3.0, check_restarted)])
+    report, run = run_with(sim_settings(root), [(2.0, kill_writer), (0.0, check_restarted)])
     assert killed["pid"] != killed["new_pid"], "writer was not restarted"
     assert report.files_sealed == len(archive_files(root)), "the summary must count files sealed before the restart"
     for sym in SYMBOLS:
@@ -153,16 +159,18 @@ def test_disconnect_and_chain_break_resync(tmp_path, ray_session):
     import ray
 
     def break_after_reconnect(runs):
-        deadline = time.monotonic() + 20
-        while ray.get(runs[0].socket.stats.remote())["connects"] < 2 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:              # reconnected, resynced and writing again
+            stats = ray.get(runs[0].socket.stats.remote())
+            if stats["connects"] >= 2 and stats["frames_on_open_connections"] >= 300:
+                break
             time.sleep(0.2)
-        time.sleep(1.5)                                  # resynced and writing again
         runs[0].server.inject("break_chain", symbol="BTCUSDT")
 
-    report, run = run_with(sim_settings(root, "duration_s=8"), [
+    report, run = run_with(sim_settings(root), [
         (2.0, lambda runs: runs[0].server.inject("drop_connection")),
-        (2.1, break_after_reconnect),
-    ])
+        (0.1, break_after_reconnect),
+    ], tail_s=3.0)
     events = read_channel(root, "events", "BTCUSDT").to_pylist()
     kinds = [e["kind"] for e in events]
     assert "disconnect" in kinds and kinds.count("connect") >= 2
@@ -288,10 +296,20 @@ def test_socket_kill9_restarts_resubscribes_and_records_a_gap(tmp_path, ray_sess
         os.kill(pid, signal.SIGKILL)
         seen["pid"] = pid
 
-    def check_restarted(runs):
-        seen["new_pid"] = ray.get(runs[0].socket.stats.remote(), timeout=60)["pid"]
+    def resumed(runs):                       # the restarted socket is connected and receiving again
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                stats = ray.get(runs[0].socket.stats.remote(), timeout=10)
+            except Exception:
+                time.sleep(0.2)
+                continue
+            if stats["pid"] != seen["pid"] and stats.get("frames_on_open_connections", 0) >= 200:
+                seen["new_pid"] = stats["pid"]
+                return
+            time.sleep(0.2)
 
-    report, run = run_with(sim_settings(root, "duration_s=9"), [(2.5, kill_socket), (6.0, check_restarted)])
+    report, run = run_with(sim_settings(root), [(2.5, kill_socket), (0.0, resumed)], tail_s=3.0)
     assert seen["new_pid"] != seen["pid"], "the socket was not restarted"
     assert report.socket_restarts == {"binance": 1}
     kill_ns = seen["kill_ns"]
