@@ -49,7 +49,7 @@ class Settings:
     root: str
     rollover_ns: int
     seal_grace_ns: int
-    symbols_per_writer: int
+    symbols_per_writer: int             # 0: automatic
     compact_every_s: float
     replay_file: str | None
     replay_speed: float
@@ -61,6 +61,7 @@ class Settings:
     log_level: str
     console: str = "plain"              # live | plain | json (resolved: never "auto")
     status_every_s: float = 10.0
+    placement: tuple[tuple[str, str], ...] = ()   # (venue, resource or label)
 
     def venue(self, name: str) -> VenueSpec:
         for spec in self.venues:
@@ -156,8 +157,15 @@ def _validate(app: AppConfig) -> Settings:
     channels = tuple(dict.fromkeys(c.value for c in app.channels))
     specs = _venue_specs(app, mode, channels)
     root = _root(app.storage.root, mode)
-    if app.storage.symbols_per_writer < 1:
-        raise ConfigError("storage.symbols_per_writer: must be >= 1")
+    if app.storage.symbols_per_writer < 0:
+        raise ConfigError("storage.symbols_per_writer: must be >= 0 (0 = automatic)")
+    if app.socket.symbols_per_process < 0:
+        raise ConfigError("socket.symbols_per_process: must be >= 0 (0 = automatic)")
+    for venue, where in app.placement.items():
+        if venue not in supported_venues():
+            raise ConfigError(f"placement.{venue}: unknown venue (supported: {', '.join(supported_venues())})")
+        if where is not None and not str(where).strip():
+            raise ConfigError(f"placement.{venue}: empty (name a Ray custom resource or node label, or null)")
     _check_source(app.source)
     _check_socket(app.socket)
     _positive(app.replay.speed, "replay.speed (0 = as fast as possible, 1 = recorded pace)", allow_zero=True)
@@ -175,7 +183,8 @@ def _validate(app: AppConfig) -> Settings:
         replay_file=replay_file, replay_speed=app.replay.speed, sim=app.source, socket=app.socket,
         ray=app.ray, backup=backup, restore=app.restore, log_level=app.log_level.value,
         console=app.log.console.value if app.log.console else ("live" if sys.stderr.isatty() else "plain"),
-        status_every_s=parse_duration(app.log.status_every, "log.status_every"))
+        status_every_s=parse_duration(app.log.status_every, "log.status_every"),
+        placement=tuple(sorted((str(k), str(v).strip()) for k, v in app.placement.items() if v is not None)))
 
 
 def _venue_specs(app: AppConfig, mode: str, channels: tuple[str, ...]) -> list[VenueSpec]:

@@ -95,7 +95,7 @@ class StorageConfig:
     root: str = "archives"
     rollover: str = "1h"
     seal_grace: str = "5s"
-    symbols_per_writer: int = 1
+    symbols_per_writer: int = 0          # 0: automatic (actors.remote.placement)
     compact_every: str = "10m"
 
 
@@ -112,6 +112,7 @@ class SocketConfig:
     backoff_min_s: float = 0.5
     backoff_max_s: float = 30.0
     idle_timeout_s: float = 60.0
+    symbols_per_process: int = 0         # 0: automatic (actors.remote.placement)
 
 
 @dataclass
@@ -176,6 +177,7 @@ class AppConfig:
     depth: int = 20
     channels: List[DataChannel] = field(default_factory=lambda: [DataChannel.l2book, DataChannel.trades])
     archive: Dict[str, List[str]] = field(default_factory=dict)
+    placement: Dict[str, Optional[str]] = field(default_factory=dict)   # venue -> Ray resource or node label
     log_level: LogLevel = LogLevel.INFO
     log: LogConfig = field(default_factory=LogConfig)
     source: SourceConfig = field(default_factory=SourceConfig)

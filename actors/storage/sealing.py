@@ -30,7 +30,8 @@ class SealingWriter:
     """A writer core with its sealing schedule (see module docstring)."""
 
     def __init__(self, core: SymbolWriterCore, grace_ns: int, clock: str = "wall",
-                 on_sealed: Callable[[list[dict]], None] | None = None, tick_s: float = 1.0) -> None:
+                 on_sealed: Callable[[list[dict]], None] | None = None, tick_s: float = 1.0,
+                 timer: bool = True) -> None:
         if clock not in ("wall", "data"):
             raise ValueError(f"clock must be 'wall' or 'data', not {clock!r}")
         self.core, self.grace_ns, self.clock = core, grace_ns, clock
@@ -39,7 +40,8 @@ class SealingWriter:
         self.recovered = core.recover()
         self._stop = threading.Event()
         if clock == "wall":
-            threading.Thread(target=self._tick, args=(tick_s,), daemon=True, name="seal-timer").start()
+            if timer:      # a WriterGroup runs one timer for all its writers instead
+                threading.Thread(target=self._tick, args=(tick_s,), daemon=True, name="seal-timer").start()
         else:
             self.seal_due()
 
@@ -90,6 +92,73 @@ class SealingWriter:
     def stats(self) -> dict[str, Any]:
         with self.lock:
             return {**self.core.stats(), "recovered": self.recovered}
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class WriterGroup:
+    """Many logical writers in one process: one :class:`SealingWriter` per (venue, symbol).
+
+    Each symbol keeps its own core (spool folder, watermarks, files); the group only routes a
+    call's batches to the symbols' writers (each sees the call's ``(producer, seq)``, so a
+    re-send after a crash in the middle of a call is dropped by the symbols that made it
+    durable and written by the others) and runs one sealing timer for all of them.
+    """
+
+    def __init__(self, make_core: Callable[[str, str], SymbolWriterCore], streams: list[tuple[str, str]],
+                 grace_ns: int, clock: str = "wall", on_sealed: Callable[[list[dict]], None] | None = None,
+                 tick_s: float = 1.0) -> None:
+        self.writers = {(venue, symbol): SealingWriter(make_core(venue, symbol), grace_ns, clock, on_sealed,
+                                                       timer=False)
+                        for venue, symbol in streams}
+        self._stop = threading.Event()
+        if clock == "wall":
+            threading.Thread(target=self._tick, args=(tick_s,), daemon=True, name="seal-timer").start()
+
+    def _tick(self, tick_s: float) -> None:
+        while not self._stop.wait(tick_s):
+            self.seal_due()
+
+    def write(self, venue: str, producer: str, seq: int,
+              batches: dict[tuple[str, str], pa.RecordBatch]) -> dict[tuple[str, str], int]:
+        """Make a venue's batches durable per symbol; rows newly written per (symbol, channel)."""
+        by_symbol: dict[str, dict[tuple[str, str], pa.RecordBatch]] = {}
+        for key, batch in batches.items():
+            by_symbol.setdefault(key[0], {})[key] = batch
+        fresh: dict[tuple[str, str], int] = {}
+        for symbol, part in by_symbol.items():
+            writer = self.writers.get((venue, symbol))
+            if writer is None:
+                log.error(f"rejected {sum(b.num_rows for b in part.values())} rows: {venue} {symbol} is not "
+                          "served by this writer process")
+                continue
+            if writer.write(producer, seq, part):
+                fresh.update({key: batch.num_rows for key, batch in part.items()})
+        return fresh
+
+    def seal_due(self, now_ns: int | None = None) -> list[dict]:
+        """Seal the periods that are over, in every writer."""
+        return [rec for writer in self.writers.values() for rec in writer.seal_due(now_ns)]
+
+    def seal_all(self) -> list[dict]:
+        """Seal every open period of every writer (end of a finite run)."""
+        return [rec for writer in self.writers.values() for rec in writer.seal_all()]
+
+    @property
+    def spool_bytes(self) -> int:
+        return sum(writer.core.spool_bytes for writer in self.writers.values())
+
+    def stats(self) -> dict[str, Any]:
+        """Counters summed over the writers; ``recovered`` spools and ``streams`` served."""
+        total: dict[str, Any] = {}
+        recovered = 0
+        for writer in self.writers.values():
+            for key, value in writer.stats().items():
+                if isinstance(value, int) and not isinstance(value, bool) and key != "max_ts_local":
+                    total[key] = total.get(key, 0) + value
+            recovered += writer.recovered.get("spools", 0)
+        return {**total, "recovered_spools": recovered, "symbols": len(self.writers)}
 
     def stop(self) -> None:
         self._stop.set()

@@ -131,13 +131,13 @@ def test_writer_kill9_mid_period_loses_and_doubles_nothing(tmp_path, ray_session
     killed = {}
 
     def kill_writer(runs):
-        handle = runs[0].writers["writer:binance:perp:BTCUSDT"]
+        handle = runs[0].writers[runs[0].writer_of["BTCUSDT"]]
         pid = ray.get(handle.stats.remote())["pid"]
         os.kill(pid, signal.SIGKILL)
         killed["pid"] = pid
 
     def check_restarted(runs):
-        handle = runs[0].writers["writer:binance:perp:BTCUSDT"]
+        handle = runs[0].writers[runs[0].writer_of["BTCUSDT"]]
         killed["new_pid"] = ray.get(handle.stats.remote(), timeout=60)["pid"]
 
     report, run = run_with(sim_settings(root, "duration_s=6"), [(2.0, kill_writer), (3.0, check_restarted)])
@@ -154,7 +154,7 @@ def test_disconnect_and_chain_break_resync(tmp_path, ray_session):
 
     def break_after_reconnect(runs):
         deadline = time.monotonic() + 20
-        while ray.get(runs[0].socket.stats.remote())["connects"] < 2 and time.monotonic() < deadline:
+        while runs[0].socket_stats()["connects"] < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(1.5)                                  # resynced and writing again
         runs[0].server.inject("break_chain", symbol="BTCUSDT")
@@ -289,7 +289,12 @@ def test_socket_kill9_restarts_resubscribes_and_records_a_gap(tmp_path, ray_sess
         seen["pid"] = pid
 
     def check_restarted(runs):
-        seen["new_pid"] = ray.get(runs[0].socket.stats.remote(), timeout=60)["pid"]
+        deadline = time.monotonic() + 60
+        while "new_pid" not in seen and time.monotonic() < deadline:
+            try:
+                seen["new_pid"] = ray.get(runs[0].socket.stats.remote(), timeout=10)["pid"]
+            except ray.exceptions.ActorUnavailableError:     # still restarting
+                time.sleep(0.2)
 
     report, run = run_with(sim_settings(root, "duration_s=9"), [(2.5, kill_socket), (6.0, check_restarted)])
     assert seen["new_pid"] != seen["pid"], "the socket was not restarted"
