@@ -12,6 +12,7 @@ range, checksum mismatch, unsafe key, damaged file) come back as the Restorer ra
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -24,6 +25,7 @@ from actors.remote.catalog import METHODS
 from actors.remote.placement import node_root
 
 log = get_logger("restore")
+COMPACT_AFTER_COMMITS = 200
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=8)
@@ -48,8 +50,13 @@ class RestoreActor:
         self._stop = threading.Event()
         threading.Thread(target=self._compact_every, args=(compact_every_s,), daemon=True).start()
 
-    def _compact_every(self, seconds: float) -> None:
-        while not self._stop.wait(seconds):
+    def _compact_every(self, seconds: float, commits: int = COMPACT_AFTER_COMMITS) -> None:
+        """Compact every ``seconds``, or sooner once ``commits`` writes piled up (many symbols)."""
+        last = time.monotonic()
+        while not self._stop.wait(1.0):
+            if self.index.commits < commits and time.monotonic() - last < seconds:
+                continue
+            last = time.monotonic()
             try:
                 self.index.optimize()
             except Exception as exc:    # an optimisation; never stop serving for it

@@ -23,7 +23,7 @@ from actors.remote import core_id
 from actors.remote.backup import poke_backup
 from actors.remote.catalog import RemoteCatalog
 from actors.remote.placement import node_name, node_root
-from actors.storage.sealing import WriterGroup
+from actors.storage.sealing import CatalogBuffer, WriterGroup
 from actors.storage.writer import SymbolWriterCore
 
 TAGS = ("exchange", "channel")
@@ -42,14 +42,15 @@ class WriterProcess:
         self.bytes = Counter("tickarchive_bytes_sealed", "Parquet bytes sealed", tag_keys=TAGS)
         self.spool = Gauge("tickarchive_spool_bytes", "bytes in open spools", tag_keys=("writer",))
         market = {(venue, symbol): mkt for venue, mkt, symbol in streams}
-        catalog, node = RemoteCatalog(), node_name()
+        catalog, node = CatalogBuffer(RemoteCatalog()), node_name()
 
         def make_core(venue: str, symbol: str) -> SymbolWriterCore:
             mkt = market[(venue, symbol)]
             return SymbolWriterCore(self.root, venue, mkt, [symbol], depth, rollover_ns,
                                     core_id(venue, mkt, symbol), catalog, node=node)
 
-        self.group = WriterGroup(make_core, list(market), seal_grace_ns, clock, on_sealed=self._sealed)
+        self.group = WriterGroup(make_core, list(market), seal_grace_ns, clock, on_sealed=self._sealed,
+                                 catalog=catalog)
 
     def _sealed(self, records: list[dict]) -> None:
         poke_backup()

@@ -411,6 +411,7 @@ class IndexedCatalog(Catalog):
         super().__init__(root, uri)
         self.lock = threading.RLock()
         self.index = CatalogIndex()
+        self.commits = 0              # write commits since the last optimize()
         self.reload()
 
     def reload(self) -> None:
@@ -424,6 +425,7 @@ class IndexedCatalog(Catalog):
         with self.lock:
             super().upsert(records)
             self.index.update(records_table(records))
+            self.commits += 1
 
     def _update_rows(self, keys: Iterable[str], change) -> int:
         with self.lock:           # read-modify-write of rows: one at a time
@@ -441,6 +443,7 @@ class IndexedCatalog(Catalog):
 
     def optimize(self, keep_versions_for: timedelta = timedelta(minutes=10)) -> None:
         with self.lock:
+            self.commits = 0
             super().optimize(keep_versions_for)
 
 

@@ -97,18 +97,60 @@ class SealingWriter:
         self._stop.set()
 
 
+class CatalogBuffer:
+    """The catalog as the writers of a :class:`WriterGroup` see it: sealed-file rows are collected
+    and committed in one ``upsert`` per sealing round (:meth:`flush`), not one per symbol.
+
+    A failed commit keeps the rows and retries at the next round, like a core's own retry
+    (files are sealed and safe either way; ``mode=reindex`` rebuilds a catalog from them).
+    """
+
+    def __init__(self, catalog: Any) -> None:
+        self.catalog = catalog
+        self.pending: list[dict] = []
+        self.lock = threading.Lock()
+
+    def upsert(self, records: list[dict]) -> None:
+        with self.lock:
+            self.pending.extend(records)
+
+    def get(self, key: str) -> dict | None:
+        with self.lock:
+            for rec in self.pending:
+                if rec["key"] == key:
+                    return rec
+        return self.catalog.get(key)
+
+    def flush(self) -> int:
+        """Commit the collected rows (one call); the number committed (0 on failure, kept for later)."""
+        with self.lock:
+            records, self.pending = self.pending, []
+        if not records:
+            return 0
+        try:
+            self.catalog.upsert(records)
+            return len(records)
+        except Exception as exc:
+            log.error(f"catalog update failed for {len(records)} file(s), will retry: {exc}")
+            with self.lock:
+                self.pending[:0] = records
+            return 0
+
+
 class WriterGroup:
     """Many logical writers in one process: one :class:`SealingWriter` per (venue, symbol).
 
     Each symbol keeps its own core (spool folder, watermarks, files); the group only routes a
     call's batches to the symbols' writers (each sees the call's ``(producer, seq)``, so a
     re-send after a crash in the middle of a call is dropped by the symbols that made it
-    durable and written by the others) and runs one sealing timer for all of them.
+    durable and written by the others) and runs one sealing timer for all of them. Cores built
+    with ``catalog`` (a :class:`CatalogBuffer`) have their files recorded once per round.
     """
 
     def __init__(self, make_core: Callable[[str, str], SymbolWriterCore], streams: list[tuple[str, str]],
                  grace_ns: int, clock: str = "wall", on_sealed: Callable[[list[dict]], None] | None = None,
-                 tick_s: float = 1.0) -> None:
+                 tick_s: float = 1.0, catalog: CatalogBuffer | None = None) -> None:
+        self.catalog = catalog
         self.writers = {(venue, symbol): SealingWriter(make_core(venue, symbol), grace_ns, clock, on_sealed,
                                                        timer=False)
                         for venue, symbol in streams}
@@ -135,15 +177,22 @@ class WriterGroup:
                 continue
             if writer.write(producer, seq, part):
                 fresh.update({key: batch.num_rows for key, batch in part.items()})
+        if self.catalog is not None and self.writers and next(iter(self.writers.values())).clock == "data":
+            self.catalog.flush()            # replays seal while writing
         return fresh
 
     def seal_due(self, now_ns: int | None = None) -> list[dict]:
         """Seal the periods that are over, in every writer."""
-        return [rec for writer in self.writers.values() for rec in writer.seal_due(now_ns)]
+        return self._flushed([rec for writer in self.writers.values() for rec in writer.seal_due(now_ns)])
 
     def seal_all(self) -> list[dict]:
         """Seal every open period of every writer (end of a finite run)."""
-        return [rec for writer in self.writers.values() for rec in writer.seal_all()]
+        return self._flushed([rec for writer in self.writers.values() for rec in writer.seal_all()])
+
+    def _flushed(self, records: list[dict]) -> list[dict]:
+        if self.catalog is not None:
+            self.catalog.flush()
+        return records
 
     @property
     def spool_bytes(self) -> int:
