@@ -23,6 +23,7 @@ from actors.venues import get_venue
 from actors.logs import get_logger, setup_logging
 from actors.errors import ConfigError
 from actors.venues.base import Endpoints
+from actors.remote.failover import NodeWatch
 
 log = get_logger("app")
 
@@ -40,6 +41,7 @@ class VenueRun:
     writer_of: dict[str, str] = field(default_factory=dict)   # symbol -> writer name
     sockets: dict[str, Any] = field(default_factory=dict)     # socket processes serving it (shared in a group)
     node_id: str | None = None                                # where its sockets and writers run
+    waiting: str = ""                                         # why it is not running (node lost), if so
 
     @property
     def socket(self) -> Any:
@@ -87,6 +89,8 @@ class RunReport:
     started_ns: int = field(default_factory=time.time_ns)
     socket_restarts: dict[str, int] = field(default_factory=dict)   # venue -> socket processes restarted
     backup: dict = field(default_factory=dict)           # the final backup pass, if any
+    moves: list[dict] = field(default_factory=list)      # venues moved off a lost node
+    handed_over: dict = field(default_factory=dict)      # spool calls/rows handed over by returning nodes
     venues: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -104,6 +108,8 @@ class RunReport:
         restarts = sum(self.socket_restarts.values())
         if restarts:
             text += f", {restarts} socket restart(s) (gaps recorded)"
+        if self.moves:
+            text += f", {len(self.moves)} move(s) off lost nodes"
         if self.backup:
             text += f"; backup: {self.backup.get('summary') or self.backup.get('error')}"
         return text
@@ -180,8 +186,11 @@ def _plan_replay(settings: Settings) -> VenueRun:
     raise ConfigError(f"replay.file: {path!r} is not a recording of a supported venue")
 
 
-def start_actors(settings: Settings, runs: list[VenueRun]) -> None:
-    """Place each group of venues on a node; start its writer processes, then its venues' sockets."""
+def start_actors(settings: Settings, runs: list[VenueRun]) -> list[Any]:
+    """Place each group of venues on a node; start its writer processes, then its venues' sockets.
+
+    Returns the groups (:class:`actors.remote.placement.Group`) with the node each runs on.
+    """
     import ray
 
     from actors.remote.placement import choose_node, describe_nodes, group_venues, nodes_from_ray
@@ -190,7 +199,8 @@ def start_actors(settings: Settings, runs: list[VenueRun]) -> None:
     here = ray.get_runtime_context().get_node_id()
     by_name = {run.spec.name: run for run in runs}
     load: dict[str, int] = {}
-    for group in group_venues(list(by_name), dict(settings.placement)):
+    groups = group_venues(list(by_name), dict(settings.placement))
+    for group in groups:
         node = choose_node(nodes, group.requirement, prefer=here, load=load)
         if node is None:
             raise ConfigError(f"placement.{group.venues[0]}: no alive Ray node advertises "
@@ -199,8 +209,10 @@ def start_actors(settings: Settings, runs: list[VenueRun]) -> None:
         group_runs = [by_name[v] for v in group.venues]
         for run in group_runs:
             run.node_id = node.node_id
+        group.node_id = node.node_id
         start_writers(settings, group.label, group_runs, node.node_id)
         start_sockets(settings, group.label, group_runs, node.node_id)
+    return groups
 
 
 def _on_node(node_id: str | None) -> dict[str, Any]:
@@ -231,7 +243,8 @@ def start_writers(settings: Settings, group: str, runs: list[VenueRun], node_id:
             by_name[venue].writer_of[symbol] = name
 
 
-def start_sockets(settings: Settings, group: str, runs: list[VenueRun], node_id: str | None) -> None:
+def start_sockets(settings: Settings, group: str, runs: list[VenueRun], node_id: str | None,
+                  resumed: bool = False) -> None:
     """The group's socket processes (``socket.symbols_per_process`` symbols each, 0 = automatic)."""
     from actors.remote import NAMESPACE, socket_name
     from actors.remote.placement import AUTO_SYMBOLS_PER_SOCKET, shards
@@ -250,7 +263,7 @@ def start_sockets(settings: Settings, group: str, runs: list[VenueRun], node_id:
         handle = ExchangeSocket.options(name=name, namespace=NAMESPACE, get_if_exists=True,
                                         **_on_node(node_id)).remote(
             name, parts, settings.depth, settings.socket, settings.source == "replay", settings.log_level,
-            settings.root)
+            settings.root, resumed)
         for part in parts:
             by_name[part.venue].sockets[name] = handle
 
@@ -260,15 +273,15 @@ class Services:
     """The named service actors of a run."""
 
     restore: Any = None
-    backups: list[Any] = field(default_factory=list)     # one per node holding files; none without a bucket
+    backups: dict[str, Any] = field(default_factory=dict)   # node id -> its backup actor; none without a bucket
 
     @property
     def backup(self) -> Any:
         """The backup actor of the driver's node (or the first one)."""
-        return self.backups[0] if self.backups else None
+        return next(iter(self.backups.values()), None)
 
     def all(self) -> list[Any]:
-        return [actor for actor in (self.restore, *self.backups) if actor is not None]
+        return [actor for actor in (self.restore, *self.backups.values()) if actor is not None]
 
 
 def backup_section(settings: Settings) -> dict[str, Any]:
@@ -289,7 +302,7 @@ def start_restore(settings: Settings) -> Any:
                                settings.log_level, settings.compact_every_s)
 
 
-def start_backups(settings: Settings, runs: list[VenueRun]) -> list[Any]:
+def start_backups(settings: Settings, runs: list[VenueRun]) -> dict[str, Any]:
     """One backup actor per node that holds files (the driver's node first), when a bucket is set."""
     import ray
 
@@ -297,11 +310,11 @@ def start_backups(settings: Settings, runs: list[VenueRun]) -> list[Any]:
 
     backup = backup_section(settings)
     if backup.get("name", "none") == "none":
-        return []
+        return {}
     here = ray.get_runtime_context().get_node_id()
     nodes = list(dict.fromkeys([here, *(run.node_id for run in runs if run.node_id)]))
-    return [start_backup_actor(settings.root, backup, settings.log_level, node_id=node, driver_node=node == here)
-            for node in nodes]
+    return {node: start_backup_actor(settings.root, backup, settings.log_level, node_id=node, driver_node=node == here)
+            for node in nodes}
 
 
 def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
@@ -320,13 +333,15 @@ def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
     stop_flag = stop_flag or threading.Event()
     interrupted = False
     services = Services()
+    watch: NodeWatch | None = None
     console: RunConsole | None = None
     started_at = time.monotonic()
     try:
         ensure_ray(settings)
         services.restore = start_restore(settings)     # owns the catalog (rebuilt first if damaged)
-        start_actors(settings, runs)
+        watch = NodeWatch(settings, start_actors(settings, runs), runs)
         services.backups = start_backups(settings, runs)
+        watch.services = services
         ray.get([socket.ensure_started.remote() for socket, _ in _sockets(runs).values()])
         started_at = time.monotonic()        # duration_s counts from here, not from Ray's start-up
         log.info(f"archiving {sum(len(r.spec.symbols) for r in runs)} symbols on "
@@ -344,6 +359,7 @@ def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
             if settings.source == "replay" and _replay_done(runs):
                 break
             stop_flag.wait(0.5)
+            watch.check(report)
             _supervise(runs, report, restarting)
             if time.monotonic() - last_view >= console.interval_s:
                 console.show(_snapshot(runs, services))
@@ -355,10 +371,12 @@ def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
         if console is not None:
             console.close()
         report.seconds = time.monotonic() - started_at
+        if watch is not None:       # spools handed over by nodes that came back, before the last seal
+            report.handed_over = watch.finish()
         if any(run.sockets for run in runs):
             _shutdown(settings, runs, report, seal_everything=not interrupted)
         if services.backups and not interrupted:   # a finite run ends with a verified backup of every node
-            report.backup = _final_backup(services.backups)
+            report.backup = _final_backup(list(services.backups.values()))
         if not settings.ray.address:     # own local Ray: nothing outlives this run
             for actor in services.all():
                 ray.kill(actor)
@@ -377,7 +395,8 @@ def _snapshot(runs: list[VenueRun], services: Services):
 
     snap = Snapshot(at=time.monotonic())
     for run in runs:
-        snap.venues[run.spec.name] = run.socket_stats(timeout=5, quiet=True)
+        snap.venues[run.spec.name] = {"waiting": run.waiting} if run.waiting else \
+            run.socket_stats(timeout=5, quiet=True)
     snap.writers = _each(list(_writers(runs).values()), "stats", timeout=5, quiet=True)
     if services.backup is not None:
         snap.backup = _each([services.backup], "stats", timeout=5, quiet=True)[0]
@@ -387,12 +406,12 @@ def _snapshot(runs: list[VenueRun], services: Services):
 def _supervise(runs: list[VenueRun], report: RunReport, restarting: set[str]) -> None:
     """(Re)start every socket process; one that died is restarted by Ray meanwhile (``restarting``)."""
     import ray
-    from ray.exceptions import GetTimeoutError, RayActorError
+    from ray.exceptions import ActorUnschedulableError, GetTimeoutError, RayActorError
 
     for name, (socket, venues) in _sockets(runs).items():
         try:
             started = ray.get(socket.ensure_started.remote(), timeout=30)
-        except (RayActorError, GetTimeoutError) as exc:     # dead or restarting: asked again next round
+        except (RayActorError, ActorUnschedulableError, GetTimeoutError) as exc:   # dead, restarting, node lost
             if name not in restarting:
                 log.warning(f"{name} is unavailable ({type(exc).__name__}); waiting for Ray to restart it")
             restarting.add(name)

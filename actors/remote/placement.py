@@ -98,10 +98,14 @@ class Group:
     requirement: str
     venues: list[str] = field(default_factory=list)
     node_id: str | None = None
+    lost: list[str] = field(default_factory=list)      # nodes it ran on before, lost
+    waiting: bool = False                               # its node is lost and no other node qualifies
 
     @property
     def label(self) -> str:
-        return self.requirement or "any"
+        """The name part of its actors: ``any``/the requirement, ``~N`` after N moves."""
+        base = self.requirement or "any"
+        return f"{base}~{len(self.lost)}" if self.lost else base
 
 
 def group_venues(venues: list[str], placement: dict[str, str]) -> list[Group]:

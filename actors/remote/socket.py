@@ -67,10 +67,12 @@ class ExchangeSocket:
     """Connections of one or more venues, feeding the writers (see module docstring)."""
 
     def __init__(self, name: str, shards: list[VenueShard], depth: int, socket_cfg: SocketConfig,
-                 replay_clock: bool = False, log_level: str = "INFO", log_root: str | None = None) -> None:
+                 replay_clock: bool = False, log_level: str = "INFO", log_root: str | None = None,
+                 resumed: bool = False) -> None:
         setup_actor_logging(log_level, node_root(log_root) if log_root else None, name)
         self.name, self.shards, self.depth, self.socket_cfg = name, shards, depth, socket_cfg
         self.replay_clock = replay_clock
+        self.resumed = resumed                   # moved here from a lost node: record a gap
         self.writers: dict[str, Any] = {}        # writer name -> handle, looked up on first use
         self.feeds: dict[str, VenueFeed] = {}
 
@@ -98,7 +100,7 @@ class ExchangeSocket:
             return False
         with warnings.catch_warnings():     # Ray 2.60 warns about its own use of a deprecated API here
             warnings.simplefilter("ignore")
-            restarted = ray.get_runtime_context().was_current_actor_reconstructed
+            restarted = ray.get_runtime_context().was_current_actor_reconstructed or self.resumed
         for shard in self.shards:
             self.feeds[shard.venue] = self._feed(shard)
             self.feeds[shard.venue].start(restarted=restarted)

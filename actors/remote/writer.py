@@ -11,6 +11,7 @@ and bytes as metrics and pokes this node's backup actor after each seal.
 """
 from __future__ import annotations
 
+import glob
 import os
 from typing import Any
 
@@ -19,11 +20,11 @@ import ray
 from ray.util.metrics import Counter, Gauge
 
 from actors.logs import setup_actor_logging
-from actors.remote import core_id
+from actors.remote import NAMESPACE, core_id
 from actors.remote.backup import poke_backup
 from actors.remote.catalog import RemoteCatalog
 from actors.remote.placement import node_name, node_root
-from actors.storage.sealing import CatalogBuffer, WriterGroup
+from actors.storage.sealing import CatalogBuffer, WriterGroup, discard_spools, unsealed_calls
 from actors.storage.writer import SymbolWriterCore
 
 TAGS = ("exchange", "channel")
@@ -77,3 +78,32 @@ class WriterProcess:
 
     def stats(self) -> dict[str, Any]:
         return {**self.group.stats(), "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
+
+
+@ray.remote(num_cpus=0, max_retries=3)
+def hand_over_spools(root: str, streams: list[tuple[str, str, str, str]], depth: int, rollover_ns: int) -> dict:
+    """On a node that came back: hand its unsealed spools to the streams' current writers.
+
+    ``streams``: (venue, market, symbol, writer name) of the streams now written elsewhere.
+    Each acknowledged call left in this node's spools is written again through the stream's
+    writer with its original producer and sequence number (exactly once, also if this task is
+    retried), then the spool folder is deleted. Returns the calls and rows handed over.
+    """
+    from actors.storage.writer import SPOOL_DIR
+
+    root, node = node_root(root), node_name()
+    done = {"streams": 0, "calls": 0, "rows": 0}
+    for venue, market, symbol, writer in streams:
+        ident = core_id(venue, market, symbol)
+        if not glob.glob(os.path.join(root, SPOOL_DIR, ident, "*.spool")):
+            continue
+        core = SymbolWriterCore(root, venue, market, [symbol], depth, rollover_ns, ident, None, node=node)
+        core.recover()
+        handle = ray.get_actor(writer, namespace=NAMESPACE)
+        for producer, seq, batches in unsealed_calls(core):
+            ray.get(handle.write.remote(venue, producer, seq, batches))
+            done["calls"] += 1
+            done["rows"] += sum(b.num_rows for b in batches.values())
+        discard_spools(core)
+        done["streams"] += 1
+    return done

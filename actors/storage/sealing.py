@@ -211,3 +211,61 @@ class WriterGroup:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def unsealed_calls(core: SymbolWriterCore) -> list[tuple[str, int, dict[tuple[str, str], pa.RecordBatch]]]:
+    """The acknowledged rows a recovered core still holds only in its spools, call by call.
+
+    For a node that comes back after its streams moved to another node: every complete call in
+    the spools, in ``(producer, seq)`` order, its parts of several periods joined, without the
+    streams whose sealed file in this root already holds the call (a seal cut short by the
+    crash). Handing these calls to the stream's current writer (same producer and sequence
+    number, so a repeated hand-over is dropped there) puts every row in the archive once.
+    Call :meth:`SymbolWriterCore.recover` first.
+    """
+    import os
+
+    import pyarrow.parquet as pq
+
+    from actors.storage.layout import StreamKey
+    from actors.storage.spool import read_frames
+    from actors.storage.writer import _decode_calls
+
+    calls: dict[tuple[str, int], dict[tuple[str, str], list[pa.RecordBatch]]] = {}
+    for period, spool in sorted(core.spools.items()):
+        held: dict[str, set] = {}
+        for symbol in core.symbols:
+            for channel in ("l2book", "trades", "events"):
+                stream = StreamKey(core.exchange, core.market, channel, symbol,
+                                   core.depth if channel == "l2book" else None)
+                path = os.path.join(core.root, stream.relpath(period, core.rollover_ns))
+                if os.path.exists(path):
+                    held[channel] = _decode_calls(pq.ParquetFile(path).schema_arrow.metadata or {})
+        seen: set[tuple[str, int, int]] = set()
+        frames, _, _ = read_frames(spool.path)
+        for frame in frames:
+            call = core.calls.get(frame.call)
+            ident = (frame.producer, frame.seq, frame.part)
+            if call is None or not call.complete or ident in seen:
+                continue
+            seen.add(ident)
+            for (symbol, channel), batch in frame.batches.items():
+                if frame.call not in held.get(channel, ()):
+                    calls.setdefault(frame.call, {}).setdefault((symbol, channel), []).append(batch)
+    return [(producer, seq, {key: parts[0] if len(parts) == 1 else pa.concat_batches(parts)
+                             for key, parts in batches.items()})
+            for (producer, seq), batches in sorted(calls.items())]
+
+
+def discard_spools(core: SymbolWriterCore) -> None:
+    """Delete a core's spools and watermarks (after :func:`unsealed_calls` were handed over)."""
+    import os
+    import shutil
+
+    from actors.storage.spool import fsync_dir
+
+    for spool in core.spools.values():
+        spool.close()
+    core.spools.clear()
+    shutil.rmtree(core.spool_dir, ignore_errors=True)
+    fsync_dir(os.path.dirname(core.spool_dir))

@@ -82,8 +82,10 @@ def main() -> None:
                       *(f"archive.{v}=[]" for v in supported_venues() if v != "binance")]
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
     launched = time.time_ns()
+    log_path = root / "launch-output.txt"          # a file, not a pipe: a full pipe would stall the run
+    out = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, str(REPO / "launch.py"), *overrides], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=out, stderr=subprocess.STDOUT, text=True)
     samples: list[tuple[float, int, int, dict[str, int]]] = []
     while proc.poll() is None:
         time.sleep(5)
@@ -92,7 +94,8 @@ def main() -> None:
         for pid in tree:
             by_kind[command_of(pid)] = by_kind.get(command_of(pid), 0) + pss_bytes(pid)
         samples.append(((time.time_ns() - launched) / 1e9, sum(by_kind.values()), len(tree), by_kind))
-    output = proc.stdout.read()
+    out.close()
+    output = log_path.read_text()
     summary = [line for line in output.splitlines() if line.startswith("archived ")]
     if proc.returncode != 0 or not summary:
         print(output[-3000:])
