@@ -159,6 +159,8 @@ def _validate(app: AppConfig) -> Settings:
     root = _root(app.storage.root, mode)
     if app.storage.symbols_per_writer < 0:
         raise ConfigError("storage.symbols_per_writer: must be >= 0 (0 = automatic)")
+    if (app.ray.detach or mode == "stop") and not app.ray.address:
+        raise ConfigError("ray.detach / mode=stop: only with a running cluster (add ray=cluster)")
     if app.socket.symbols_per_process < 0:
         raise ConfigError("socket.symbols_per_process: must be >= 0 (0 = automatic)")
     for venue, where in app.placement.items():

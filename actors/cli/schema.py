@@ -23,6 +23,7 @@ class Mode(str, Enum):
     restore = "restore"
     status = "status"
     reindex = "reindex"
+    stop = "stop"
 
 
 class SourceKind(str, Enum):
@@ -120,6 +121,8 @@ class RayConfig:
     address: Optional[str] = None
     dashboard: bool = True
     num_cpus: Optional[int] = None
+    dashboard_port: int = 8265           # ray=cluster: where the head's dashboard answers the token check
+    detach: bool = False                 # ray=cluster: the archive runs as a detached actor (mode=stop ends it)
 
 
 @dataclass

@@ -123,16 +123,23 @@ def ensure_ray(settings: Settings) -> None:
         return
     from actors.remote import NAMESPACE
 
+    from actors.remote.joining import check_cluster
+
     opts = settings.ray
     kwargs: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": True}
     if opts.address:
-        kwargs["address"] = opts.address
+        kwargs["address"] = check_cluster(opts.address, opts.dashboard_port)
     else:   # always a fresh instance: never join a stale or foreign cluster found in /tmp/ray
         kwargs["address"] = "local"
         kwargs["include_dashboard"] = opts.dashboard
         if opts.num_cpus:
             kwargs["num_cpus"] = opts.num_cpus
-    ray.init(**kwargs)
+    try:
+        ray.init(**kwargs)
+    except ConnectionError as exc:
+        raise ConfigError(f"ray=cluster: cannot join the Ray cluster at {kwargs['address']} "
+                          f"({' '.join(str(exc).split())[:200]}); is it running, and is this machine's "
+                          "token (RAY_AUTH_TOKEN) the head's?") from None
 
 
 def plan_sources(settings: Settings) -> list[VenueRun]:
