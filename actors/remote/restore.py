@@ -6,7 +6,9 @@ rebuilt from the files first if damaged) and holds an
 :class:`~actors.storage.catalog.IndexedCatalog`: writers of every node record sealed files
 through :meth:`RestoreActor.catalog` (see :mod:`actors.remote.catalog`), lookups come from the
 in-memory index, and compaction runs here every ``storage.compact_every``. Queries are a thin
-wrapper over :class:`actors.restore.restorer.Restorer`; errors (unknown venue or symbol, bad
+wrapper over :class:`actors.restore.restorer.Restorer` for the whole cluster: a file sealed on
+another node is downloaded from the bucket if it is backed up, else copied from that node
+(:mod:`actors.remote.fetch`), verified by SHA-256 either way; errors (unknown venue or symbol, bad
 range, checksum mismatch, unsafe key, damaged file) come back as the Restorer raised them.
 """
 from __future__ import annotations
@@ -68,19 +70,31 @@ class RestoreActor:
             raise AttributeError(f"catalog has no method {method!r}")
         return getattr(self.index, method)(*args, **kwargs)
 
+    def _from_other_nodes(self, exchange: str, symbol: str, channel: str, start: Any, end: Any,
+                          depth: int | None, market: str) -> None:
+        """Copy here the range's files that are neither local nor in the bucket, from the nodes holding them."""
+        from actors.remote.fetch import fetch_from_nodes
+
+        refs = self.restorer.paths(exchange, symbol, channel, start, end, depth, market)
+        missing = [ref.rel for ref in refs if not ref.local and not ref.remote]
+        if missing:
+            fetch_from_nodes(self.root, list(self.index.get_many(missing).values()))
+
     def paths(self, exchange: str, symbol: str, channel: str, start: Any, end: Any, depth: int | None = None,
               market: str = "perp") -> list[dict]:
-        """Files covering the range: key, period, size, sha256, local/remote."""
+        """Files covering the range: key, period, size, sha256, local/remote (local: on this node)."""
         return [asdict(ref) for ref in self.restorer.paths(exchange, symbol, channel, start, end, depth, market)]
 
     def restore(self, exchange: str, symbol: str, channel: str, start: Any, end: Any, depth: int | None = None,
                 market: str = "perp") -> list[str]:
-        """Download (verified) what is missing locally; the local paths of the range's files."""
+        """Bring what is missing here (bucket, else the node that has it; verified); the range's local paths."""
+        self._from_other_nodes(exchange, symbol, channel, start, end, depth, market)
         return self.restorer.restore(exchange, symbol, channel, start, end, depth, market)
 
     def load(self, exchange: str, symbol: str, channel: str, start: Any, end: Any, depth: int | None = None,
              market: str = "perp", columns: list[str] | None = None) -> pa.Table:
         """Rows with ``start <= ts_local < end`` as an Arrow table (restoring files first)."""
+        self._from_other_nodes(exchange, symbol, channel, start, end, depth, market)
         return self.restorer.load(exchange, symbol, channel, start, end, depth, market, columns)
 
     def coverage(self, exchange: str, symbol: str, start: Any, end: Any, depth: int | None = None,

@@ -156,17 +156,32 @@ def main() -> None:
                            "lost_in_gap": len(set(truth) - set(ids))}
     assert report.handed_over.get("calls", 0) > 0, report.handed_over
     assert not list((roots[victim] / ".spool").rglob("*.spool")), "the returned node's spool was not sealed"
-    # a restore through Ray Client, from another process, of a stream written on node b
-    client = subprocess.run([sys.executable, "-c", f"""
+    # a restore through Ray Client, from another process, of streams written on node b: its books
+    # from the bucket, its trades (made "sealed, not backed up yet") copied from node b itself
+    from actors.remote.catalog import RemoteCatalog
+    trade_keys = sorted(r for r in files["b"] if "/trades/" in r)
+    for key in trade_keys:
+        s3.delete_object(Bucket=args["bucket"], Key=key)
+    unbacked = [dict(row, backed_up_at=None, backup_sha256=None) for row in RemoteCatalog().get_many(trade_keys).values()]
+    RemoteCatalog().upsert(unbacked)
+    client_code = f"""
 import json, ray
 ray.init("ray://127.0.0.1:{args['client_port']}", namespace="tickarchive")
 restore = ray.get_actor("restore", namespace="tickarchive")
-table = ray.get(restore.load.remote("bybit", "BTCUSDT", "trades", 0, 2**62))
-print(json.dumps(sorted(table.column("trade_id").to_pylist())))
-"""], capture_output=True, text=True, timeout=120, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+trades = ray.get(restore.load.remote("bybit", "BTCUSDT", "trades", 0, 2**62))
+books = ray.get(restore.load.remote("bybit", "BTCUSDT", "l2book", 0, 2**62, 10))
+print(json.dumps([sorted(trades.column("trade_id").to_pylist()), books.num_rows]))
+"""
+    for _ in range(3):      # Ray Client's per-client server start fails now and then on a loaded machine
+        client = subprocess.run([sys.executable, "-c", client_code], capture_output=True, text=True, timeout=120,
+                                env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+        if client.returncode == 0 or "Starting Ray client server failed" not in client.stderr:
+            break
     assert client.returncode == 0, client.stderr[-2000:]
-    restored = json.loads(client.stdout.strip().splitlines()[-1])
+    restored, book_rows = json.loads(client.stdout.strip().splitlines()[-1])
     assert restored == sorted(trades([roots["b"]], "bybit", "BTCUSDT")) and restored
+    assert book_rows == read_channel(roots["b"], "l2book", "BTCUSDT", "bybit").num_rows > 0
+    assert set(trade_keys) <= rel_paths(roots["head"]), "trades not copied from node b"
     print(json.dumps({"moved_after_s": round(seen["moved_after_s"], 2), "moves": len(report.moves),
                       "handed_over": report.handed_over, "files": {k: len(v) for k, v in files.items()},
                       "restored_rows": len(restored), "binance": figures, "summary": report.summary()}))
