@@ -156,7 +156,7 @@ def _validate(app: AppConfig) -> Settings:
         raise ConfigError("channels: name at least one of l2book, trades")
     channels = tuple(dict.fromkeys(c.value for c in app.channels))
     specs = _venue_specs(app, mode, channels)
-    root = _root(app.storage.root, mode)
+    root = _root(app.storage.root, mode, cluster=bool(app.ray.address))
     if app.storage.symbols_per_writer < 0:
         raise ConfigError("storage.symbols_per_writer: must be >= 0 (0 = automatic)")
     if (app.ray.detach or mode == "stop") and not app.ray.address:
@@ -209,14 +209,14 @@ def _venue_specs(app: AppConfig, mode: str, channels: tuple[str, ...]) -> list[V
     return specs
 
 
-def _root(text: str, mode: str) -> str:
+def _root(text: str, mode: str, cluster: bool = False) -> str:
     """The archive root as an absolute path; it must be a usable folder for the mode."""
     if not str(text).strip():
         raise ConfigError("storage.root: empty (name the archive folder, e.g. storage.root=/data/archives)")
     root = Path(os.path.expanduser(str(text))).absolute()
     if root.exists() and not root.is_dir():
         raise ConfigError(f"storage.root: {root} is a file, not a folder")
-    if mode in ("status", "reindex", "backup") and not root.is_dir():
+    if mode in ("status", "reindex", "backup") and not root.is_dir() and not (cluster and mode == "status"):
         raise ConfigError(f"storage.root: {root} does not exist (nothing archived there; check the path)")
     if mode in ("archive", "restore", "reindex", "backup"):
         try:                                    # the honest test: create the folder and a file in it

@@ -1,4 +1,5 @@
-"""``mode=restore``, ``mode=status`` and ``mode=reindex`` from the command line (no Ray needed).
+"""``mode=restore``, ``mode=status`` and ``mode=reindex`` from the command line (no Ray needed;
+with ``ray=cluster`` restore and status ask the cluster's ``restore`` actor).
 
     python launch.py mode=restore restore.exchange=binance restore.symbol=BTCUSDT \\
         restore.start=2025-01-05:22 restore.end=2025-01-06:02 [restore.channels=[l2book,trades]] [restore.depth=20]
@@ -40,6 +41,8 @@ def run_restore(settings: Settings) -> int:
     """Restore the range's files with a progress bar and print their local paths."""
     from tqdm import tqdm
 
+    if settings.ray.address:            # ray=cluster: the cluster's restore actor answers
+        return _run_restore_in_cluster(settings)
     try:
         req = _request(settings)
         restorer = _restorer(settings)
@@ -68,6 +71,25 @@ def run_restore(settings: Settings) -> int:
     return 0
 
 
+def _run_restore_in_cluster(settings: Settings) -> int:
+    from actors.remote.restore import RestoreClient
+
+    try:
+        req = _request(settings)
+        client = RestoreClient(settings)
+        paths = [path for channel in req.get("channels") or ["l2book", "trades"]
+                 for path in client.restore(req["exchange"], str(req["symbol"]), channel, str(req["start"]),
+                                            str(req["end"]), req.get("depth"), req.get("market") or "perp")]
+    except (RestoreError, RangeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(path)
+    print(f"{len(paths)} file(s) for {req['exchange']} {req['symbol']} are local on the restore actor's node",
+          file=sys.stderr)
+    return 0
+
+
 def _hour_list(hours: list[int], limit: int = 12) -> str:
     text = ", ".join(f"{datetime.fromtimestamp(h / NS, tz=timezone.utc):%Y-%m-%d:%H}" for h in hours[:limit])
     return text + (f" (+{len(hours) - limit} more)" if len(hours) > limit else "")
@@ -77,13 +99,17 @@ def run_status(settings: Settings) -> int:
     """Print coverage per stream and hour as a table."""
     try:
         req = _request(settings)
-        table = _restorer(settings).coverage(req["exchange"], str(req["symbol"]), str(req["start"]),
-                                             str(req["end"]), depth=req.get("depth"),
-                                             market=req.get("market") or "perp")
+        if settings.ray.address:        # ray=cluster: the whole cluster's catalog, files and bucket
+            from actors.remote.restore import RestoreClient
+            source = RestoreClient(settings)
+        else:
+            source = _restorer(settings)
+        table = source.coverage(req["exchange"], str(req["symbol"]), str(req["start"]), str(req["end"]),
+                                depth=req.get("depth"), market=req.get("market") or "perp")
     except (RestoreError, RangeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not Catalog(settings.root).healthy():
+    if not settings.ray.address and not Catalog(settings.root).healthy():
         print(f"warning: the catalog in {settings.root}/.catalog is unreadable; rows below come from the "
               "files themselves (python launch.py mode=reindex rebuilds it)", file=sys.stderr)
     rows = table.to_pylist()

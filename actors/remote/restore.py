@@ -114,3 +114,25 @@ def start_restore_actor(root: str, backup_section: dict | None, venues: list[str
     if head:
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=head[0], soft=False)
     return RestoreActor.options(**options).remote(root, backup_section, venues, log_level, compact_every_s)
+
+
+class RestoreClient:
+    """The cluster's ``restore`` actor for ``mode=restore|status`` with ``ray=cluster`` (whole-cluster answers)."""
+
+    def __init__(self, settings: Any) -> None:
+        from actors.errors import ConfigError
+        from actors.remote.archive import ensure_ray
+
+        ensure_ray(settings)
+        try:
+            self.actor = ray.get_actor(RESTORE, namespace=NAMESPACE)
+        except ValueError:
+            raise ConfigError("ray=cluster: no 'restore' actor in this cluster (it starts with the first archive "
+                              "run there); without ray=cluster the local archive is read directly") from None
+
+    def coverage(self, *args: Any, **kwargs: Any) -> pa.Table:
+        return ray.get(self.actor.coverage.remote(*args, **kwargs))
+
+    def restore(self, *args: Any) -> list[str]:
+        """Files of the range made local on the restore actor's node (the head); their paths there."""
+        return ray.get(self.actor.restore.remote(*args))

@@ -182,6 +182,16 @@ print(json.dumps([sorted(trades.column("trade_id").to_pylist()), books.num_rows]
     assert restored == sorted(trades([roots["b"]], "bybit", "BTCUSDT")) and restored
     assert book_rows == read_channel(roots["b"], "l2book", "BTCUSDT", "bybit").num_rows > 0
     assert set(trade_keys) <= rel_paths(roots["head"]), "trades not copied from node b"
+    # mode=status with ray=cluster, from another process: the whole cluster's coverage
+    hour = time.strftime("%Y-%m-%d:%H", time.gmtime(time.time() - 3600)), time.strftime("%Y-%m-%d:%H", time.gmtime(time.time() + 3600))
+    status = subprocess.run([sys.executable, "launch.py", "mode=status", "ray=cluster", f"ray.address={cluster.address}",
+                             f"storage.root={work / 'status'}", "restore.exchange=bybit", "restore.symbol=BTCUSDT",
+                             f"restore.start={hour[0]}", f"restore.end={hour[1]}"],
+                            cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0, status.stderr[-2000:]
+    status_rows = sum(int(line.split()[3]) for line in status.stdout.splitlines() if "/trades/" in line or
+                      line.split()[:1] and "trades" in line.split()[0])
+    assert status_rows == len(restored), status.stdout[-2000:]
     print(json.dumps({"moved_after_s": round(seen["moved_after_s"], 2), "moves": len(report.moves),
                       "handed_over": report.handed_over, "files": {k: len(v) for k, v in files.items()},
                       "restored_rows": len(restored), "binance": figures, "summary": report.summary()}))
