@@ -60,10 +60,7 @@ def run_restore(settings: Settings) -> int:
     except (RestoreError, RangeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for path in paths:
-        print(path)
-    print(f"{len(paths)} file(s) for {req['exchange']} {req['symbol']} are local under {settings.root}",
-          file=sys.stderr)
+    _print_paths(paths, req, f"under {settings.root}")
     for channel, hours in missing.items():
         if hours:
             print(f"missing: no {channel} file anywhere for {len(hours)} hour(s): {_hour_list(hours)}",
@@ -83,11 +80,14 @@ def _run_restore_in_cluster(settings: Settings) -> int:
     except (RestoreError, RangeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    _print_paths(paths, req, "on the restore actor's node")
+    return 0
+
+
+def _print_paths(paths: list[str], req: dict, where: str) -> None:
     for path in paths:
         print(path)
-    print(f"{len(paths)} file(s) for {req['exchange']} {req['symbol']} are local on the restore actor's node",
-          file=sys.stderr)
-    return 0
+    print(f"{len(paths)} file(s) for {req['exchange']} {req['symbol']} are local {where}", file=sys.stderr)
 
 
 def _hour_list(hours: list[int], limit: int = 12) -> str:
