@@ -5,7 +5,8 @@ Head + three worker raylets (``ray.cluster_utils.Cluster``), each started with i
 ``TICKARCHIVE_ROOT``/``TICKARCHIVE_NODE`` and a custom resource: ``a1`` and ``a2`` advertise
 ``venue_a`` (binance is pinned there), ``b`` advertises ``venue_b`` (bybit). The simulators run in
 this driver. At ``kill_at`` seconds the node holding binance is killed (SIGKILL, no grace); at
-``return_at`` a node with the same root and name joins again. The run ends by itself
+``return_at`` a node with the same root and name joins again; then node ``b``, the only one
+offering ``venue_b``, is killed (bybit waits, and says so) and comes back. The run ends by itself
 (``duration_s``), then everything is checked against the simulators' truth, a restore runs
 through Ray Client from a separate process, and one JSON line of figures is printed last.
 Any failed check raises (non-zero exit, traceback on stderr).
@@ -106,6 +107,18 @@ def main() -> None:
     time.sleep(max(0.0, args["return_at"] - args["kill_at"] - seen["moved_after_s"]))
     workers[victim] = cluster.add_node(**node_args(work, victim, "venue_a"))
     seen["returned_ns"] = time.time_ns()
+    # node b is the only one offering venue_b: bybit waits (and says so) until b is back
+    bybit = next(r for r in runs if r.spec.name == "bybit")
+    time.sleep(1.0)
+    seen["b_kill_ns"] = time.time_ns()
+    cluster.remove_node(workers["b"], allow_graceful=False)
+    deadline = time.monotonic() + 60
+    while not bybit.waiting and time.monotonic() < deadline:
+        time.sleep(0.1)
+    seen["bybit_waiting"] = bybit.waiting
+    time.sleep(1.0)
+    workers["b"] = cluster.add_node(**node_args(work, "b", "venue_b"))
+    seen["b_returned_ns"] = time.time_ns()
     thread.join()
     report = result["report"]
     runs = {r.spec.name: r for r in seen["runs"]}
@@ -114,8 +127,9 @@ def main() -> None:
 
     # placement: each venue on its own kind of node, and binance moved to the other venue_a node
     assert seen["placed"]["bybit"] == "b" and seen["placed"]["binance"] == victim, seen["placed"]
-    assert seen["moved_to"] == survivor and len(report.moves) == 1, report.moves
-    assert report.moves[0]["venues"] == ["binance"]
+    assert seen["moved_to"] == survivor and len(report.moves) == 2, report.moves
+    assert [m["venues"] for m in report.moves] == [["binance"], ["bybit"]]
+    assert "waiting for a node with 'venue_b'" in seen["bybit_waiting"], seen["bybit_waiting"]
     # per-node roots: every node's files were written on that node, nothing anywhere else
     files = {name: rel_paths(root) for name, root in roots.items()}
     assert not files["head"] and not rel_paths(work / "driver"), "files written off their venue's nodes"
@@ -135,9 +149,16 @@ def main() -> None:
             for o in page.get("Contents", [])}
     assert set(all_files) <= keys, sorted(set(all_files) - keys)[:5]
     assert report.ok and all(r["backed_up_at"] for r in catalog), report.backup
-    # bybit (not killed): exactly the simulator's trades
-    bybit_truth = {f"{t.trade_id:08x}-sim" for t in runs["bybit"].server.truth("BTCUSDT").trades}
-    assert sorted(trades([roots["b"]], "bybit", "BTCUSDT")) == sorted(bybit_truth)
+    # bybit: its only node lost and back: a gap, nothing acknowledged before lost, nothing doubled
+    bybit_truth = {f"{t.trade_id:08x}-sim": t for t in runs["bybit"].server.truth("BTCUSDT").trades}
+    bybit_ids = trades([roots["b"]], "bybit", "BTCUSDT")
+    assert len(bybit_ids) == len(set(bybit_ids)) and set(bybit_ids) <= set(bybit_truth)
+    before_b = {i for i, t in bybit_truth.items() if t.sent_ns < seen["b_kill_ns"] - NS}
+    after_b = {i for i, t in bybit_truth.items() if t.sent_ns > seen["b_returned_ns"] + 3 * NS}
+    assert before_b and not before_b - set(bybit_ids), f"{len(before_b - set(bybit_ids))} bybit trades lost"
+    assert after_b and not after_b - set(bybit_ids), "bybit trades after its node came back missing"
+    assert [e for e in read_channel(roots["b"], "events", "BTCUSDT", "bybit").to_pylist()
+            if e["kind"] == "gap" and e["ts_local"] >= seen["b_kill_ns"]], "no bybit gap event"
     # binance: a gap after the kill; everything sent a second before it present exactly once
     kill_ns, figures = seen["kill_ns"], {}
     for symbol in BINANCE:
@@ -193,6 +214,7 @@ print(json.dumps([sorted(trades.column("trade_id").to_pylist()), books.num_rows]
                       line.split()[:1] and "trades" in line.split()[0])
     assert status_rows == len(restored), status.stdout[-2000:]
     print(json.dumps({"moved_after_s": round(seen["moved_after_s"], 2), "moves": len(report.moves),
+                      "bybit_lost_in_gap": len(set(bybit_truth) - set(bybit_ids)),
                       "handed_over": report.handed_over, "files": {k: len(v) for k, v in files.items()},
                       "restored_rows": len(restored), "binance": figures, "summary": report.summary()}))
     ray.kill(ray.get_actor("restore", namespace="tickarchive"))
