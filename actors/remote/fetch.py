@@ -83,3 +83,11 @@ def fetch_from_nodes(root: str, rows: list[dict[str, Any]]) -> list[str]:
         fsync_dir(str(final.parent))
         copied.append(row["key"])
     return copied
+
+
+def fetch_missing(root: str, restorer: Any, catalog: Any, *query: Any) -> list[str]:
+    """Copy into ``root`` the files of a ``restorer.paths(*query)`` range that are neither local nor
+    in the bucket, from the nodes that sealed them; the keys copied."""
+    refs = restorer.paths(*query)
+    missing = [ref.rel for ref in refs if not ref.local and not ref.remote]
+    return fetch_from_nodes(root, list(catalog.get_many(missing).values())) if missing else []

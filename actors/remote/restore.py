@@ -24,6 +24,7 @@ import ray
 from actors.logs import get_logger, setup_actor_logging
 from actors.remote import NAMESPACE, RESTORE
 from actors.remote.catalog import METHODS
+from actors.remote.fetch import fetch_missing
 from actors.remote.placement import node_root
 
 log = get_logger("restore")
@@ -70,16 +71,6 @@ class RestoreActor:
             raise AttributeError(f"catalog has no method {method!r}")
         return getattr(self.index, method)(*args, **kwargs)
 
-    def _from_other_nodes(self, exchange: str, symbol: str, channel: str, start: Any, end: Any,
-                          depth: int | None, market: str) -> None:
-        """Copy here the range's files that are neither local nor in the bucket, from the nodes holding them."""
-        from actors.remote.fetch import fetch_from_nodes
-
-        refs = self.restorer.paths(exchange, symbol, channel, start, end, depth, market)
-        missing = [ref.rel for ref in refs if not ref.local and not ref.remote]
-        if missing:
-            fetch_from_nodes(self.root, list(self.index.get_many(missing).values()))
-
     def paths(self, exchange: str, symbol: str, channel: str, start: Any, end: Any, depth: int | None = None,
               market: str = "perp") -> list[dict]:
         """Files covering the range: key, period, size, sha256, local/remote (local: on this node)."""
@@ -88,13 +79,13 @@ class RestoreActor:
     def restore(self, exchange: str, symbol: str, channel: str, start: Any, end: Any, depth: int | None = None,
                 market: str = "perp") -> list[str]:
         """Bring what is missing here (bucket, else the node that has it; verified); the range's local paths."""
-        self._from_other_nodes(exchange, symbol, channel, start, end, depth, market)
+        fetch_missing(self.root, self.restorer, self.index, exchange, symbol, channel, start, end, depth, market)
         return self.restorer.restore(exchange, symbol, channel, start, end, depth, market)
 
     def load(self, exchange: str, symbol: str, channel: str, start: Any, end: Any, depth: int | None = None,
              market: str = "perp", columns: list[str] | None = None) -> pa.Table:
         """Rows with ``start <= ts_local < end`` as an Arrow table (restoring files first)."""
-        self._from_other_nodes(exchange, symbol, channel, start, end, depth, market)
+        fetch_missing(self.root, self.restorer, self.index, exchange, symbol, channel, start, end, depth, market)
         return self.restorer.load(exchange, symbol, channel, start, end, depth, market, columns)
 
     def coverage(self, exchange: str, symbol: str, start: Any, end: Any, depth: int | None = None,

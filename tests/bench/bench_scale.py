@@ -1,9 +1,9 @@
 """Many streams on one machine: memory (PSS), processes and throughput of a real archive run.
 
-    .venv/bin/python tests/bench/bench_scale.py [--symbols 200] [--rate 10] [--duration 90] [--default-set]
+    .venv/bin/python tests/bench/bench_scale.py [--symbols 200] [--rate 10] [--duration 90] [--rollover 10s] [--default-set]
 
 Runs ``launch.py source=sim`` (binance simulator, ``--symbols`` symbols x book + trades, each at
-``--rate`` msgs/s, 10 s files) in a subprocess with default settings otherwise, samples the
+``--rate`` msgs/s, ``--rollover`` files, 10 s by default) in a subprocess with default settings otherwise, samples the
 PSS of its whole process tree (driver with the simulator, Ray's own processes, sockets,
 writers, restore) every 5 s, and prints, from that one run: peak and last PSS, the largest
 number of processes, frames/s and rows/s from the run's summary, and how many seconds after
@@ -69,12 +69,13 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=200)
     parser.add_argument("--rate", type=int, default=10, help="simulator msgs/s per symbol")
     parser.add_argument("--duration", type=int, default=90)
+    parser.add_argument("--rollover", default="10s", help="file period (storage.rollover)")
     parser.add_argument("--default-set", action="store_true", help="quantpylib's ten symbols, 200 msgs/s each")
     args = parser.parse_args()
     from actors.venues import supported_venues
 
     root = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    overrides = ["source=sim", f"duration_s={args.duration}", "storage.rollover=10s", f"storage.root={root}",
+    overrides = ["source=sim", f"duration_s={args.duration}", f"storage.rollover={args.rollover}", f"storage.root={root}",
                  "log.console=plain", "log.status_every=30s"]
     if not args.default_set:
         symbols = [f"S{i:04d}USDT" for i in range(args.symbols)]
