@@ -2,9 +2,12 @@
 
 The driver (``launch.py``) composes and validates the config, then calls
 :func:`run_archive`. It starts the loopback venue servers for ``source=sim`` and
-``source=replay`` in this process, creates one :class:`SymbolWriter` per symbol group and
-one :class:`ExchangeSocket` per venue, and supervises them once a second (restarted actors
-are started again). A finite run (``duration_s``, or the end of a replay) stops the
+``source=replay`` in this process, starts the ``restore`` actor (the cluster's catalog owner),
+places each group of venues on a node (:mod:`actors.remote.placement`) with its
+:class:`~actors.remote.writer.WriterProcess` es and :class:`~actors.remote.socket.ExchangeSocket` s
+(many symbols each), starts a backup actor per node holding files, and supervises them twice
+a second (restarted sockets are started again; groups on a lost node move,
+:mod:`actors.remote.failover`). A finite run (``duration_s``, or the end of a replay) stops the
 sockets, drains every row to the writers and seals every period. Ctrl-C on an open-ended
 live run drains and seals only the periods that are over; the open period stays in its
 durable spool and continues when the archiver starts again.
