@@ -52,6 +52,7 @@ class WriterProcess:
 
         self.group = WriterGroup(make_core, list(market), seal_grace_ns, clock, on_sealed=self._sealed,
                                  catalog=catalog)
+        self.group.heal_catalog()
 
     def _sealed(self, records: list[dict]) -> None:
         poke_backup()

@@ -14,6 +14,7 @@ actor counts them and pokes the backup).
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any, Callable
@@ -102,7 +103,9 @@ class CatalogBuffer:
     and committed in one ``upsert`` per sealing round (:meth:`flush`), not one per symbol.
 
     A failed commit keeps the rows and retries at the next round, like a core's own retry
-    (files are sealed and safe either way; ``mode=reindex`` rebuilds a catalog from them).
+    (files are sealed and safe either way; ``mode=reindex`` rebuilds a catalog from them). Rows
+    of a round cut short by a crash are recorded when the process starts again
+    (:meth:`WriterGroup.heal_catalog`).
     """
 
     def __init__(self, catalog: Any) -> None:
@@ -194,6 +197,34 @@ class WriterGroup:
             self.catalog.flush()
         return records
 
+    def heal_catalog(self) -> int:
+        """Record the newest sealed files of every stream that the catalog lacks (a crash between a
+        seal and its round's commit); the number recorded. Failures are logged, never raised."""
+        from actors.storage.layout import StreamKey
+        from actors.storage.writer import _newest_sealed, describe_file
+
+        if self.catalog is None:
+            return 0
+        files: dict[str, str] = {}
+        for writer in self.writers.values():
+            core = writer.core
+            for symbol in core.symbols:
+                for channel in ("l2book", "trades", "events"):
+                    stream = StreamKey(core.exchange, core.market, channel, symbol,
+                                       core.depth if channel == "l2book" else None)
+                    for path in _newest_sealed(core.root, stream):
+                        files[os.path.relpath(path, core.root)] = core.root
+        try:
+            known = self.catalog.catalog.get_many(list(files)) if files else {}
+            missing = [describe_file(root, rel) for rel, root in files.items() if rel not in known]
+            if missing:
+                self.catalog.catalog.upsert(missing)
+                log.warning(f"recorded {len(missing)} sealed file(s) the catalog did not have yet")
+            return len(missing)
+        except Exception as exc:     # the files are safe; mode=reindex also records them
+            log.error(f"catalog check of the newest sealed files failed: {exc}")
+            return 0
+
     @property
     def spool_bytes(self) -> int:
         return sum(writer.core.spool_bytes for writer in self.writers.values())
@@ -223,8 +254,6 @@ def unsealed_calls(core: SymbolWriterCore) -> list[tuple[str, int, dict[tuple[st
     number, so a repeated hand-over is dropped there) puts every row in the archive once.
     Call :meth:`SymbolWriterCore.recover` first.
     """
-    import os
-
     import pyarrow.parquet as pq
 
     from actors.storage.layout import StreamKey
@@ -259,7 +288,6 @@ def unsealed_calls(core: SymbolWriterCore) -> list[tuple[str, int, dict[tuple[st
 
 def discard_spools(core: SymbolWriterCore) -> None:
     """Delete a core's spools and watermarks (after :func:`unsealed_calls` were handed over)."""
-    import os
     import shutil
 
     from actors.storage.spool import fsync_dir

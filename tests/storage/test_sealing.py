@@ -44,6 +44,25 @@ def test_group_keeps_one_core_per_symbol_and_drops_resent_calls(tmp_path):
     assert len(Catalog(str(tmp_path)).all()) == 3 * 4 and not catalog.pending     # 3 symbols x periods 0-30 s
 
 
+def test_files_sealed_just_before_a_crash_reach_the_catalog_at_restart(tmp_path):
+    def group_on(catalog):
+        return WriterGroup(lambda venue, sym: core_for(tmp_path, sym, catalog), [("binance", "AUSDT")], 0,
+                           clock="data", catalog=catalog)
+
+    lost = CatalogBuffer(Catalog(str(tmp_path)))
+    group = group_on(lost)
+    for seq in range(1, 16):
+        group.write("binance", "p1", seq, trades_call(["AUSDT"], seq, T0 + seq * NS))
+    lost.flush()                                                    # periods 0-10 s recorded
+    writer = group.writers[("binance", "AUSDT")]
+    writer.seal_all()                                               # sealed, its round never committed
+    assert lost.pending and len(Catalog(str(tmp_path)).all()) < len(list(tmp_path.rglob("*.parquet")))
+    restarted = group_on(CatalogBuffer(Catalog(str(tmp_path))))
+    assert restarted.heal_catalog() == len(lost.pending)
+    keys = {r["key"] for r in Catalog(str(tmp_path)).rows()}
+    assert keys == {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.parquet")}
+
+
 def test_hand_over_moves_every_acknowledged_row_once(tmp_path):
     lost, current = tmp_path / "lost", tmp_path / "current"
     old = core_for(lost, "AUSDT")
