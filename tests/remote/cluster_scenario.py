@@ -66,8 +66,9 @@ def main() -> None:
     cluster = Cluster(initialize_head=True, head_node_args={
         **node_args(work, "head", "head_node"), "include_dashboard": False,
         "ray_client_server_port": args["client_port"],
-        "_system_config": {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
-                           "health_check_failure_threshold": 3}})
+        **({} if args.get("ray_health_defaults") else      # faster node-death detection than Ray's default
+           {"_system_config": {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
+                               "health_check_failure_threshold": 3}})})
     workers = {name: cluster.add_node(**node_args(work, name, res))
                for name, res in (("a1", "venue_a"), ("a2", "venue_a"), ("b", "venue_b"))}
     cluster.wait_for_nodes()
