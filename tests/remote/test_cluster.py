@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.s3]
 
 def test_cluster_placement_per_node_roots_node_loss_and_client_restore(tmp_path, bucket_target):
     args = {"work": str(tmp_path), "endpoint": bucket_target.endpoint, "bucket": bucket_target.bucket,
-            "client_port": free_port(), "duration_s": 20, "kill_at": 4, "return_at": 8}
+            "client_port": free_port(), "tail_s": 5, "kill_at": 4, "return_at": 8}
     proc = subprocess.run([sys.executable, str(Path(__file__).with_name("cluster_scenario.py")), json.dumps(args)],
                           cwd=REPO, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-6000:]
