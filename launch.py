@@ -1,6 +1,6 @@
 """tickarchive: the one entry point.
 
-    python launch.py [mode=archive|backup|restore|status|reindex] [Hydra overrides ...]
+    python launch.py [mode=archive|backup|restore|status|reindex|stop] [Hydra overrides ...]
 
 Examples:
     python launch.py                                      # archive the live venues
@@ -47,6 +47,14 @@ def run(settings) -> int:
     from actors.logs import setup_logging
 
     setup_logging(settings.log_level, console="json" if settings.console == "json" else "plain")
+    if settings.mode == "stop" or (settings.mode == "archive" and settings.ray.detach):
+        from actors.remote.runner import start_detached, stop_detached
+        if settings.mode == "archive":
+            print(start_detached(settings))
+            return 0
+        ok, summary = stop_detached(settings)
+        print(summary)
+        return 0 if ok else 1
     if settings.mode == "archive":
         stop = threading.Event()
         install_sigint(stop)

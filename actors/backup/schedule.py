@@ -108,8 +108,12 @@ class BackupService:
                     "last": dict(self.last)}
 
 
-def reconcile_once(root: str, section: dict, on_backlog: Callable[[int], None] | None = None) -> dict[str, Any]:
+def reconcile_once(root: str, section: dict, on_backlog: Callable[[int], None] | None = None,
+                   catalog: Any = None) -> dict[str, Any]:
     """One reconcile pass of ``root`` against the configured bucket, as a result dict.
+
+    ``catalog``: where to record verified copies (default: the LanceDB catalog under ``root``;
+    on a cluster, the cluster's catalog).
 
     ``ok`` is False when files failed or were found damaged; endpoint, credential and bucket
     problems give ``{"ok": False, "error": <one line>}``. ``on_backlog`` follows the number of
@@ -134,7 +138,7 @@ def reconcile_once(root: str, section: dict, on_backlog: Callable[[int], None] |
         if target is None:
             raise BackupError("backup=none: nothing to do")
         retention = (section.get("retention") or {}).get("local_days")
-        summary = reconcile(root, target, _catalog(root), progress=progress, on_total=on_total,
+        summary = reconcile(root, target, catalog if catalog is not None else _catalog(root), progress=progress, on_total=on_total,
                             retention_days=float(retention) if retention else None)
     except BackupError as exc:          # endpoint / credentials / bucket: one line, retried later
         log.error(f"backup: {exc}")

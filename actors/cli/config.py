@@ -49,7 +49,7 @@ class Settings:
     root: str
     rollover_ns: int
     seal_grace_ns: int
-    symbols_per_writer: int
+    symbols_per_writer: int             # 0: automatic
     compact_every_s: float
     replay_file: str | None
     replay_speed: float
@@ -62,6 +62,7 @@ class Settings:
     status_plot: str | None = None       # mode=status: draw the coverage picture here
     console: str = "plain"              # live | plain | json (resolved: never "auto")
     status_every_s: float = 10.0
+    placement: tuple[tuple[str, str], ...] = ()   # (venue, resource or label)
 
     def venue(self, name: str) -> VenueSpec:
         for spec in self.venues:
@@ -156,9 +157,18 @@ def _validate(app: AppConfig) -> Settings:
         raise ConfigError("channels: name at least one of l2book, trades")
     channels = tuple(dict.fromkeys(c.value for c in app.channels))
     specs = _venue_specs(app, mode, channels)
-    root = _root(app.storage.root, mode)
-    if app.storage.symbols_per_writer < 1:
-        raise ConfigError("storage.symbols_per_writer: must be >= 1")
+    root = _root(app.storage.root, mode, cluster=bool(app.ray.address))
+    if app.storage.symbols_per_writer < 0:
+        raise ConfigError("storage.symbols_per_writer: must be >= 0 (0 = automatic)")
+    if (app.ray.detach or mode == "stop") and not app.ray.address:
+        raise ConfigError("ray.detach / mode=stop: only with a running cluster (add ray=cluster)")
+    if app.socket.symbols_per_process < 0:
+        raise ConfigError("socket.symbols_per_process: must be >= 0 (0 = automatic)")
+    for venue, where in app.placement.items():
+        if venue not in supported_venues():
+            raise ConfigError(f"placement.{venue}: unknown venue (supported: {', '.join(supported_venues())})")
+        if where is not None and not str(where).strip():
+            raise ConfigError(f"placement.{venue}: empty (name a Ray custom resource or node label, or null)")
     _check_source(app.source)
     _check_socket(app.socket)
     _positive(app.replay.speed, "replay.speed (0 = as fast as possible, 1 = recorded pace)", allow_zero=True)
@@ -176,7 +186,8 @@ def _validate(app: AppConfig) -> Settings:
         replay_file=replay_file, replay_speed=app.replay.speed, sim=app.source, socket=app.socket,
         ray=app.ray, backup=backup, restore=app.restore, log_level=app.log_level.value, status_plot=app.status.plot,
         console=app.log.console.value if app.log.console else ("live" if sys.stderr.isatty() else "plain"),
-        status_every_s=parse_duration(app.log.status_every, "log.status_every"))
+        status_every_s=parse_duration(app.log.status_every, "log.status_every"),
+        placement=tuple(sorted((str(k), str(v).strip()) for k, v in app.placement.items() if v is not None)))
 
 
 def _venue_specs(app: AppConfig, mode: str, channels: tuple[str, ...]) -> list[VenueSpec]:
@@ -199,14 +210,14 @@ def _venue_specs(app: AppConfig, mode: str, channels: tuple[str, ...]) -> list[V
     return specs
 
 
-def _root(text: str, mode: str) -> str:
+def _root(text: str, mode: str, cluster: bool = False) -> str:
     """The archive root as an absolute path; it must be a usable folder for the mode."""
     if not str(text).strip():
         raise ConfigError("storage.root: empty (name the archive folder, e.g. storage.root=/data/archives)")
     root = Path(os.path.expanduser(str(text))).absolute()
     if root.exists() and not root.is_dir():
         raise ConfigError(f"storage.root: {root} is a file, not a folder")
-    if mode in ("status", "reindex", "backup") and not root.is_dir():
+    if mode in ("status", "reindex", "backup") and not root.is_dir() and not (cluster and mode == "status"):
         raise ConfigError(f"storage.root: {root} does not exist (nothing archived there; check the path)")
     if mode in ("archive", "restore", "reindex", "backup"):
         try:                                    # the honest test: create the folder and a file in it

@@ -53,7 +53,8 @@ def venue_rows(now: Snapshot, before: Snapshot | None) -> list[VenueRow]:
         old = (before.venues.get(venue) if before else None) or {}
         conns = st.get("connected") or []
         lag = st.get("lag_s")
-        rows.append(VenueRow(venue, f"{sum(conns)}/{len(conns)}", max(0, st.get("connects", 0) - len(conns)),
+        connected = "waiting" if st.get("waiting") else f"{sum(conns)}/{len(conns)}"   # node lost, none eligible
+        rows.append(VenueRow(venue, connected, max(0, st.get("connects", 0) - len(conns)),
                              _rate(st.get("frames", 0), old.get("frames"), seconds),
                              None if lag is None else lag * 1000.0,
                              _rate(st.get("sent_rows", 0), old.get("sent_rows"), seconds),

@@ -1,4 +1,5 @@
-"""``mode=restore``, ``mode=status`` and ``mode=reindex`` from the command line (no Ray needed).
+"""``mode=restore``, ``mode=status`` and ``mode=reindex`` from the command line (no Ray needed;
+with ``ray=cluster`` restore and status ask the cluster's ``restore`` actor).
 
     python launch.py mode=restore restore.exchange=binance restore.symbol=BTCUSDT \\
         restore.start=2025-01-05:22 restore.end=2025-01-06:02 [restore.channels=[l2book,trades]] [restore.depth=20]
@@ -41,6 +42,8 @@ def run_restore(settings: Settings) -> int:
     """Restore the range's files with a progress bar and print their local paths."""
     from tqdm import tqdm
 
+    if settings.ray.address:            # ray=cluster: the cluster's restore actor answers
+        return _run_restore_in_cluster(settings)
     try:
         req = _request(settings)
         restorer = _restorer(settings)
@@ -58,15 +61,34 @@ def run_restore(settings: Settings) -> int:
     except (RestoreError, RangeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for path in paths:
-        print(path)
-    print(f"{len(paths)} file(s) for {req['exchange']} {req['symbol']} are local under {settings.root}",
-          file=sys.stderr)
+    _print_paths(paths, req, f"under {settings.root}")
     for channel, hours in missing.items():
         if hours:
             print(f"missing: no {channel} file anywhere for {len(hours)} hour(s): {_hour_list(hours)}",
                   file=sys.stderr)
     return 0
+
+
+def _run_restore_in_cluster(settings: Settings) -> int:
+    from actors.remote.restore import RestoreClient
+
+    try:
+        req = _request(settings)
+        client = RestoreClient(settings)
+        paths = [path for channel in req.get("channels") or ["l2book", "trades"]
+                 for path in client.restore(req["exchange"], str(req["symbol"]), channel, str(req["start"]),
+                                            str(req["end"]), req.get("depth"), req.get("market") or "perp")]
+    except (RestoreError, RangeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _print_paths(paths, req, "on the restore actor's node")
+    return 0
+
+
+def _print_paths(paths: list[str], req: dict, where: str) -> None:
+    for path in paths:
+        print(path)
+    print(f"{len(paths)} file(s) for {req['exchange']} {req['symbol']} are local {where}", file=sys.stderr)
 
 
 def _hour_list(hours: list[int], limit: int = 12) -> str:
@@ -84,9 +106,13 @@ def run_status(settings: Settings) -> int:
     try:
         req = _request(settings)
         channels = list(dict.fromkeys([*(req.get("channels") or ["l2book", "trades"]), "events"]))
-        table = _restorer(settings).coverage(req["exchange"], str(req["symbol"]), str(req["start"]),
-                                             str(req["end"]), channels=channels, depth=req.get("depth"),
-                                             market=req.get("market") or "perp")
+        if settings.ray.address:        # ray=cluster: the whole cluster's catalog, files and bucket
+            from actors.remote.restore import RestoreClient
+            source = RestoreClient(settings)
+        else:
+            source = _restorer(settings)
+        table = source.coverage(req["exchange"], str(req["symbol"]), str(req["start"]), str(req["end"]),
+                                channels=channels, depth=req.get("depth"), market=req.get("market") or "perp")
     except (RestoreError, RangeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ class Mode(str, Enum):
     restore = "restore"
     status = "status"
     reindex = "reindex"
+    stop = "stop"
 
 
 class SourceKind(str, Enum):
@@ -95,7 +96,7 @@ class StorageConfig:
     root: str = "archives"
     rollover: str = "1h"
     seal_grace: str = "5s"
-    symbols_per_writer: int = 1
+    symbols_per_writer: int = 0          # 0: automatic (actors.remote.placement)
     compact_every: str = "10m"
 
 
@@ -112,6 +113,7 @@ class SocketConfig:
     backoff_min_s: float = 0.5
     backoff_max_s: float = 30.0
     idle_timeout_s: float = 60.0
+    symbols_per_process: int = 0         # 0: automatic (actors.remote.placement)
 
 
 @dataclass
@@ -119,6 +121,8 @@ class RayConfig:
     address: Optional[str] = None
     dashboard: bool = True
     num_cpus: Optional[int] = None
+    dashboard_port: int = 8265           # ray=cluster: where the head's dashboard answers the token check
+    detach: bool = False                 # ray=cluster: the archive runs as a detached actor (mode=stop ends it)
 
 
 @dataclass
@@ -183,6 +187,7 @@ class AppConfig:
     depth: int = 20
     channels: List[DataChannel] = field(default_factory=lambda: [DataChannel.l2book, DataChannel.trades])
     archive: Dict[str, List[str]] = field(default_factory=dict)
+    placement: Dict[str, Optional[str]] = field(default_factory=dict)   # venue -> Ray resource or node label
     log_level: LogLevel = LogLevel.INFO
     log: LogConfig = field(default_factory=LogConfig)
     source: SourceConfig = field(default_factory=SourceConfig)

@@ -3,10 +3,11 @@
 All actors live in the namespace :data:`NAMESPACE`. Names (what the Ray dashboard shows and
 ``ray.get_actor(name, namespace=NAMESPACE)`` finds):
 
-* ``socket:<venue>``                    :class:`actors.remote.socket.ExchangeSocket`
-* ``writer:<venue>:<market>:<symbol>``  :class:`actors.remote.writer.SymbolWriter` (``+N`` when it packs N more)
+* ``socket:<group>:<n>``                :class:`actors.remote.socket.ExchangeSocket` (one or more venues each)
+* ``writer:<group>:<n>``                :class:`actors.remote.writer.WriterProcess` (many symbols each; the
+  group is the placement requirement of its venues, ``any`` without one)
 * ``backup`` / ``backup:<node id>``     :class:`actors.remote.backup.BackupActor` (one per node holding files)
-* ``restore``                           :class:`actors.remote.restore.RestoreActor`
+* ``restore``                           :class:`actors.remote.restore.RestoreActor` (also owns the catalog)
 
 Only this package imports Ray; the actors hold plain objects (``actors.feed``, ``actors.storage``,
 ``actors.backup``, ``actors.restore``) and add naming, placement, restarts and metrics.
@@ -18,14 +19,19 @@ BACKUP = "backup"
 RESTORE = "restore"
 
 
-def socket_name(venue: str) -> str:
-    return f"socket:{venue}"
+def socket_name(group: str, index: int) -> str:
+    """``socket:any:0``: the first socket process of the venues placed anywhere."""
+    return f"socket:{group}:{index}"
 
 
-def writer_name(venue: str, market: str, symbols: list[str]) -> str:
-    """``writer:binance:perp:BTCUSDT``, or ``...:BTCUSDT+3`` for a writer packing four symbols."""
-    extra = f"+{len(symbols) - 1}" if len(symbols) > 1 else ""
-    return f"writer:{venue}:{market}:{symbols[0]}{extra}"
+def writer_name(group: str, index: int) -> str:
+    """``writer:any:0``: the first writer process of the venues placed anywhere."""
+    return f"writer:{group}:{index}"
+
+
+def core_id(venue: str, market: str, symbol: str) -> str:
+    """The folder of one symbol's spool and watermarks under ``{root}/.spool/``."""
+    return f"writer_{venue}_{market}_{symbol}".replace("/", "_").replace(":", "_")
 
 
 def backup_name(node_id: str | None = None, driver_node: bool = True) -> str:

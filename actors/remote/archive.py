@@ -2,9 +2,12 @@
 
 The driver (``launch.py``) composes and validates the config, then calls
 :func:`run_archive`. It starts the loopback venue servers for ``source=sim`` and
-``source=replay`` in this process, creates one :class:`SymbolWriter` per symbol group and
-one :class:`ExchangeSocket` per venue, and supervises them once a second (restarted actors
-are started again). A finite run (``duration_s``, or the end of a replay) stops the
+``source=replay`` in this process, starts the ``restore`` actor (the cluster's catalog owner),
+places each group of venues on a node (:mod:`actors.remote.placement`) with its
+:class:`~actors.remote.writer.WriterProcess` es and :class:`~actors.remote.socket.ExchangeSocket` s
+(many symbols each), starts a backup actor per node holding files, and supervises them twice
+a second (restarted sockets are started again; groups on a lost node move,
+:mod:`actors.remote.failover`). A finite run (``duration_s``, or the end of a replay) stops the
 sockets, drains every row to the writers and seals every period. Ctrl-C on an open-ended
 live run drains and seals only the periods that are over; the open period stays in its
 durable spool and continues when the archiver starts again.
@@ -23,6 +26,7 @@ from actors.venues import get_venue
 from actors.logs import get_logger, setup_logging
 from actors.errors import ConfigError
 from actors.venues.base import Endpoints
+from actors.remote.failover import NodeWatch
 
 log = get_logger("app")
 
@@ -36,10 +40,44 @@ class VenueRun:
     venue_cfg: Any                # the venue's typed settings
     server: Any = None            # sim or replay server (loopback), if any
     server_thread: Any = None
-    writers: dict[str, Any] = field(default_factory=dict)     # writer name -> handle
+    writers: dict[str, Any] = field(default_factory=dict)     # writer name -> handle (shared in a group)
     writer_of: dict[str, str] = field(default_factory=dict)   # symbol -> writer name
-    socket: Any = None
-    restarting: bool = False
+    sockets: dict[str, Any] = field(default_factory=dict)     # socket processes serving it (shared in a group)
+    node_id: str | None = None                                # where its sockets and writers run
+    waiting: str = ""                                         # why it is not running (node lost), if so
+
+    @property
+    def socket(self) -> Any:
+        """The first socket process serving the venue."""
+        return next(iter(self.sockets.values()), None)
+
+    def socket_stats(self, timeout: float = 60, quiet: bool = False) -> dict[str, Any]:
+        """This venue's feed stats over its socket processes, summed (``{}`` if none answered)."""
+        answers = _each(list(self.sockets.values()), "stats", timeout=timeout, quiet=quiet)
+        return venue_stats(answers, self.spec.name)
+
+
+def venue_stats(answers: list[dict[str, Any]], venue: str) -> dict[str, Any]:
+    """One venue's part of socket stats answers, summed, with the serving processes' ``pids``."""
+    merged = merge_stats([a["venues"][venue] for a in answers if venue in a.get("venues", {})])
+    return {**merged, "pids": [a["pid"] for a in answers if "pid" in a]} if merged else {}
+
+
+def merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Socket shard stats as one venue's: numbers summed, lists joined, the largest lag."""
+    out: dict[str, Any] = {}
+    for part in parts:
+        for key, value in part.items():
+            if key == "lag_s":
+                out[key] = max(v for v in (out.get(key), value) if v is not None) if value is not None \
+                    else out.get(key)
+            elif isinstance(value, (int, float)) and not isinstance(value, bool) and key != "pid":
+                out[key] = out.get(key, 0) + value
+            elif isinstance(value, list):
+                out[key] = out.get(key, []) + value
+            else:
+                out.setdefault(key, value)
+    return out
 
 
 @dataclass
@@ -54,6 +92,8 @@ class RunReport:
     started_ns: int = field(default_factory=time.time_ns)
     socket_restarts: dict[str, int] = field(default_factory=dict)   # venue -> socket processes restarted
     backup: dict = field(default_factory=dict)           # the final backup pass, if any
+    moves: list[dict] = field(default_factory=list)      # venues moved off a lost node
+    handed_over: dict = field(default_factory=dict)      # spool calls/rows handed over by returning nodes
     venues: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -71,6 +111,8 @@ class RunReport:
         restarts = sum(self.socket_restarts.values())
         if restarts:
             text += f", {restarts} socket restart(s) (gaps recorded)"
+        if self.moves:
+            text += f", {len(self.moves)} move(s) off lost nodes"
         if self.backup:
             text += f"; backup: {self.backup.get('summary') or self.backup.get('error')}"
         return text
@@ -84,16 +126,23 @@ def ensure_ray(settings: Settings) -> None:
         return
     from actors.remote import NAMESPACE
 
+    from actors.remote.joining import check_cluster
+
     opts = settings.ray
     kwargs: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": True}
     if opts.address:
-        kwargs["address"] = opts.address
+        kwargs["address"] = check_cluster(opts.address, opts.dashboard_port)
     else:   # always a fresh instance: never join a stale or foreign cluster found in /tmp/ray
         kwargs["address"] = "local"
         kwargs["include_dashboard"] = opts.dashboard
         if opts.num_cpus:
             kwargs["num_cpus"] = opts.num_cpus
-    ray.init(**kwargs)
+    try:
+        ray.init(**kwargs)
+    except ConnectionError as exc:
+        raise ConfigError(f"ray=cluster: cannot join the Ray cluster at {kwargs['address']} "
+                          f"({' '.join(str(exc).split())[:200]}); is it running, and is this machine's "
+                          "token (RAY_AUTH_TOKEN) the head's?") from None
 
 
 def plan_sources(settings: Settings) -> list[VenueRun]:
@@ -147,33 +196,86 @@ def _plan_replay(settings: Settings) -> VenueRun:
     raise ConfigError(f"replay.file: {path!r} is not a recording of a supported venue")
 
 
-def start_actors(settings: Settings, runs: list[VenueRun]) -> None:
-    """Create the writers (one per symbol group) and one socket per venue."""
-    from actors.remote import NAMESPACE, socket_name, writer_name
-    from actors.remote.socket import ExchangeSocket
-    from actors.remote.writer import SymbolWriter
+def start_actors(settings: Settings, runs: list[VenueRun]) -> list[Any]:
+    """Place each group of venues on a node; start its writer processes, then its venues' sockets.
+
+    Returns the groups (:class:`actors.remote.placement.Group`) with the node each runs on.
+    """
+    import ray
+
+    from actors.remote.placement import choose_node, describe_nodes, group_venues, nodes_from_ray
+
+    nodes = nodes_from_ray(ray.nodes())
+    here = ray.get_runtime_context().get_node_id()
+    by_name = {run.spec.name: run for run in runs}
+    load: dict[str, int] = {}
+    groups = group_venues(list(by_name), dict(settings.placement))
+    for group in groups:
+        node = choose_node(nodes, group.requirement, prefer=here, load=load)
+        if node is None:
+            raise ConfigError(f"placement.{group.venues[0]}: no alive Ray node advertises "
+                              f"{group.requirement!r} (nodes: {describe_nodes(nodes)})")
+        load[node.node_id] = load.get(node.node_id, 0) + 1
+        group_runs = [by_name[v] for v in group.venues]
+        for run in group_runs:
+            run.node_id = node.node_id
+        group.node_id = node.node_id
+        start_writers(settings, group.label, group_runs, node.node_id)
+        start_sockets(settings, group.label, group_runs, node.node_id)
+    return groups
+
+
+def _on_node(node_id: str | None) -> dict[str, Any]:
+    """Actor options pinning it to a node (none when ``node_id`` is None)."""
+    if node_id is None:
+        return {}
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)}
+
+
+def start_writers(settings: Settings, group: str, runs: list[VenueRun], node_id: str | None) -> None:
+    """The group's writer processes (``storage.symbols_per_writer`` symbols each, 0 = automatic)."""
+    from actors.remote import NAMESPACE, writer_name
+    from actors.remote.placement import AUTO_SYMBOLS_PER_WRITER, shards
+    from actors.remote.writer import WriterProcess
 
     clock = "data" if settings.source == "replay" else "wall"
-    for run in runs:
-        spec = run.spec
-        symbols = list(spec.symbols)
-        step = settings.symbols_per_writer
-        for i in range(0, len(symbols), step):
-            group = symbols[i:i + step]
-            name = writer_name(spec.name, spec.market, group)
-            writer_id = name.replace(":", "_").replace("+", "_")
-            handle = SymbolWriter.options(name=name, namespace=NAMESPACE, get_if_exists=True).remote(
-                settings.root, spec.name, spec.market, group, settings.depth, settings.rollover_ns,
-                settings.seal_grace_ns, writer_id, clock, settings.log_level)
-            run.writers[name] = handle
-            for sym in group:
-                run.writer_of[sym] = name
-        plans = get_venue(spec.name).plan_connections(run.venue_cfg, run.endpoints, symbols,
+    streams = [(run.spec.name, run.spec.market, sym) for run in runs for sym in run.spec.symbols]
+    by_name = {run.spec.name: run for run in runs}
+    for index, chunk in enumerate(shards(streams, settings.symbols_per_writer, AUTO_SYMBOLS_PER_WRITER)):
+        name = writer_name(group, index)
+        handle = WriterProcess.options(name=name, namespace=NAMESPACE, get_if_exists=True,
+                                       **_on_node(node_id)).remote(
+            settings.root, chunk, settings.depth, settings.rollover_ns, settings.seal_grace_ns, name, clock,
+            settings.log_level)
+        for venue, _, symbol in chunk:
+            by_name[venue].writers[name] = handle
+            by_name[venue].writer_of[symbol] = name
+
+
+def start_sockets(settings: Settings, group: str, runs: list[VenueRun], node_id: str | None,
+                  resumed: bool = False) -> None:
+    """The group's socket processes (``socket.symbols_per_process`` symbols each, 0 = automatic)."""
+    from actors.remote import NAMESPACE, socket_name
+    from actors.remote.placement import AUTO_SYMBOLS_PER_SOCKET, shards
+    from actors.remote.socket import ExchangeSocket, VenueShard
+
+    by_name = {run.spec.name: run for run in runs}
+    streams = [(run.spec.name, sym) for run in runs for sym in run.spec.symbols]
+    for index, chunk in enumerate(shards(streams, settings.socket.symbols_per_process, AUTO_SYMBOLS_PER_SOCKET)):
+        name = socket_name(group, index)
+        parts = []
+        for venue in dict.fromkeys(v for v, _ in chunk):
+            run, symbols = by_name[venue], [s for v, s in chunk if v == venue]
+            plans = get_venue(venue).plan_connections(run.venue_cfg, run.endpoints, symbols,
                                                       list(settings.channels), settings.depth)
-        run.socket = ExchangeSocket.options(name=socket_name(spec.name), namespace=NAMESPACE,
-                                            get_if_exists=True).remote(
-            spec.name, run.venue_cfg, plans, settings.depth, run.writer_of, settings.socket,
-            settings.source == "replay", settings.log_level, settings.root)
+            parts.append(VenueShard(venue, run.venue_cfg, plans, {s: run.writer_of[s] for s in symbols}))
+        handle = ExchangeSocket.options(name=name, namespace=NAMESPACE, get_if_exists=True,
+                                        **_on_node(node_id)).remote(
+            name, parts, settings.depth, settings.socket, settings.source == "replay", settings.log_level,
+            settings.root, resumed)
+        for part in parts:
+            by_name[part.venue].sockets[name] = handle
 
 
 @dataclass
@@ -181,27 +283,48 @@ class Services:
     """The named service actors of a run."""
 
     restore: Any = None
-    backup: Any = None            # None without a bucket
+    backups: dict[str, Any] = field(default_factory=dict)   # node id -> its backup actor; none without a bucket
+
+    @property
+    def backup(self) -> Any:
+        """The backup actor of the driver's node (or the first one)."""
+        return next(iter(self.backups.values()), None)
 
     def all(self) -> list[Any]:
-        return [actor for actor in (self.restore, self.backup) if actor is not None]
+        return [actor for actor in (self.restore, *self.backups.values()) if actor is not None]
 
 
-def start_services(settings: Settings) -> Services:
-    """The named ``restore`` actor and, when a bucket is configured, ``backup``."""
-    from actors.remote.backup import start_backup_actor
-    from actors.remote.restore import start_restore_actor
-    from actors.venues import supported_venues
-
+def backup_section(settings: Settings) -> dict[str, Any]:
+    """The backup config as the actors take it (an embedded S3 server started for ``backup=local``)."""
     backup = settings.backup_section()
     if backup.get("name") == "local" and not backup.get("endpoint"):
         from actors.backup import ensure_embedded      # one embedded S3 server, owned by this driver
         backup["endpoint"] = ensure_embedded(settings.root, str(backup.get("bucket") or "archives")).endpoint
-    services = Services(restore=start_restore_actor(settings.root, backup, list(supported_venues()),
-                                                    settings.log_level))
-    if backup.get("name", "none") != "none":
-        services.backup = start_backup_actor(settings.root, backup, settings.log_level)
-    return services
+    return backup
+
+
+def start_restore(settings: Settings) -> Any:
+    """The named ``restore`` actor (the cluster's catalog owner), before anything seals."""
+    from actors.remote.restore import start_restore_actor
+    from actors.venues import supported_venues
+
+    return start_restore_actor(settings.root, backup_section(settings), list(supported_venues()),
+                               settings.log_level, settings.compact_every_s)
+
+
+def start_backups(settings: Settings, runs: list[VenueRun]) -> dict[str, Any]:
+    """One backup actor per node that holds files (the driver's node first), when a bucket is set."""
+    import ray
+
+    from actors.remote.backup import start_backup_actor
+
+    backup = backup_section(settings)
+    if backup.get("name", "none") == "none":
+        return {}
+    here = ray.get_runtime_context().get_node_id()
+    nodes = list(dict.fromkeys([here, *(run.node_id for run in runs if run.node_id)]))
+    return {node: start_backup_actor(settings.root, backup, settings.log_level, node_id=node, driver_node=node == here)
+            for node in nodes}
 
 
 def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
@@ -210,7 +333,6 @@ def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
     import ray
 
     from actors.cli.console import RunConsole
-    from actors.restore.restorer import prepare_catalog
 
     console_level = {"json": "INFO", "plain": "INFO", "live": "WARNING"}[settings.console]
     setup_logging(settings.log_level, settings.root, "archival", console="json" if settings.console == "json"
@@ -221,14 +343,16 @@ def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
     stop_flag = stop_flag or threading.Event()
     interrupted = False
     services = Services()
+    watch: NodeWatch | None = None
     console: RunConsole | None = None
     started_at = time.monotonic()
     try:
         ensure_ray(settings)
-        prepare_catalog(settings.root)          # a damaged catalog is rebuilt before anything seals into it
-        start_actors(settings, runs)
-        services = start_services(settings)
-        ray.get([run.socket.ensure_started.remote() for run in runs])
+        services.restore = start_restore(settings)     # owns the catalog (rebuilt first if damaged)
+        watch = NodeWatch(settings, start_actors(settings, runs), runs)
+        services.backups = start_backups(settings, runs)
+        watch.services = services
+        ray.get([socket.ensure_started.remote() for socket, _ in _sockets(runs).values()])
         started_at = time.monotonic()        # duration_s counts from here, not from Ray's start-up
         log.info(f"archiving {sum(len(r.spec.symbols) for r in runs)} symbols on "
                  f"{', '.join(r.spec.name for r in runs)} from {settings.source} into {settings.root} "
@@ -237,20 +361,19 @@ def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
         console.before = _snapshot(runs, services)    # rates of the first status line count from here
         if on_started is not None:
             on_started(runs)
-        last_compact = last_view = time.monotonic()
+        last_view = time.monotonic()
+        restarting: set[str] = set()        # socket processes waiting for Ray's restart
         while not stop_flag.is_set():
             if settings.duration_s and time.monotonic() - started_at >= settings.duration_s:
                 break
             if settings.source == "replay" and _replay_done(runs):
                 break
             stop_flag.wait(0.5)
-            _supervise(runs, report)
+            watch.check(report)
+            _supervise(runs, report, restarting)
             if time.monotonic() - last_view >= console.interval_s:
                 console.show(_snapshot(runs, services))
                 last_view = time.monotonic()
-            if time.monotonic() - last_compact >= settings.compact_every_s:
-                _compact(settings)
-                last_compact = time.monotonic()
         interrupted = stop_flag.is_set() and not settings.duration_s and settings.source == "live"
     except KeyboardInterrupt:
         interrupted = True
@@ -258,16 +381,12 @@ def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
         if console is not None:
             console.close()
         report.seconds = time.monotonic() - started_at
-        if any(run.socket is not None for run in runs):
+        if watch is not None:       # spools handed over by nodes that came back, before the last seal
+            report.handed_over = watch.finish()
+        if any(run.sockets for run in runs):
             _shutdown(settings, runs, report, seal_everything=not interrupted)
-        if services.backup is not None and not interrupted:   # a finite run ends with a verified backup
-            try:
-                result = ray.get(services.backup.run_once.remote(), timeout=600)
-                log.info(f"final backup pass: {result.get('summary') or result.get('error')}")
-                report.backup = result
-            except Exception as exc:
-                log.error(f"final backup pass failed: {exc}")
-                report.backup = {"ok": False, "error": str(exc)}
+        if services.backups and not interrupted:   # a finite run ends with a verified backup of every node
+            report.backup = _final_backup(list(services.backups.values()))
         if not settings.ray.address:     # own local Ray: nothing outlives this run
             for actor in services.all():
                 ray.kill(actor)
@@ -285,44 +404,51 @@ def _snapshot(runs: list[VenueRun], services: Services):
     from actors.cli.console import Snapshot
 
     snap = Snapshot(at=time.monotonic())
-    sockets = [run.socket for run in runs]
-    for run, stats in zip(runs, _each(sockets, "stats", timeout=5, quiet=True)):
-        snap.venues[run.spec.name] = stats
-    snap.writers = _each([w for run in runs for w in run.writers.values()], "stats", timeout=5, quiet=True)
+    for run in runs:
+        snap.venues[run.spec.name] = {"waiting": run.waiting} if run.waiting else \
+            run.socket_stats(timeout=5, quiet=True)
+    snap.writers = _each(list(_writers(runs).values()), "stats", timeout=5, quiet=True)
     if services.backup is not None:
         snap.backup = _each([services.backup], "stats", timeout=5, quiet=True)[0]
     return snap
 
 
-def _supervise(runs: list[VenueRun], report: RunReport) -> None:
-    """(Re)start each venue's socket; a socket process that died is restarted by Ray meanwhile."""
+def _supervise(runs: list[VenueRun], report: RunReport, restarting: set[str]) -> None:
+    """(Re)start every socket process; one that died is restarted by Ray meanwhile (``restarting``)."""
     import ray
-    from ray.exceptions import GetTimeoutError, RayActorError
+    from ray.exceptions import ActorUnschedulableError, GetTimeoutError, RayActorError
 
-    for run in runs:
+    for name, (socket, venues) in _sockets(runs).items():
         try:
-            started = ray.get(run.socket.ensure_started.remote(), timeout=30)
-        except (RayActorError, GetTimeoutError) as exc:     # dead or restarting: asked again next round
-            if not run.restarting:
-                log.warning(f"socket:{run.spec.name} is unavailable ({type(exc).__name__}); "
-                            "waiting for Ray to restart it")
-            run.restarting = True
+            started = ray.get(socket.ensure_started.remote(), timeout=30)
+        except (RayActorError, ActorUnschedulableError, GetTimeoutError) as exc:   # dead, restarting, node lost
+            if name not in restarting:
+                log.warning(f"{name} is unavailable ({type(exc).__name__}); waiting for Ray to restart it")
+            restarting.add(name)
             continue
-        run.restarting = False
+        restarting.discard(name)
         if started:
-            report.socket_restarts[run.spec.name] = report.socket_restarts.get(run.spec.name, 0) + 1
-            log.warning(f"socket:{run.spec.name} was restarted; it subscribed again and recorded a gap")
+            for venue in venues:
+                report.socket_restarts[venue] = report.socket_restarts.get(venue, 0) + 1
+            log.warning(f"{name} was restarted; it subscribed again and recorded a gap ({', '.join(venues)})")
+
+
+def _sockets(runs: list[VenueRun]) -> dict[str, tuple[Any, list[str]]]:
+    """Every socket process of the run by name, with the venues it serves."""
+    out: dict[str, tuple[Any, list[str]]] = {}
+    for run in runs:
+        for name, handle in run.sockets.items():
+            out.setdefault(name, (handle, []))[1].append(run.spec.name)
+    return out
 
 
 def _replay_done(runs: list[VenueRun]) -> bool:
     """True once every recorded frame was sent and the socket has received all of them."""
-    import ray
-
     for run in runs:
         if not run.server.finished.is_set():
             return False
-        stats = ray.get(run.socket.stats.remote())
-        if stats["frames"] < run.server.frames_sent:
+        stats = run.socket_stats()
+        if stats.get("frames", 0) < run.server.frames_sent:
             return False
     return True
 
@@ -341,11 +467,12 @@ def _quiesce_sim(runs: list[VenueRun], timeout_s: float = 15.0) -> None:
     deadline = time.monotonic() + timeout_s
     while sims and time.monotonic() < deadline:
         try:
-            stats = ray.get([run.socket.stats.remote() for run in sims], timeout=10)
+            stats = [venue_stats(ray.get([s.stats.remote() for s in run.sockets.values()], timeout=10),
+                                 run.spec.name) for run in sims]
         except Exception:        # a socket restarting: its frames in flight are a recorded gap
             time.sleep(0.2)
             continue
-        if all(st["frames_on_open_connections"] >= run.server.call(run.server.sent_on_open_sessions)
+        if all(st.get("frames_on_open_connections", 0) >= run.server.call(run.server.sent_on_open_sessions)
                for st, run in zip(stats, sims)):
             return
         time.sleep(0.1)
@@ -356,30 +483,49 @@ def _shutdown(settings: Settings, runs: list[VenueRun], report: RunReport, seal_
 
     if settings.source == "sim":
         _quiesce_sim(runs)
-    sockets = [run.socket for run in runs if run.socket is not None]
-    for run, stats in zip(runs, _each(sockets, "stats")):
+    sockets = [socket for socket, _ in _sockets(runs).values()]
+    for run in runs:
+        stats = run.socket_stats()
         report.frames += stats.get("frames", 0)
         report.venues[run.spec.name] = stats
     if not all(_each(sockets, "stop", timeout=180, default=False)):
         log.error("some rows could not be handed to the writers before the timeout")
-    for run, stats in zip(runs, _each(sockets, "stats")):
+    for run in runs:
+        stats = run.socket_stats()
         report.rows += stats.get("sent_rows", 0)
         report.venues[run.spec.name] = stats or report.venues.get(run.spec.name, {})
-    writers = [h for run in runs for h in run.writers.values()]
+    writers = list(_writers(runs).values())
     method = "seal_all" if seal_everything else "seal_due"
     report.files = [rec for batch in _each(writers, method, timeout=600, default=[]) for rec in batch]
-    report.files_sealed = _sealed_since(settings.root, report.started_ns, writers)
-    _compact(settings)
+    report.files_sealed = _sealed_since(report.started_ns, writers)
+    _compact()
     for actor in sockets + writers:
         ray.kill(actor)
 
 
-def _sealed_since(root: str, started_ns: int, writers: list[Any]) -> int:
+def _final_backup(backups: list[Any]) -> dict[str, Any]:
+    """One reconcile pass on every node's backup actor at once; one result (ok only if all are)."""
+    results = _each(backups, "run_once", timeout=600, default={"ok": False, "error": "backup actor failed"})
+    for result in results:
+        log.info(f"final backup pass: {result.get('summary') or result.get('error')}")
+    if len(results) == 1:
+        return results[0]
+    return {"ok": all(r.get("ok") for r in results), "nodes": results,
+            "summary": " | ".join(str(r.get("summary") or r.get("error")) for r in results)}
+
+
+def _writers(runs: list[VenueRun]) -> dict[str, Any]:
+    """Every writer process of the run by name (venues of a group share them)."""
+    return {name: handle for run in runs for name, handle in run.writers.items()}
+
+
+def _sealed_since(started_ns: int, writers: list[Any]) -> int:
     """Files sealed during this run: the catalog's count (writer counters restart with a writer)."""
-    from actors.storage.catalog import Catalog, ts_literal
+    from actors.remote.catalog import RemoteCatalog
+    from actors.storage.catalog import ts_literal
 
     try:
-        return Catalog(root).query(f"sealed_at >= {ts_literal(started_ns)}", columns=["key"]).num_rows
+        return RemoteCatalog().query(f"sealed_at >= {ts_literal(started_ns)}", columns=["key"]).num_rows
     except Exception as exc:
         log.warning(f"catalog unreadable, counting sealed files from the writers: {exc}")
         return sum(st.get("files", 0) for st in _each(writers, "stats"))
@@ -402,11 +548,12 @@ def _each(actors: list[Any], method: str, timeout: float = 60, default: Any = No
     return out
 
 
-def _compact(settings: Settings) -> None:
-    from actors.storage.catalog import Catalog
+def _compact() -> None:
+    """Compact the cluster's catalog now (its owner also does it every ``storage.compact_every``)."""
+    from actors.remote.catalog import RemoteCatalog
 
     try:
-        Catalog(settings.root).optimize()
+        RemoteCatalog().optimize()
     except Exception as exc:  # compaction is an optimisation; never stop archiving for it
         log.warning(f"catalog compaction failed: {exc}")
 

@@ -1,6 +1,7 @@
 """``BackupActor``: reconciles one node's sealed files with the bucket, on a schedule.
 
-One actor per node that writes files (each node backs up its own archive root): named ``backup``
+One actor per node that writes files (each node backs up its own archive root,
+:func:`actors.remote.placement.node_root`, and marks the cluster's catalog): named ``backup``
 on the driver's node and ``backup:<node id>`` elsewhere (:func:`actors.remote.backup_name`).
 :func:`poke_backup`, called by a writer after it sealed files, pokes the actor of the writer's
 own node (falling back to ``backup``). The schedule (interval, coalesced pokes, backoff after
@@ -13,7 +14,6 @@ the bucket, current during a pass), ``tickarchive_backup_uploaded_files``,
 """
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import ray
@@ -23,6 +23,8 @@ from actors.backup import validate_section
 from actors.backup.schedule import BackupSchedule, BackupService, reconcile_once
 from actors.logs import setup_actor_logging
 from actors.remote import BACKUP, NAMESPACE, backup_name
+from actors.remote.catalog import RemoteCatalog
+from actors.remote.placement import node_name, node_root
 from actors.storage.layout import parse_duration
 
 
@@ -31,9 +33,11 @@ class BackupActor:
     """Backs up this node's archive root (see module docstring)."""
 
     def __init__(self, root: str, section: dict, log_level: str = "INFO", start_loop: bool = True) -> None:
+        root = node_root(root)
         setup_actor_logging(log_level, root, "backup")
         self.root, self.section = root, validate_section(section)     # never holds a secret
-        self.tags = {"node": socket.gethostname()}
+        self.tags = {"node": node_name()}
+        catalog = RemoteCatalog()
         self.backlog = Gauge("tickarchive_backup_backlog_files", "sealed files not yet verified in the bucket",
                              tag_keys=("node",))
         self.uploaded = Counter("tickarchive_backup_uploaded_files", "files uploaded and verified", tag_keys=("node",))
@@ -44,7 +48,7 @@ class BackupActor:
         self.backlog_files = 0
         schedule = BackupSchedule(parse_duration(self.section.get("interval") or "10m", "backup.interval"),
                                   float(self.section.get("settle_s", 1.0)))
-        self.service = BackupService(lambda: reconcile_once(root, self.section, self._set_backlog), schedule,
+        self.service = BackupService(lambda: reconcile_once(root, self.section, self._set_backlog, catalog), schedule,
                                      on_result=self._count, start=start_loop)
 
     def _set_backlog(self, files: int) -> None:

@@ -1,15 +1,21 @@
-"""``ExchangeSocket``: the Ray actor that owns one venue's websockets (a :class:`~actors.feed.venue_feed.VenueFeed`).
+"""``ExchangeSocket``: the Ray actor that owns websockets of one or more venues (one
+:class:`~actors.feed.venue_feed.VenueFeed` per venue it serves).
 
-It builds the feed with the venue's clients and a transport that calls the writer actors, starts
-it once (and again after Ray restarted the process, recording a gap), and exports what the feed
-observes as metrics. Delivery rules (ordering, acknowledgement, exactly-once re-sends,
+The venues of a placement group share socket processes: their symbols are cut into shards of
+``socket.symbols_per_process`` (automatic by default), so a few small venues live in one
+process and a venue with many symbols is spread over several (``socket:<group>:<n>``).
+For each venue part (:class:`VenueShard`) it builds the feed with the venue's clients and a
+transport that calls the writer actors, starts it once (and again after Ray restarted the
+process, recording a gap), and exports what the feeds observe as metrics. Delivery rules (ordering, acknowledgement, exactly-once re-sends,
 backpressure) live in :mod:`actors.feed.outbox`.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -19,7 +25,8 @@ from actors.cli.schema import SocketConfig
 from actors.feed.connection import FeedOptions
 from actors.feed.venue_feed import FeedObserver, VenueFeed
 from actors.logs import setup_actor_logging
-from actors.remote import NAMESPACE, socket_name
+from actors.remote import NAMESPACE
+from actors.remote.placement import node_root
 from actors.venues import get_venue
 from actors.venues.base import ConnectionPlan
 
@@ -45,47 +52,66 @@ class RayMetrics(FeedObserver):
         self._lag.set(seconds, tags=self.tags)
 
 
+@dataclass
+class VenueShard:
+    """One venue's part of a socket process: the connection plans of its symbols and their writers."""
+
+    venue: str
+    venue_cfg: Any
+    plans: list[ConnectionPlan]
+    writer_of: dict[str, str]          # symbol -> writer process name
+
+
 @ray.remote(num_cpus=0, max_restarts=-1)
 class ExchangeSocket:
-    """One venue's connections, feeding the writers (see module docstring)."""
+    """Connections of one or more venues, feeding the writers (see module docstring)."""
 
-    def __init__(self, venue: str, venue_cfg: Any, plans: list[ConnectionPlan], depth: int,
-                 writer_of: dict[str, str], socket_cfg: SocketConfig, replay_clock: bool = False,
-                 log_level: str = "INFO", log_root: str | None = None) -> None:
-        setup_actor_logging(log_level, log_root, socket_name(venue))
-        self.venue, self.venue_cfg, self.plans, self.depth = venue, venue_cfg, plans, depth
-        self.writer_of, self.socket_cfg = writer_of, socket_cfg
+    def __init__(self, name: str, shards: list[VenueShard], depth: int, socket_cfg: SocketConfig,
+                 replay_clock: bool = False, log_level: str = "INFO", log_root: str | None = None,
+                 resumed: bool = False) -> None:
+        setup_actor_logging(log_level, node_root(log_root) if log_root else None, name)
+        self.name, self.shards, self.depth, self.socket_cfg = name, shards, depth, socket_cfg
+        self.replay_clock = replay_clock
+        self.resumed = resumed                   # moved here from a lost node: record a gap
         self.writers: dict[str, Any] = {}        # writer name -> handle, looked up on first use
-        self.options = FeedOptions(replay_clock=replay_clock, backoff_min_s=socket_cfg.backoff_min_s,
-                                   backoff_max_s=socket_cfg.backoff_max_s, idle_timeout_s=socket_cfg.idle_timeout_s,
-                                   tags={"exchange": venue})
-        self.feed: VenueFeed | None = None
+        self.feeds: dict[str, VenueFeed] = {}
 
-    async def _send(self, writer: str, producer: str, seq: int, batches) -> None:
-        handle = self.writers.get(writer)
-        if handle is None:       # by name: small constructor arguments, and a restarted writer is found again
-            handle = self.writers[writer] = ray.get_actor(writer, namespace=NAMESPACE)
-        await handle.write.remote(producer, seq, batches)
+    def _sender(self, venue: str):
+        async def send(writer: str, producer: str, seq: int, batches) -> None:
+            handle = self.writers.get(writer)
+            if handle is None:       # by name: small constructor arguments, and a restarted writer is found again
+                handle = self.writers[writer] = ray.get_actor(writer, namespace=NAMESPACE)
+            await handle.write.remote(venue, producer, seq, batches)
+        return send
+
+    def _feed(self, shard: VenueShard) -> VenueFeed:
+        venue, cfg = get_venue(shard.venue), self.socket_cfg
+        options = FeedOptions(replay_clock=self.replay_clock, backoff_min_s=cfg.backoff_min_s,
+                              backoff_max_s=cfg.backoff_max_s, idle_timeout_s=cfg.idle_timeout_s,
+                              tags={"exchange": shard.venue})
+        return VenueFeed(
+            shard.venue, shard.plans, lambda plan, sink: venue.make_client(plan, shard.venue_cfg, sink, self.depth),
+            shard.writer_of, self._sender(shard.venue), f"{shard.venue}-{uuid.uuid4().hex[:12]}", options,
+            flush_s=cfg.flush_ms / 1000.0, max_pending_rows=cfg.max_pending_rows, observer=RayMetrics(shard.venue))
 
     async def ensure_started(self) -> bool:
-        """Start the feed once (idempotent; also after Ray restarted this process). True if started now."""
-        if self.feed is not None:
+        """Start the feeds once (idempotent; also after Ray restarted this process). True if started now."""
+        if self.feeds:
             return False
-        venue = get_venue(self.venue)
-        self.feed = VenueFeed(
-            self.venue, self.plans, lambda plan, sink: venue.make_client(plan, self.venue_cfg, sink, self.depth),
-            self.writer_of, self._send, f"{self.venue}-{uuid.uuid4().hex[:12]}", self.options,
-            flush_s=self.socket_cfg.flush_ms / 1000.0, max_pending_rows=self.socket_cfg.max_pending_rows,
-            observer=RayMetrics(self.venue))
         with warnings.catch_warnings():     # Ray 2.60 warns about its own use of a deprecated API here
             warnings.simplefilter("ignore")
-            restarted = ray.get_runtime_context().was_current_actor_reconstructed
-        self.feed.start(restarted=restarted)
+            restarted = ray.get_runtime_context().was_current_actor_reconstructed or self.resumed
+        for shard in self.shards:
+            self.feeds[shard.venue] = self._feed(shard)
+            self.feeds[shard.venue].start(restarted=restarted)
         return True
 
     async def stop(self, timeout_s: float = 120.0) -> bool:
         """Close the connections (disconnect events), then drain every row to the writers."""
-        return True if self.feed is None else await self.feed.stop(timeout_s)
+        done = await asyncio.gather(*(feed.stop(timeout_s) for feed in self.feeds.values()))
+        return all(done)
 
     async def stats(self) -> dict[str, Any]:
-        return {**(self.feed.stats() if self.feed else {"frames": 0, "sent_rows": 0}), "pid": os.getpid()}
+        """``{"pid", "node", "venues": {venue: feed stats}}``."""
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
+                "venues": {venue: feed.stats() for venue, feed in self.feeds.items()}}

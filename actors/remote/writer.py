@@ -1,14 +1,18 @@
-"""``SymbolWriter``: the Ray actor around one :class:`~actors.storage.sealing.SealingWriter`.
+"""``WriterProcess``: the Ray actor that makes many symbols' rows durable in one process.
 
-Ray restarts it after a crash (``max_restarts=-1``) and retries the call in flight
-(``max_task_retries=-1``); the new process recovers its spools and drops re-sent calls it
-already made durable. It counts rows, files and bytes as metrics and pokes this node's backup
-actor after each seal.
+It holds a :class:`~actors.storage.sealing.WriterGroup`: one logical writer per (venue, symbol),
+each with its own spool folder, watermarks and files (:class:`~actors.storage.writer.SymbolWriterCore`),
+and one sealing timer. It writes under its node's archive root
+(:func:`actors.remote.placement.node_root`) and records sealed files in the cluster's catalog
+(:class:`~actors.remote.catalog.RemoteCatalog`). Ray restarts it after a crash
+(``max_restarts=-1``) and retries the call in flight (``max_task_retries=-1``); the new process
+recovers every symbol's spool and drops re-sent calls already durable. It counts rows, files
+and bytes as metrics and pokes this node's backup actor after each seal.
 """
 from __future__ import annotations
 
+import glob
 import os
-import socket as socketlib
 from typing import Any
 
 import pyarrow as pa
@@ -16,30 +20,39 @@ import ray
 from ray.util.metrics import Counter, Gauge
 
 from actors.logs import setup_actor_logging
+from actors.remote import NAMESPACE, core_id
 from actors.remote.backup import poke_backup
-from actors.storage.catalog import Catalog
-from actors.storage.sealing import SealingWriter
+from actors.remote.catalog import RemoteCatalog
+from actors.remote.placement import node_name, node_root
+from actors.storage.sealing import CatalogBuffer, WriterGroup, discard_spools, unsealed_calls
 from actors.storage.writer import SymbolWriterCore
 
 TAGS = ("exchange", "channel")
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
-class SymbolWriter:
-    """Durable writer of one symbol group (see module docstring)."""
+class WriterProcess:
+    """Durable writers of many (venue, market, symbol) streams (see module docstring)."""
 
-    def __init__(self, root: str, exchange: str, market: str, symbols: list[str], depth: int,
-                 rollover_ns: int, seal_grace_ns: int, writer_id: str, clock: str = "wall",
-                 log_level: str = "INFO") -> None:
-        setup_actor_logging(log_level, root, writer_id)
-        self.exchange, self.writer_id = exchange, writer_id
+    def __init__(self, root: str, streams: list[tuple[str, str, str]], depth: int, rollover_ns: int,
+                 seal_grace_ns: int, name: str, clock: str = "wall", log_level: str = "INFO") -> None:
+        self.root, self.name = node_root(root), name
+        setup_actor_logging(log_level, self.root, name.replace(":", "_"))
         self.rows = Counter("tickarchive_rows_written", "rows made durable", tag_keys=TAGS)
         self.files = Counter("tickarchive_files_sealed", "Parquet files sealed", tag_keys=TAGS)
         self.bytes = Counter("tickarchive_bytes_sealed", "Parquet bytes sealed", tag_keys=TAGS)
         self.spool = Gauge("tickarchive_spool_bytes", "bytes in open spools", tag_keys=("writer",))
-        core = SymbolWriterCore(root, exchange, market, list(symbols), depth, rollover_ns, writer_id,
-                                Catalog(root), node=socketlib.gethostname())
-        self.writer = SealingWriter(core, seal_grace_ns, clock, on_sealed=self._sealed)
+        market = {(venue, symbol): mkt for venue, mkt, symbol in streams}
+        catalog, node = CatalogBuffer(RemoteCatalog()), node_name()
+
+        def make_core(venue: str, symbol: str) -> SymbolWriterCore:
+            mkt = market[(venue, symbol)]
+            return SymbolWriterCore(self.root, venue, mkt, [symbol], depth, rollover_ns,
+                                    core_id(venue, mkt, symbol), catalog, node=node)
+
+        self.group = WriterGroup(make_core, list(market), seal_grace_ns, clock, on_sealed=self._sealed,
+                                 catalog=catalog)
+        self.group.heal_catalog()
 
     def _sealed(self, records: list[dict]) -> None:
         poke_backup()
@@ -48,22 +61,50 @@ class SymbolWriter:
             self.files.inc(1.0, tags=tags)
             self.bytes.inc(float(rec["bytes"]), tags=tags)
 
-    def write(self, producer: str, seq: int, batches: dict[tuple[str, str], pa.RecordBatch]) -> bool:
-        """Make the batches durable, then acknowledge; False for an already-durable re-send."""
-        fresh = self.writer.write(producer, seq, batches)
-        if fresh:
-            for (_, channel), batch in batches.items():
-                self.rows.inc(float(batch.num_rows), tags={"exchange": self.exchange, "channel": channel})
-        self.spool.set(float(self.writer.core.spool_bytes), tags={"writer": self.writer_id})
-        return fresh
+    def write(self, venue: str, producer: str, seq: int, batches: dict[tuple[str, str], pa.RecordBatch]) -> bool:
+        """Make a venue's batches durable, then acknowledge; False for an already-durable re-send."""
+        fresh = self.group.write(venue, producer, seq, batches)
+        for (_, channel), rows in fresh.items():
+            self.rows.inc(float(rows), tags={"exchange": venue, "channel": channel})
+        self.spool.set(float(self.group.spool_bytes), tags={"writer": self.name})
+        return bool(fresh)
 
     def seal_all(self) -> list[dict]:
         """Seal every open period (end of a finite run)."""
-        return self.writer.seal_all()
+        return self.group.seal_all()
 
     def seal_due(self, now_ns: int | None = None) -> list[dict]:
-        """Seal the periods that are over by ``now_ns`` (default: the writer's own clock)."""
-        return self.writer.seal_due(now_ns)
+        """Seal the periods that are over by ``now_ns`` (default: each writer's own clock)."""
+        return self.group.seal_due(now_ns)
 
     def stats(self) -> dict[str, Any]:
-        return {**self.writer.stats(), "pid": os.getpid()}
+        return {**self.group.stats(), "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
+
+
+@ray.remote(num_cpus=0, max_retries=3)
+def hand_over_spools(root: str, streams: list[tuple[str, str, str, str]], depth: int, rollover_ns: int) -> dict:
+    """On a node that came back: hand its unsealed spools to the streams' current writers.
+
+    ``streams``: (venue, market, symbol, writer name) of the streams now written elsewhere.
+    Each acknowledged call left in this node's spools is written again through the stream's
+    writer with its original producer and sequence number (exactly once, also if this task is
+    retried), then the spool folder is deleted. Returns the calls and rows handed over.
+    """
+    from actors.storage.writer import SPOOL_DIR
+
+    root, node = node_root(root), node_name()
+    done = {"streams": 0, "calls": 0, "rows": 0}
+    for venue, market, symbol, writer in streams:
+        ident = core_id(venue, market, symbol)
+        if not glob.glob(os.path.join(root, SPOOL_DIR, ident, "*.spool")):
+            continue
+        core = SymbolWriterCore(root, venue, market, [symbol], depth, rollover_ns, ident, None, node=node)
+        core.recover()
+        handle = ray.get_actor(writer, namespace=NAMESPACE)
+        for producer, seq, batches in unsealed_calls(core):
+            ray.get(handle.write.remote(venue, producer, seq, batches))
+            done["calls"] += 1
+            done["rows"] += sum(b.num_rows for b in batches.values())
+        discard_spools(core)
+        done["streams"] += 1
+    return done

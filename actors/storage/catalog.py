@@ -10,17 +10,25 @@ Scalar indexes (Bitmap on exchange/market/channel/symbol, BTree on the period bo
 key) keep lookups fast at a million rows; :meth:`Catalog.optimize` compacts the many small
 commits and folds new rows into the indexes (the archiver calls it every
 ``storage.compact_every``).
+
+:class:`IndexedCatalog` is the catalog as its one owner holds it (the ``restore`` actor in a
+run): LanceDB stays the durable store, and a compact per-stream interval index in memory
+(:class:`CatalogIndex`: each stream's rows sorted by period, found by binary search) answers
+:meth:`~Catalog.lookup` in well under a millisecond at a million files.
 """
 from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from actors.errors import TickarchiveError
 
@@ -317,6 +325,126 @@ class Catalog:
             if column not in existing:
                 table.create_index(column, config=BTree())
         table.optimize(cleanup_older_than=keep_versions_for)
+
+
+StreamId = tuple[str, str, str]        # (exchange, symbol, channel)
+
+
+class CatalogIndex:
+    """Catalog rows grouped per (exchange, symbol, channel), sorted by ``(period_start, key)``.
+
+    A lookup is a dictionary access and two binary searches on the stream's period starts; an
+    update rewrites only the streams it touches. Not thread-safe (the owner holds a lock).
+    """
+
+    def __init__(self, table: pa.Table | None = None) -> None:
+        self.streams: dict[StreamId, tuple[pa.Table, np.ndarray]] = {}
+        if table is not None:
+            self.replace(table)
+
+    def replace(self, table: pa.Table) -> None:
+        """Index exactly these rows (the whole catalog)."""
+        self.streams = {}
+        if table.num_rows == 0:
+            return
+        table = table.select(COLUMNS).cast(CATALOG_SCHEMA)
+        table = table.take(pc.sort_indices(table, [(c, "ascending") for c in
+                                                   ("exchange", "symbol", "channel", "period_start", "key")]))
+        ids = pc.binary_join_element_wise(table["exchange"], table["symbol"], table["channel"], "\x1f")
+        codes = pc.dictionary_encode(ids).combine_chunks().indices.to_numpy()
+        cuts = [0, *(np.flatnonzero(np.diff(codes)) + 1).tolist(), table.num_rows]
+        for lo, hi in zip(cuts[:-1], cuts[1:]):
+            part = table.slice(lo, hi - lo)
+            self.streams[self._id(part)] = (part, _starts(part))
+
+    @staticmethod
+    def _id(part: pa.Table) -> StreamId:
+        return (part["exchange"][0].as_py(), part["symbol"][0].as_py(), part["channel"][0].as_py())
+
+    def update(self, rows: pa.Table) -> None:
+        """Insert or replace rows by key (rows of the catalog schema)."""
+        rows = rows.select(COLUMNS).cast(CATALOG_SCHEMA)
+        fresh = CatalogIndex(rows)
+        for sid, (new, _) in fresh.streams.items():
+            old = self.streams.get(sid)
+            if old is not None:
+                kept = old[0].filter(pc.invert(pc.is_in(old[0]["key"], value_set=new["key"])))
+                new = pa.concat_tables([kept, new])
+                new = new.take(pc.sort_indices(new, [("period_start", "ascending"), ("key", "ascending")]))
+            self.streams[sid] = (new, _starts(new))
+
+    def lookup(self, exchange: str, symbol: str, channel: str, start_ns: int, end_ns: int,
+               depth: int | None = None, market: str | None = None) -> pa.Table:
+        """Rows whose period overlaps ``[start_ns, end_ns)`` (same rule as :meth:`Catalog.lookup`)."""
+        entry = self.streams.get((exchange, symbol, channel))
+        if entry is None:
+            return CATALOG_SCHEMA.empty_table()
+        table, starts = entry
+        lo = int(np.searchsorted(starts, start_ns - HOUR_NS, "left"))   # files never span more than an hour
+        hi = int(np.searchsorted(starts, end_ns, "left"))
+        part = table.slice(lo, max(0, hi - lo))
+        mask = pc.greater(part["period_end"].cast(pa.int64()), start_ns)
+        if market:
+            mask = pc.and_(mask, pc.equal(part["market"], market))
+        if depth is not None and channel == "l2book":
+            mask = pc.and_(mask, pc.equal(part["depth"], int(depth)))
+        return part.filter(mask)
+
+    @property
+    def rows(self) -> int:
+        return sum(table.num_rows for table, _ in self.streams.values())
+
+
+def _starts(table: pa.Table) -> np.ndarray:
+    return table["period_start"].cast(pa.int64()).to_numpy()
+
+
+class IndexedCatalog(Catalog):
+    """The catalog with an in-memory :class:`CatalogIndex` for lookups (one owner process).
+
+    Every write goes through this object (LanceDB first, then the index), so the index is the
+    durable table's current state; reads other than :meth:`lookup` still query LanceDB.
+    Thread-safe: one lock around writes and index reads.
+    """
+
+    def __init__(self, root: str | Path, uri: str | None = None) -> None:
+        super().__init__(root, uri)
+        self.lock = threading.RLock()
+        self.index = CatalogIndex()
+        self.commits = 0              # write commits since the last optimize()
+        self.reload()
+
+    def reload(self) -> None:
+        """Rebuild the index from the durable table."""
+        with self.lock:
+            self.index.replace(super().query())
+
+    def upsert(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        with self.lock:
+            super().upsert(records)
+            self.index.update(records_table(records))
+            self.commits += 1
+
+    def _update_rows(self, keys: Iterable[str], change) -> int:
+        with self.lock:           # read-modify-write of rows: one at a time
+            return super()._update_rows(keys, change)
+
+    def replace_all(self, records: list[dict[str, Any]]) -> None:
+        with self.lock:
+            super().replace_all(records)
+            self.index.replace(records_table(records))
+
+    def lookup(self, exchange: str, symbol: str, channel: str, start_ns: int, end_ns: int,
+               depth: int | None = None, market: str | None = None) -> pa.Table:
+        with self.lock:
+            return self.index.lookup(exchange, symbol, channel, start_ns, end_ns, depth, market)
+
+    def optimize(self, keep_versions_for: timedelta = timedelta(minutes=10)) -> None:
+        with self.lock:
+            self.commits = 0
+            super().optimize(keep_versions_for)
 
 
 def as_ns_ints(table: pa.Table) -> pa.Table:

@@ -14,6 +14,7 @@ actor counts them and pokes the backup).
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any, Callable
@@ -30,7 +31,8 @@ class SealingWriter:
     """A writer core with its sealing schedule (see module docstring)."""
 
     def __init__(self, core: SymbolWriterCore, grace_ns: int, clock: str = "wall",
-                 on_sealed: Callable[[list[dict]], None] | None = None, tick_s: float = 1.0) -> None:
+                 on_sealed: Callable[[list[dict]], None] | None = None, tick_s: float = 1.0,
+                 timer: bool = True) -> None:
         if clock not in ("wall", "data"):
             raise ValueError(f"clock must be 'wall' or 'data', not {clock!r}")
         self.core, self.grace_ns, self.clock = core, grace_ns, clock
@@ -39,7 +41,8 @@ class SealingWriter:
         self.recovered = core.recover()
         self._stop = threading.Event()
         if clock == "wall":
-            threading.Thread(target=self._tick, args=(tick_s,), daemon=True, name="seal-timer").start()
+            if timer:      # a WriterGroup runs one timer for all its writers instead
+                threading.Thread(target=self._tick, args=(tick_s,), daemon=True, name="seal-timer").start()
         else:
             self.seal_due()
 
@@ -93,3 +96,204 @@ class SealingWriter:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+class CatalogBuffer:
+    """The catalog as the writers of a :class:`WriterGroup` see it: sealed-file rows are collected
+    and committed in one ``upsert`` per sealing round (:meth:`flush`), not one per symbol.
+
+    A failed commit keeps the rows and retries at the next round, like a core's own retry
+    (files are sealed and safe either way; ``mode=reindex`` rebuilds a catalog from them). Rows
+    of a round cut short by a crash are recorded when the process starts again
+    (:meth:`WriterGroup.heal_catalog`).
+    """
+
+    def __init__(self, catalog: Any) -> None:
+        self.catalog = catalog
+        self.pending: list[dict] = []
+        self.lock = threading.Lock()
+
+    def upsert(self, records: list[dict]) -> None:
+        with self.lock:
+            self.pending.extend(records)
+
+    def get(self, key: str) -> dict | None:
+        with self.lock:
+            for rec in self.pending:
+                if rec["key"] == key:
+                    return rec
+        return self.catalog.get(key)
+
+    def flush(self) -> int:
+        """Commit the collected rows (one call); the number committed (0 on failure, kept for later)."""
+        with self.lock:
+            records, self.pending = self.pending, []
+        if not records:
+            return 0
+        try:
+            self.catalog.upsert(records)
+            return len(records)
+        except Exception as exc:
+            log.error(f"catalog update failed for {len(records)} file(s), will retry: {exc}")
+            with self.lock:
+                self.pending[:0] = records
+            return 0
+
+
+class WriterGroup:
+    """Many logical writers in one process: one :class:`SealingWriter` per (venue, symbol).
+
+    Each symbol keeps its own core (spool folder, watermarks, files); the group only routes a
+    call's batches to the symbols' writers (each sees the call's ``(producer, seq)``, so a
+    re-send after a crash in the middle of a call is dropped by the symbols that made it
+    durable and written by the others) and runs one sealing timer for all of them. Cores built
+    with ``catalog`` (a :class:`CatalogBuffer`) have their files recorded once per round.
+    """
+
+    def __init__(self, make_core: Callable[[str, str], SymbolWriterCore], streams: list[tuple[str, str]],
+                 grace_ns: int, clock: str = "wall", on_sealed: Callable[[list[dict]], None] | None = None,
+                 tick_s: float = 1.0, catalog: CatalogBuffer | None = None) -> None:
+        self.catalog = catalog
+        self.writers = {(venue, symbol): SealingWriter(make_core(venue, symbol), grace_ns, clock, on_sealed,
+                                                       timer=False)
+                        for venue, symbol in streams}
+        self._stop = threading.Event()
+        if clock == "wall":
+            threading.Thread(target=self._tick, args=(tick_s,), daemon=True, name="seal-timer").start()
+
+    def _tick(self, tick_s: float) -> None:
+        while not self._stop.wait(tick_s):
+            self.seal_due()
+
+    def write(self, venue: str, producer: str, seq: int,
+              batches: dict[tuple[str, str], pa.RecordBatch]) -> dict[tuple[str, str], int]:
+        """Make a venue's batches durable per symbol; rows newly written per (symbol, channel)."""
+        by_symbol: dict[str, dict[tuple[str, str], pa.RecordBatch]] = {}
+        for key, batch in batches.items():
+            by_symbol.setdefault(key[0], {})[key] = batch
+        fresh: dict[tuple[str, str], int] = {}
+        for symbol, part in by_symbol.items():
+            writer = self.writers.get((venue, symbol))
+            if writer is None:
+                log.error(f"rejected {sum(b.num_rows for b in part.values())} rows: {venue} {symbol} is not "
+                          "served by this writer process")
+                continue
+            if writer.write(producer, seq, part):
+                fresh.update({key: batch.num_rows for key, batch in part.items()})
+        if self.catalog is not None and self.writers and next(iter(self.writers.values())).clock == "data":
+            self.catalog.flush()            # replays seal while writing
+        return fresh
+
+    def seal_due(self, now_ns: int | None = None) -> list[dict]:
+        """Seal the periods that are over, in every writer."""
+        return self._flushed([rec for writer in self.writers.values() for rec in writer.seal_due(now_ns)])
+
+    def seal_all(self) -> list[dict]:
+        """Seal every open period of every writer (end of a finite run)."""
+        return self._flushed([rec for writer in self.writers.values() for rec in writer.seal_all()])
+
+    def _flushed(self, records: list[dict]) -> list[dict]:
+        if self.catalog is not None:
+            self.catalog.flush()
+        return records
+
+    def heal_catalog(self) -> int:
+        """Record the newest sealed files of every stream that the catalog lacks (a crash between a
+        seal and its round's commit); the number recorded. Failures are logged, never raised."""
+        from actors.storage.layout import StreamKey
+        from actors.storage.writer import _newest_sealed, describe_file
+
+        if self.catalog is None:
+            return 0
+        files: dict[str, str] = {}
+        for writer in self.writers.values():
+            core = writer.core
+            for symbol in core.symbols:
+                for channel in ("l2book", "trades", "events"):
+                    stream = StreamKey(core.exchange, core.market, channel, symbol,
+                                       core.depth if channel == "l2book" else None)
+                    for path in _newest_sealed(core.root, stream):
+                        files[os.path.relpath(path, core.root)] = core.root
+        try:
+            known = self.catalog.catalog.get_many(list(files)) if files else {}
+            missing = [describe_file(root, rel) for rel, root in files.items() if rel not in known]
+            if missing:
+                self.catalog.catalog.upsert(missing)
+                log.warning(f"recorded {len(missing)} sealed file(s) the catalog did not have yet")
+            return len(missing)
+        except Exception as exc:     # the files are safe; mode=reindex also records them
+            log.error(f"catalog check of the newest sealed files failed: {exc}")
+            return 0
+
+    @property
+    def spool_bytes(self) -> int:
+        return sum(writer.core.spool_bytes for writer in self.writers.values())
+
+    def stats(self) -> dict[str, Any]:
+        """Counters summed over the writers; ``recovered`` spools and ``streams`` served."""
+        total: dict[str, Any] = {}
+        recovered = 0
+        for writer in self.writers.values():
+            for key, value in writer.stats().items():
+                if isinstance(value, int) and not isinstance(value, bool) and key != "max_ts_local":
+                    total[key] = total.get(key, 0) + value
+            recovered += writer.recovered.get("spools", 0)
+        return {**total, "recovered_spools": recovered, "symbols": len(self.writers)}
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def unsealed_calls(core: SymbolWriterCore) -> list[tuple[str, int, dict[tuple[str, str], pa.RecordBatch]]]:
+    """The acknowledged rows a recovered core still holds only in its spools, call by call.
+
+    For a node that comes back after its streams moved to another node: every complete call in
+    the spools, in ``(producer, seq)`` order, its parts of several periods joined, without the
+    streams whose sealed file in this root already holds the call (a seal cut short by the
+    crash). Handing these calls to the stream's current writer (same producer and sequence
+    number, so a repeated hand-over is dropped there) puts every row in the archive once.
+    Call :meth:`SymbolWriterCore.recover` first.
+    """
+    import pyarrow.parquet as pq
+
+    from actors.storage.layout import StreamKey
+    from actors.storage.spool import read_frames
+    from actors.storage.writer import _decode_calls
+
+    calls: dict[tuple[str, int], dict[tuple[str, str], list[pa.RecordBatch]]] = {}
+    for period, spool in sorted(core.spools.items()):
+        held: dict[str, set] = {}
+        for symbol in core.symbols:
+            for channel in ("l2book", "trades", "events"):
+                stream = StreamKey(core.exchange, core.market, channel, symbol,
+                                   core.depth if channel == "l2book" else None)
+                path = os.path.join(core.root, stream.relpath(period, core.rollover_ns))
+                if os.path.exists(path):
+                    held[channel] = _decode_calls(pq.ParquetFile(path).schema_arrow.metadata or {})
+        seen: set[tuple[str, int, int]] = set()
+        frames, _, _ = read_frames(spool.path)
+        for frame in frames:
+            call = core.calls.get(frame.call)
+            ident = (frame.producer, frame.seq, frame.part)
+            if call is None or not call.complete or ident in seen:
+                continue
+            seen.add(ident)
+            for (symbol, channel), batch in frame.batches.items():
+                if frame.call not in held.get(channel, ()):
+                    calls.setdefault(frame.call, {}).setdefault((symbol, channel), []).append(batch)
+    return [(producer, seq, {key: parts[0] if len(parts) == 1 else pa.concat_batches(parts)
+                             for key, parts in batches.items()})
+            for (producer, seq), batches in sorted(calls.items())]
+
+
+def discard_spools(core: SymbolWriterCore) -> None:
+    """Delete a core's spools and watermarks (after :func:`unsealed_calls` were handed over)."""
+    import shutil
+
+    from actors.storage.spool import fsync_dir
+
+    for spool in core.spools.values():
+        spool.close()
+    core.spools.clear()
+    shutil.rmtree(core.spool_dir, ignore_errors=True)
+    fsync_dir(os.path.dirname(core.spool_dir))

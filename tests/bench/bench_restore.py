@@ -5,7 +5,8 @@
 1. Builds a LanceDB catalog of ``--files`` file rows (1,000 streams x hours), then times
    ``Catalog.lookup(exchange, symbol, channel, range)`` with the scalar indexes
    (after ``optimize()``) and without them (same table, fresh copy before indexing):
-   p50/p99 and the ratio.
+   p50/p99 and the ratio; then the in-memory interval index (``IndexedCatalog``) for an hour
+   and a month range, in-process and through the ``restore`` actor that owns the catalog.
 2. Writes one hour of depth-20 l2book rows through the real writer (row groups of at most
    5 minutes), then times loading a 10-minute range (``read_range``, row groups pruned by
    statistics) against reading the whole file and filtering: median times and the ratio.
@@ -27,7 +28,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from actors.storage.catalog import CATALOG_SCHEMA, Catalog  # noqa: E402
+from actors.storage.catalog import CATALOG_SCHEMA, Catalog, IndexedCatalog  # noqa: E402
 from actors.storage.layout import HOUR_NS, NS  # noqa: E402
 from actors.restore.loading import read_range  # noqa: E402
 from actors.feed.records import StreamBuffers  # noqa: E402
@@ -65,18 +66,37 @@ def build_catalog(root: Path, files: int) -> None:
             batch = []
 
 
-def time_lookups(root: Path, n: int, hours: int) -> list[float]:
-    catalog = Catalog(str(root))
+def time_lookups(catalog, n: int, hours: int, span_h: int = 4) -> list[float]:
+    """``n`` lookups of a random ``span_h``-hour range (not hour-aligned): seconds each."""
     rng = random.Random(1)
     out = []
     for _ in range(n):
         sym = f"S{rng.randrange(500):04d}USDT"
-        start = T0 + rng.randrange(hours - 5) * HOUR_NS + rng.randrange(3600) * NS
+        start = T0 + rng.randrange(hours - span_h - 1) * HOUR_NS + rng.randrange(3600) * NS
         t = time.perf_counter()
-        found = catalog.lookup("binance", sym, "l2book", start, start + 4 * HOUR_NS, depth=20)
+        found = catalog.lookup("binance", sym, "l2book", start, start + span_h * HOUR_NS, depth=20)
         out.append(time.perf_counter() - t)
-        assert found.num_rows == 5, found.num_rows
+        assert found.num_rows == span_h + 1, found.num_rows
     return out
+
+
+def time_actor_lookups(root: Path, n: int, hours: int) -> dict[str, list[float]]:
+    """The same lookups through the ``restore`` actor that owns the catalog (a real local Ray)."""
+    import ray
+
+    from actors.remote.catalog import RemoteCatalog
+    from actors.remote.restore import start_restore_actor
+
+    ray.init(address="local", include_dashboard=False, num_cpus=1, log_to_driver=False)
+    try:
+        t = time.perf_counter()
+        actor = start_restore_actor(str(root), None, ["binance"])
+        catalog = RemoteCatalog(actor)
+        catalog.count()
+        print(f"  restore actor ready (index loaded) in {time.perf_counter() - t:.1f}s")
+        return {"hour": time_lookups(catalog, n, hours, 1), "month": time_lookups(catalog, n, hours, 720)}
+    finally:
+        ray.shutdown()
 
 
 def pct(values: list[float], q: float) -> float:
@@ -84,7 +104,7 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] * 1000
 
 
-def bench_catalog(files: int, lookups: int) -> None:
+def bench_catalog(files: int, lookups: int, with_actor: bool = True) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-catalog-"))
     try:
         t = time.perf_counter()
@@ -95,13 +115,27 @@ def bench_catalog(files: int, lookups: int) -> None:
         t = time.perf_counter()
         Catalog(str(work / "a")).optimize()
         indexed_s = time.perf_counter() - t
-        plain = time_lookups(work / "plain", max(20, lookups // 10), hours)
-        indexed = time_lookups(work / "a", lookups, hours)
+        plain = time_lookups(Catalog(str(work / "plain")), max(20, lookups // 10), hours)
+        indexed = time_lookups(Catalog(str(work / "a")), lookups, hours)
         count = Catalog(str(work / "a")).count()
         print(f"catalog: {count} file rows (built in {built:.1f}s, indexes+compaction {indexed_s:.1f}s)")
         print(f"  lookup without indexes  p50 {pct(plain, .5):8.2f} ms  p99 {pct(plain, .99):8.2f} ms")
         print(f"  lookup with indexes     p50 {pct(indexed, .5):8.2f} ms  p99 {pct(indexed, .99):8.2f} ms")
         print(f"  ratio (unindexed / indexed, p50): {pct(plain, .5) / pct(indexed, .5):.1f}x")
+        t = time.perf_counter()
+        memory = IndexedCatalog(str(work / "a"))
+        loaded = time.perf_counter() - t
+        nbytes = sum(table.nbytes for table, _ in memory.index.streams.values())
+        print(f"  in-memory interval index: loaded in {loaded:.1f}s, {nbytes / 2**20:.0f} MiB of Arrow rows")
+        for span, label in ((1, "hour "), (720, "month")):
+            got = time_lookups(memory, lookups, hours, span)
+            print(f"  index lookup, {label} range   p50 {pct(got, .5):8.3f} ms  p99 {pct(got, .99):8.3f} ms  "
+                  f"(LanceDB indexed / index p50: {pct(indexed, .5) / pct(got, .5):.0f}x)")
+        del memory
+        if with_actor:
+            for label, got in time_actor_lookups(work / "a", lookups, hours).items():
+                print(f"  via the restore actor, {label} range  p50 {pct(got, .5):8.3f} ms  "
+                      f"p99 {pct(got, .99):8.3f} ms")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -152,9 +186,10 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=1_000_000)
     parser.add_argument("--lookups", type=int, default=300)
     parser.add_argument("--rows-per-s", type=int, default=20)
+    parser.add_argument("--no-actor", action="store_true", help="skip the lookups through the Ray actor")
     args = parser.parse_args()
     bench_range_load(args.rows_per_s)
-    bench_catalog(args.files, args.lookups)
+    bench_catalog(args.files, args.lookups, not args.no_actor)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,87 @@
+"""Many symbols in one process (WriterGroup) and the hand-over of a lost node's spools, on the real core."""
+from __future__ import annotations
+
+from collections import Counter
+
+import pyarrow as pa
+
+from actors.feed.records import StreamBuffers
+from actors.storage.catalog import Catalog
+from actors.storage.layout import NS
+from actors.storage.sealing import CatalogBuffer, WriterGroup, discard_spools, unsealed_calls
+from actors.storage.writer import SymbolWriterCore
+from archive_reading import read_channel
+from writer_fixtures import T0
+
+
+def trades_call(symbols, first_id, t):
+    sink = StreamBuffers()
+    for k, sym in enumerate(symbols):
+        sink.trade(sym, t + k, t, f"{sym}-{first_id}", 100.0, 1.0, 1)
+    return sink.take()
+
+
+def core_for(root, symbol, catalog=None):
+    return SymbolWriterCore(str(root), "binance", "perp", [symbol], 20, 10 * NS, f"writer_binance_perp_{symbol}",
+                            catalog, node="test")
+
+
+def test_group_keeps_one_core_per_symbol_and_drops_resent_calls(tmp_path):
+    symbols = ["AUSDT", "BUSDT", "CUSDT"]
+    catalog = CatalogBuffer(Catalog(str(tmp_path)))
+    group = WriterGroup(lambda venue, sym: core_for(tmp_path, sym, catalog), [("binance", s) for s in symbols],
+                        0, clock="data", catalog=catalog)
+    for seq in range(1, 31):
+        batches = trades_call(symbols, seq, T0 + seq * NS)
+        assert group.write("binance", "p1", seq, batches)
+        assert not group.write("binance", "p1", seq, batches)          # a re-send after a lost ack
+    assert not group.write("bybit", "p1", 31, trades_call(["AUSDT"], 31, T0 + 31 * NS))   # not served here
+    group.seal_all()
+    for sym in symbols:
+        ids = read_channel(tmp_path, "trades", sym).column("trade_id").to_pylist()
+        assert sorted(ids) == sorted(f"{sym}-{i}" for i in range(1, 31))
+        assert (tmp_path / ".spool" / f"writer_binance_perp_{sym}").is_dir()
+    assert len(Catalog(str(tmp_path)).all()) == 3 * 4 and not catalog.pending     # 3 symbols x periods 0-30 s
+
+
+def test_files_sealed_just_before_a_crash_reach_the_catalog_at_restart(tmp_path):
+    def group_on(catalog):
+        return WriterGroup(lambda venue, sym: core_for(tmp_path, sym, catalog), [("binance", "AUSDT")], 0,
+                           clock="data", catalog=catalog)
+
+    lost = CatalogBuffer(Catalog(str(tmp_path)))
+    group = group_on(lost)
+    for seq in range(1, 16):
+        group.write("binance", "p1", seq, trades_call(["AUSDT"], seq, T0 + seq * NS))
+    lost.flush()                                                    # periods 0-10 s recorded
+    writer = group.writers[("binance", "AUSDT")]
+    writer.seal_all()                                               # sealed, its round never committed
+    assert lost.pending and len(Catalog(str(tmp_path)).all()) < len(list(tmp_path.rglob("*.parquet")))
+    restarted = group_on(CatalogBuffer(Catalog(str(tmp_path))))
+    assert restarted.heal_catalog() == len(lost.pending)
+    keys = {r["key"] for r in Catalog(str(tmp_path)).rows()}
+    assert keys == {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.parquet")}
+
+
+def test_hand_over_moves_every_acknowledged_row_once(tmp_path):
+    lost, current = tmp_path / "lost", tmp_path / "current"
+    old = core_for(lost, "AUSDT")
+    old.recover()
+    for seq in range(1, 21):                       # acknowledged on the lost node, never sealed
+        old.write("p-old", seq, trades_call(["AUSDT"], seq, T0 + seq * NS))
+    new = core_for(current, "AUSDT")
+    new.recover()
+    for seq in range(1, 6):                        # the moved socket's own rows
+        new.write("p-new", seq, trades_call(["AUSDT"], 100 + seq, T0 + (25 + seq) * NS))
+    returned = core_for(lost, "AUSDT")             # the node is back: recover its spools
+    returned.recover()
+    calls = unsealed_calls(returned)
+    assert [(p, s) for p, s, _ in calls] == [("p-old", s) for s in range(1, 21)]
+    for producer, seq, batches in calls + calls:   # a repeated hand-over is dropped by the watermark
+        new.write(producer, seq, batches)
+    discard_spools(returned)
+    new.seal_all()
+    ids = read_channel(current, "trades", "AUSDT").column("trade_id").to_pylist()
+    assert Counter(ids) == Counter([f"AUSDT-{i}" for i in range(1, 21)] + [f"AUSDT-{100 + i}" for i in range(1, 6)])
+    assert not (lost / ".spool" / "writer_binance_perp_AUSDT").exists()
+    assert isinstance(calls[0][2][("AUSDT", "trades")], pa.RecordBatch)
