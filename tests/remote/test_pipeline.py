@@ -305,7 +305,7 @@ def test_socket_kill9_restarts_resubscribes_and_records_a_gap(tmp_path, ray_sess
                 time.sleep(0.2)
                 continue
             if stats["pid"] != seen["pid"] and \
-                    stats["venues"]["binance"].get("frames_on_open_connections", 0) >= 200:
+                    stats.get("venues", {}).get("binance", {}).get("frames_on_open_connections", 0) >= 200:
                 seen["new_pid"] = stats["pid"]
                 return
             time.sleep(0.2)
