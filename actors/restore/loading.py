@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from actors.storage.fileformat import file_schema_of, from_file
 from actors.storage.integrity import DamagedFileError, check_files  # noqa: F401  (DamagedFileError: re-exported)
 from actors.storage.layout import NS, StreamKey, file_in_range
 from actors.logs import get_logger
@@ -104,7 +105,9 @@ def read_range(files: Iterable[str], channel: str, start_ns: int, end_ns: int,
             table = from_quantpylib(dataset.to_table(), channel).filter(flt)
             tables.append(table if columns is None else table.select(columns))
             continue
-        tables.append(ds.dataset(f, format="parquet", schema=schema).to_table(columns=columns, filter=flt))
+        if not dataset.schema.remove_metadata().equals(file_schema_of(channel, dataset.schema)):
+            dataset = ds.dataset(f, format="parquet", schema=file_schema_of(channel, dataset.schema))
+        tables.append(from_file(dataset.to_table(columns=columns or schema.names, filter=flt), channel))
     if not tables:
         empty = schema.empty_table()
         return empty if columns is None else empty.select(columns)

@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from actors.storage.catalog import file_record
+from actors.storage.fileformat import FORMAT_KEY, FORMAT_VERSION, from_file, to_file, write_options
 from actors.storage.integrity import FILE_METADATA, sha256_file
 from actors.storage.layout import NS, StreamKey, parse_relpath
 from actors.logs import get_logger
@@ -341,20 +342,21 @@ class SymbolWriterCore:
                 if rec is None:
                     return self._logged(describe_file(self.root, rel))
                 return None
-            old_table = old.read()
+            old_table = from_file(old.read(), channel)
             self.counters["late_merges"] += 1
             log.warning(f"merging {sum(b.num_rows for _, b in parts)} late rows into sealed {rel}",
                         extra={"writer": self.writer_id})
         calls = held | {c for c, _ in parts}
         table = pa.Table.from_batches([b for _, b in parts], schema=schema)
         if old_table is not None:
-            table = pa.concat_tables([old_table.cast(schema), table])
+            table = pa.concat_tables([old_table, table])
         os.makedirs(os.path.dirname(final), exist_ok=True)
         tmp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.{uuid.uuid4().hex[:8]}.tmp")
         sealed_at = time.time_ns()
         info = {"node": self.node, "sealed_at": sealed_at, "period_end": period + self.rollover_ns}
-        metadata = {CALLS_METADATA: _encode_calls(calls), FILE_METADATA: orjson.dumps(info)}
-        stats = _write_parquet(tmp, table, schema.with_metadata(metadata))
+        metadata = {CALLS_METADATA: _encode_calls(calls), FILE_METADATA: orjson.dumps(info),
+                    FORMAT_KEY: str(FORMAT_VERSION).encode()}
+        stats = _write_parquet(tmp, table, channel, metadata)
         os.replace(tmp, final)
         fsync_dir(os.path.dirname(final))
         rec = file_record(rel, parse_relpath(rel), info["period_end"], stats, os.path.getsize(final),
@@ -435,18 +437,19 @@ def _newest_sealed(root: str, stream: StreamKey, count: int = 2) -> list[str]:
     return []
 
 
-def _write_parquet(path: str, table: pa.Table, schema: pa.Schema) -> dict[str, Any]:
-    """Write row groups of at most five minutes / 65,536 rows; fsync; return the file stats."""
+def _write_parquet(path: str, table: pa.Table, channel: str, metadata: dict[bytes, bytes]) -> dict[str, Any]:
+    """Write the rows in the file format (:mod:`~actors.storage.fileformat`), row groups of at most
+    five minutes / 65,536 rows; fsync; return the file stats (of the rows as given)."""
     ts = table.column("ts_local").cast(pa.int64()).to_numpy()
     buckets = ts // ROW_GROUP_SPAN_NS
     cuts = [0, *(np.flatnonzero(np.diff(buckets)) + 1).tolist(), len(ts)]
     groups = 0
-    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+    stored = to_file(table, channel).replace_schema_metadata(metadata)
+    with pq.ParquetWriter(path, stored.schema, **write_options(channel, stored.schema)) as writer:
         for lo, hi in zip(cuts[:-1], cuts[1:]):
             for start in range(lo, hi, ROW_GROUP_ROWS):
                 stop = min(hi, start + ROW_GROUP_ROWS)
-                writer.write_table(table.slice(start, stop - start).replace_schema_metadata(schema.metadata),
-                                   row_group_size=ROW_GROUP_ROWS)
+                writer.write_table(stored.slice(start, stop - start), row_group_size=ROW_GROUP_ROWS)
                 groups += 1
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
@@ -482,11 +485,13 @@ def describe_file(root: str, rel: str, source=None, size: int | None = None,
         lo = hi = None
         if name in names:
             col = names.index(name)
+            unit = pf.schema_arrow.field(name).type.unit
+            scale = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}[unit]
             for g in range(pf.metadata.num_row_groups):
                 st = pf.metadata.row_group(g).column(col).statistics
                 if st is None or not st.has_min_max:
                     continue
-                gmin, gmax = int(st.min_raw), int(st.max_raw)   # int64 ns (physical)
+                gmin, gmax = int(st.min_raw) * scale, int(st.max_raw) * scale   # int64 in the stored unit
                 lo = gmin if lo is None else min(lo, gmin)
                 hi = gmax if hi is None else max(hi, gmax)
         stats[f"{name}_min"], stats[f"{name}_max"] = lo, hi
