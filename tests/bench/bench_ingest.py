@@ -39,9 +39,13 @@ HERE = Path(__file__).resolve().parent
 PY = sys.executable
 
 
-def tree_cpu_seconds(proc: subprocess.Popen, poll_s: float = 0.1) -> float:
-    """Wait for ``proc``; the CPU seconds (user+system) its whole process tree used, sampled."""
+def tree_cpu_seconds(proc: subprocess.Popen, poll_s: float = 0.1, breakdown: dict | None = None) -> float:
+    """Wait for ``proc``; the CPU seconds (user+system) its whole process tree used, sampled.
+
+    ``breakdown`` (optional) receives CPU seconds per process name (Ray names its workers
+    ``ray::<Actor>``)."""
     seen: dict[tuple[int, float], float] = {}
+    names: dict[tuple[int, float], str] = {}
     root = psutil.Process(proc.pid)
     while proc.poll() is None:
         try:
@@ -51,11 +55,26 @@ def tree_cpu_seconds(proc: subprocess.Popen, poll_s: float = 0.1) -> float:
         for p in procs:
             try:
                 t = p.cpu_times()
-                seen[(p.pid, p.create_time())] = t.user + t.system
+                key = (p.pid, p.create_time())
+                seen[key] = t.user + t.system
+                if breakdown is not None:
+                    names[key] = _process_name(p)         # Ray retitles a worker once it hosts an actor
             except psutil.Error:
                 pass
         time.sleep(poll_s)
+    if breakdown is not None:
+        for key, cpu in seen.items():
+            breakdown[names.get(key, "?")] = breakdown.get(names.get(key, "?"), 0.0) + cpu
     return sum(seen.values())
+
+
+def _process_name(p: psutil.Process) -> str:
+    """Ray's title for its workers (``ray::SymbolWriter``), else the program's file name."""
+    cmd = p.cmdline()
+    if cmd and cmd[0].startswith("ray::"):
+        return cmd[0].split(".")[0]
+    script = next((Path(c).name for c in cmd[1:] if c.endswith(".py")), None)
+    return script or (Path(cmd[0]).name if cmd else p.name())
 
 
 def start_generator(symbols: int, events: int, tls: Path) -> tuple[subprocess.Popen, int]:
@@ -68,7 +87,7 @@ def start_generator(symbols: int, events: int, tls: Path) -> tuple[subprocess.Po
     return gen, int(line.split()[1])
 
 
-def run_client(client: str, symbols: int, events: int, work: Path) -> dict:
+def run_client(client: str, symbols: int, events: int, work: Path, breakdown: bool = False) -> dict:
     tls = work / "tls"
     gen, port = start_generator(symbols, events, tls)
     out = work / f"{client}.json"
@@ -80,7 +99,10 @@ def run_client(client: str, symbols: int, events: int, work: Path) -> dict:
         t = time.perf_counter()
         proc = subprocess.Popen([PY, str(HERE / "ingest_clients.py"), client, "--port", str(port), "--symbols",
                                  str(symbols), "--out", str(out), "--work", str(scratch)], env=env)
-        cpu = tree_cpu_seconds(proc)
+        per_process: dict[str, float] = {}
+        cpu = tree_cpu_seconds(proc, breakdown=per_process if breakdown else None)
+        for name, seconds in sorted(per_process.items(), key=lambda kv: -kv[1])[:12]:
+            print(f"    {client} CPU {seconds:6.1f} s  {name}")
         wall = time.perf_counter() - t
         if proc.returncode != 0 or not out.exists():
             raise SystemExit(f"{client} failed (exit {proc.returncode})")
@@ -102,6 +124,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=60_000, help="loop events per connection (x symbols frames)")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--clients", default="bare,ours,cryptofeed,cryptofeed-count")
+    parser.add_argument("--breakdown", action="store_true", help="print CPU seconds per process")
     args = parser.parse_args()
     clients = args.clients.split(",")
     try:
@@ -114,7 +137,7 @@ def main() -> None:
     try:
         for _ in range(args.rounds):
             for client in clients:
-                results[client].append(run_client(client, args.symbols, args.events, work))
+                results[client].append(run_client(client, args.symbols, args.events, work, args.breakdown))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"{args.symbols} symbols, {args.events} loop events per connection, TLS on loopback, "
