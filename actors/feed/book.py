@@ -12,6 +12,7 @@ of the window.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
+from operator import neg
 from typing import Iterable, Sequence
 
 BID, ASK = "bid", "ask"
@@ -73,9 +74,8 @@ class _Side:
         if n > self.window:                # a caller wants more levels than the window keeps
             self.window = n
             self._rebuild()
-        sign, sizes = self.sign, self.sizes
-        prices = [sign * k for k in self.keys[:n]]
-        return prices, [sizes[p] for p in prices]
+        prices = self.keys[:n] if self.sign > 0 else list(map(neg, self.keys[:n]))
+        return prices, list(map(self.sizes.__getitem__, prices))
 
     def best(self) -> float | None:
         return self.sign * self.keys[0] if self.keys else None
@@ -119,8 +119,8 @@ class OrderBook:
 
     def crossed(self) -> bool:
         """True when the best bid is at or above the best ask (an impossible book)."""
-        bid, ask = self.best_bid(), self.best_ask()
-        return bid is not None and ask is not None and bid >= ask
+        bids, asks = self.bids.keys, self.asks.keys
+        return bool(bids and asks) and -bids[0] >= asks[0]
 
     def __len__(self) -> int:
         return len(self.bids.sizes) + len(self.asks.sizes)
