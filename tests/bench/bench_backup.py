@@ -89,6 +89,8 @@ def main() -> None:
         print(f"  ours (1 listing, {args.workers} workers, SHA-256 verified) {o_s:8.1f} s")
         print(f"  ratio quantpylib / ours: {q_s / o_s:.2f}x")
         shutil.rmtree(root)
+        if not args.noop_objects:
+            return
 
         # no-op pass over many objects
         noop_root = work / "noop"
