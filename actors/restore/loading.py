@@ -182,14 +182,34 @@ def expected_paths(path: str | Path, key: StreamKey, start_ns: int, end_ns: int)
     return [str(Path(path) / key.relpath(hour)) for hour in hours_between(start_ns, end_ns)]
 
 
+def _flat_values(column: pa.ChunkedArray) -> tuple[list[np.ndarray], np.ndarray]:
+    """The level values of a list column, chunk by chunk (no combined copy), and its row lengths."""
+    values, counts = [], []
+    for chunk in column.chunks:
+        offsets = chunk.offsets.to_numpy()
+        values.append(chunk.values.to_numpy(zero_copy_only=False)[offsets[0]:offsets[-1]])
+        counts.append(np.diff(offsets))
+    return values, np.concatenate(counts) if counts else np.zeros(0, np.int32)
+
+
 def _levels(table: pa.Table, px: str, sz: str) -> list[np.ndarray]:
-    """Per row, an ``(n, 2)`` array of ``[price, size]`` levels (views into one flat array)."""
-    prices = table.column(px).combine_chunks()
-    sizes = table.column(sz).combine_chunks()
-    flat = np.column_stack((prices.values.to_numpy(zero_copy_only=False),
-                            sizes.values.to_numpy(zero_copy_only=False)))
-    offsets = prices.offsets.to_numpy()
-    return np.split(flat[offsets[0]:offsets[-1]], offsets[1:-1] - offsets[0])
+    """Per row, an ``(n, 2)`` array of ``[price, size]`` levels (views into one flat array).
+
+    The flat array is filled chunk by chunk (the output is the only copy); rows with the same
+    number of levels (a full depth-N book, nearly every row) are views of one ``(rows, n, 2)``
+    array, which numpy hands out in C; only the others are cut one by one.
+    """
+    prices, counts = _flat_values(table.column(px))
+    sizes, _ = _flat_values(table.column(sz))
+    flat = np.empty((int(counts.sum()), 2))
+    for side, parts in ((0, prices), (1, sizes)):
+        at = 0
+        for part in parts:
+            flat[at:at + len(part), side] = part
+            at += len(part)
+    if len(counts) and (counts == counts[0]).all():
+        return list(flat.reshape(len(counts), int(counts[0]), 2))
+    return np.split(flat, np.cumsum(counts)[:-1])
 
 
 def load_lob_archives(exc: str, ticker: str, depth: int, start: TimeLike, end: TimeLike,
@@ -203,7 +223,8 @@ def load_lob_archives(exc: str, ticker: str, depth: int, start: TimeLike, end: T
     key = stream_key(exc, "l2book", ticker, depth, market)
     if only_paths:
         return expected_paths(path, key, start_ns, end_ns)
-    table = read_range(checked_files(path, key, start_ns, end_ns), "l2book", start_ns, end_ns)
+    table = read_range(checked_files(path, key, start_ns, end_ns), "l2book", start_ns, end_ns,
+                       ["ts_local", "bid_px", "bid_sz", "ask_px", "ask_sz"])
     if not table.num_rows:
         return []
     ts = _ms(table.column("ts_local")).tolist()
