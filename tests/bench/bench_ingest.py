@@ -87,7 +87,8 @@ def start_generator(symbols: int, events: int, tls: Path) -> tuple[subprocess.Po
     return gen, int(line.split()[1])
 
 
-def run_client(client: str, symbols: int, events: int, work: Path, breakdown: bool = False) -> dict:
+def run_client(client: str, symbols: int, events: int, work: Path, breakdown: bool = False,
+               overrides: list[str] | None = None) -> dict:
     tls = work / "tls"
     gen, port = start_generator(symbols, events, tls)
     out = work / f"{client}.json"
@@ -98,7 +99,8 @@ def run_client(client: str, symbols: int, events: int, work: Path, breakdown: bo
     try:
         t = time.perf_counter()
         proc = subprocess.Popen([PY, str(HERE / "ingest_clients.py"), client, "--port", str(port), "--symbols",
-                                 str(symbols), "--out", str(out), "--work", str(scratch)], env=env)
+                                 str(symbols), "--out", str(out), "--work", str(scratch),
+                                 *[f"--set={o}" for o in overrides or []]], env=env)
         per_process: dict[str, float] = {}
         cpu = tree_cpu_seconds(proc, breakdown=per_process if breakdown else None)
         for name, seconds in sorted(per_process.items(), key=lambda kv: -kv[1])[:12]:
@@ -125,6 +127,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--clients", default="bare,ours,cryptofeed,cryptofeed-count")
     parser.add_argument("--breakdown", action="store_true", help="print CPU seconds per process")
+    parser.add_argument("--set", action="append", default=[],
+                        help="config override for our archiver, e.g. --set storage.symbols_per_writer=4")
     args = parser.parse_args()
     clients = args.clients.split(",")
     try:
@@ -137,11 +141,11 @@ def main() -> None:
     try:
         for _ in range(args.rounds):
             for client in clients:
-                results[client].append(run_client(client, args.symbols, args.events, work, args.breakdown))
+                results[client].append(run_client(client, args.symbols, args.events, work, args.breakdown, args.set))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"{args.symbols} symbols, {args.events} loop events per connection, TLS on loopback, "
-          f"median of {args.rounds} round(s):")
+          f"median of {args.rounds} round(s){'; ours with ' + ' '.join(args.set) if args.set else ''}:")
     print(f"  {'client':18} {'msgs':>9} {'msgs/s':>9} {'CPU s':>7} {'msgs/CPU-s':>11} {'CPU us/msg':>10}")
     summary = {}
     for client, runs in results.items():

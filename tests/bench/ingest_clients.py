@@ -67,7 +67,7 @@ def run_bare(port: int, symbols: int) -> dict:
     return asyncio.run(main())
 
 
-def run_ours(port: int, symbols: int, root: str) -> dict:
+def run_ours(port: int, symbols: int, root: str, overrides: list[str]) -> dict:
     import threading
 
     import pyarrow.parquet as pq
@@ -82,22 +82,27 @@ def run_ours(port: int, symbols: int, root: str) -> dict:
         "archive.hyperliquid=[]", f"venues.binance.ws_base=wss://127.0.0.1:{port}",
         f"venues.binance.rest_base=https://127.0.0.1:{port}", "venues.binance.depth_stream=depth@100ms",
         "venues.binance.trade_stream=aggTrade", "ray.dashboard=false", "log.console=json", "log_level=WARNING",
-        "duration_s=3600"])      # an upper bound: a finite run seals everything when stopped
+        "duration_s=3600", *overrides])      # an upper bound: a finite run seals everything when stopped
     stop = threading.Event()
     seen: dict = {}
 
     def watch(runs) -> None:
         run = runs[0]
         writers = list(run.writers.values())
-        first = None
+        first = last = None
+        frames = 0
         while True:
             time.sleep(0.1)
-            frames = ray.get(run.socket.stats.remote())["frames"]
-            if first is None and frames > 2:
-                first = time.perf_counter()
-            st = generator_stats(port)
+            before, frames = frames, ray.get(run.socket.stats.remote())["frames"]
+            if frames > before:
+                last = time.perf_counter()
+                first = first or last
+                continue
+            if first is None:
+                continue
+            st = generator_stats(port)      # only once the frames stopped: asking costs CPU
             if st["finished"] >= 2 and frames >= st["depth"] + st["trades"] + 2:   # + the 2 SUBSCRIBE acks
-                seen["seconds"] = time.perf_counter() - first
+                seen["seconds"] = last - first
                 seen["frames"] = frames - 2
                 time.sleep(0.5)                                 # the last flush reaches the writers
                 seen["writers"] = ray.get([w.stats.remote() for w in writers])
@@ -153,18 +158,20 @@ def run_cryptofeed(port: int, symbols: int, out_file: str | None) -> dict:
 
     async def watch() -> None:
         progress, since = -1, time.monotonic()
+        last_progress = time.perf_counter()
         while True:
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.1)
             total = counts["book"] + counts["trades"]
             if total != progress:
-                progress, since = total, time.monotonic()
-            elif time.monotonic() - since > 30:
+                progress, since, last_progress = total, time.monotonic(), time.perf_counter()
+                continue
+            if time.monotonic() - since > 30:
                 raise SystemExit(f"cryptofeed made no progress for 30 s at {total} messages")
-            st = await asyncio.to_thread(generator_stats, port)
+            st = await asyncio.to_thread(generator_stats, port)   # only once the messages stopped
             # every diff and trade gives one callback (plus one per symbol for the REST snapshot)
             done = counts["book"] + counts["trades"] >= st["depth"] + st["trades"] + symbols
             if st["finished"] >= 1 and done:
-                times["last"] = time.perf_counter()
+                times["last"] = last_progress
                 fh.stop_tasks() if hasattr(fh, "stop_tasks") else None
                 asyncio.get_running_loop().stop()
                 return
@@ -188,11 +195,12 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=4)
     parser.add_argument("--out", required=True)
     parser.add_argument("--work", required=True, help="a scratch folder (archive root, cryptofeed's file)")
+    parser.add_argument("--set", action="append", default=[], help="a config override for ours (Hydra syntax)")
     args = parser.parse_args()
     if args.client == "bare":
         result = run_bare(args.port, args.symbols)
     elif args.client == "ours":
-        result = run_ours(args.port, args.symbols, str(Path(args.work) / "archive"))
+        result = run_ours(args.port, args.symbols, str(Path(args.work) / "archive"), args.set)
     else:
         out = str(Path(args.work) / "cryptofeed.txt") if args.client == "cryptofeed" else None
         result = run_cryptofeed(args.port, args.symbols, out)
