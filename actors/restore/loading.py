@@ -192,16 +192,19 @@ def _flat_values(column: pa.ChunkedArray) -> tuple[list[np.ndarray], np.ndarray]
     return values, np.concatenate(counts) if counts else np.zeros(0, np.int32)
 
 
-def _levels(table: pa.Table, px: str, sz: str) -> list[np.ndarray]:
+def _levels(prices_column: pa.ChunkedArray, sizes_column: pa.ChunkedArray) -> list[np.ndarray]:
     """Per row, an ``(n, 2)`` array of ``[price, size]`` levels (views into one flat array).
 
     The flat array is filled chunk by chunk (the output is the only copy); rows with the same
     number of levels (a full depth-N book, nearly every row) are views of one ``(rows, n, 2)``
-    array, which numpy hands out in C; only the others are cut one by one.
+    array, which numpy hands out in C; only the others are cut one by one. The flat array comes
+    from Arrow's memory pool, so it reuses what the columns already converted gave back (fresh
+    pages cost more than the copy).
     """
-    prices, counts = _flat_values(table.column(px))
-    sizes, _ = _flat_values(table.column(sz))
-    flat = np.empty((int(counts.sum()), 2))
+    prices, counts = _flat_values(prices_column)
+    sizes, _ = _flat_values(sizes_column)
+    total = int(counts.sum())
+    flat = np.frombuffer(pa.allocate_buffer(total * 16), dtype=np.float64, count=total * 2).reshape(total, 2)
     for side, parts in ((0, prices), (1, sizes)):
         at = 0
         for part in parts:
@@ -228,7 +231,10 @@ def load_lob_archives(exc: str, ticker: str, depth: int, start: TimeLike, end: T
     if not table.num_rows:
         return []
     ts = _ms(table.column("ts_local")).tolist()
-    bids, asks = _levels(table, "bid_px", "bid_sz"), _levels(table, "ask_px", "ask_sz")
+    columns = {name: table.column(name) for name in ("bid_px", "bid_sz", "ask_px", "ask_sz")}
+    del table
+    bids = _levels(columns.pop("bid_px"), columns.pop("bid_sz"))      # the bid columns are freed here,
+    asks = _levels(columns.pop("ask_px"), columns.pop("ask_sz"))      # and their memory holds the asks
     return [{"ts": t, "b": b, "a": a} for t, b, a in zip(ts, bids, asks)]
 
 
