@@ -31,9 +31,13 @@ def archive_files(root: str | Path, channel: str | None = None, symbol: str | No
 
 def read_channel(root: str | Path, channel: str, symbol: str | None = None,
                  exchange: str | None = None) -> pa.Table:
-    """Every row of one channel (optionally one symbol), files in time order; times as int ns."""
+    """Every row of one channel (optionally one symbol), files in time order; times as int ns.
+
+    Each file is read raw and turned into the record schema by the file format's exact decoder.
+    """
     from actors.storage.catalog import as_ns_ints
+    from actors.storage.fileformat import from_file
 
     files = archive_files(root, channel, symbol, exchange)
     assert files, f"no {channel} files under {root}"
-    return as_ns_ints(pa.concat_tables([pq.read_table(f) for f in files]))
+    return as_ns_ints(pa.concat_tables([from_file(pq.read_table(f), channel) for f in files]))

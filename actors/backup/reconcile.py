@@ -12,7 +12,8 @@ One pass:
    (:class:`~actors.backup.state.VerifiedState`), so a no-op pass costs one listing and no
    request per object; an object whose size or ETag changed is checked again with ``HEAD``;
 3. uploads what is missing or differs, concurrently (multipart from ``multipart_mb`` up), and
-   verifies every upload with a ``HEAD`` before it counts. Only then is the object recorded
+   verifies every upload before it counts (the server's answer echoing the SHA-256 it checked
+   against the bytes it stored, else a ``HEAD``). Only then is the object recorded
    as verified, and ``backed_up_at`` plus the checksum set in the catalog (rows are optional:
    a file without one is backed up all the same; a row left unmarked by an earlier pass is
    marked from the local record). A local file that contradicts the SHA-256 recorded at seal
@@ -191,17 +192,24 @@ class _Pass:
         contradicts the catalog row made at seal.
         """
         path = Path(self.root) / rel
+        body = None
         if sha is None:
             if self.abort.is_set():
                 raise EndpointDown()
-            sha = self.state.local_sha(rel, path, st)
+            if st.st_size < self.bucket.target.multipart_mb << 20:    # read once: hashed, then sent
+                body = path.read_bytes()
+            sha = self.state.local_sha(rel, path, st, body)
             if is_damaged(path, sha, self.records.get(rel)):
                 raise LocalDamage(damage_message(rel))
-        return with_retries(lambda: self._put_verified(rel, path, st, sha), self.abort), sha
+        return with_retries(lambda: self._put_verified(rel, path, st, sha, body), self.abort), sha
 
-    def _put_verified(self, rel: str, path: Path, st: os.stat_result, sha: str) -> str:
-        expected_etag = self.bucket.upload(path, rel, st.st_size, sha)
-        etag = verified_etag(self.bucket, rel, st.st_size, sha, expected_etag)
+    def _put_verified(self, rel: str, path: Path, st: os.stat_result, sha: str, body: bytes | None = None) -> str:
+        """Upload and verify: the server's echo of our SHA-256 (it checked the bytes it stored), else a ``HEAD``."""
+        uploaded = self.bucket.upload(path, rel, st.st_size, sha, body)
+        if uploaded.checksum_verified and uploaded.etag:
+            etag: str | None = uploaded.etag
+        else:
+            etag = verified_etag(self.bucket, rel, st.st_size, sha, uploaded.expected_etag)
         if etag is None:
             raise BackupError(f"{rel}: uploaded object does not verify (size, SHA-256 or ETag differ)")
         now = path.stat()

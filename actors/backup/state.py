@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from pathlib import Path
@@ -63,11 +64,12 @@ class VerifiedState:
             except (orjson.JSONDecodeError, OSError, AttributeError):
                 log.warning(f"ignoring unreadable backup state {self.path}")
 
-    def local_sha(self, rel: str, path: Path, st: os.stat_result) -> str:
+    def local_sha(self, rel: str, path: Path, st: os.stat_result, body: bytes | None = None) -> str:
+        """SHA-256 of the file (of ``body``, its bytes, when given), remembered while it is unchanged."""
         known = self.hashes.get(rel)
         if known and known[0] == st.st_size and known[1] == st.st_mtime_ns:
             return known[2]
-        sha = sha256_file(path)
+        sha = hashlib.sha256(body).hexdigest() if body is not None else sha256_file(path)
         with self.lock:
             self.hashes[rel] = [st.st_size, st.st_mtime_ns, sha]
         return sha

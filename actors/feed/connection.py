@@ -73,11 +73,13 @@ class FeedConnection:
     """One venue websocket kept alive for as long as ``stop`` is not set."""
 
     def __init__(self, plan: ConnectionPlan, client: VenueClient, options: FeedOptions,
-                 gate: Callable[[], Awaitable[None]] | None = None) -> None:
+                 gate: Callable[[], Awaitable[None]] | None = None,
+                 has_room: Callable[[], bool] | None = None) -> None:
         self.plan = plan
         self.client = client
         self.options = options
-        self.gate = gate
+        self.gate = gate              # awaited before a frame is handled (backpressure) ...
+        self.has_room = has_room      # ... only when this cheap check says so (None: every frame)
         self.stats = FeedStats()
         self.clock_ns: int | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -153,12 +155,15 @@ class FeedConnection:
             if self.client.heartbeat_s:
                 self._spawn(self._heartbeat(ws))
             self._spawn(self._watchdog(ws, stop))
+            gate, has_room = self.gate, self.has_room
             async for data in ws:
-                if self.gate is not None:
+                if gate is not None and (has_room is None or not has_room()):
                     self._gated = True
-                    await self.gate()
+                    await gate()
                     self._gated = False
-                await self._on_data(ws, data)
+                actions = self._receive(data)       # the hot path: no coroutine per frame
+                if actions:
+                    await self._perform(ws, actions)
         if self._close_reason == "lifetime":
             return True
         if stop.is_set():
@@ -191,18 +196,23 @@ class FeedConnection:
             return
 
     async def _on_data(self, ws, data: str | bytes) -> None:
+        actions = self._receive(data)
+        if actions:
+            await self._perform(ws, actions)
+
+    def _receive(self, data: str | bytes) -> list | None:
+        """Count one frame and hand it to the client (a replay clock frame sets the clock); its actions."""
+        stats = self.stats
         if self.options.replay_clock and isinstance(data, (bytes, bytearray)):
             ts = decode_clock(data)
             if ts is not None:
                 self.clock_ns = ts
-                self.stats.clock_frames += 1
-                return
-        self.stats.frames += 1
-        self.stats.frames_this_connection += 1
-        self.stats.last_frame_monotonic = time.monotonic()
-        actions = self.client.on_frame(data, self.now())
-        if actions:
-            await self._perform(ws, actions)
+                stats.clock_frames += 1
+                return None
+        stats.frames += 1
+        stats.frames_this_connection += 1
+        stats.last_frame_monotonic = time.monotonic()
+        return self.client.on_frame(data, self.now())
 
     async def _perform(self, ws, actions) -> None:
         for action in actions:

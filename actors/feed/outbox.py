@@ -57,23 +57,25 @@ class Outbox:
         self.queues = {name: _Queue() for name in writers}
         self.sent_rows = 0
         self.failures = 0
+        self.pending_rows = 0      # rows queued or in flight, over all writers
 
-    @property
-    def pending_rows(self) -> int:
-        """Rows queued or in flight, over all writers."""
-        return sum(q.rows for q in self.queues.values())
+    def has_room(self, extra_rows: int = 0) -> bool:
+        """True while at most ``max_pending_rows`` (plus ``extra_rows`` buffered elsewhere) wait."""
+        return self.pending_rows + extra_rows <= self.max_pending_rows
 
     def put(self, writer: str, batches: Batches) -> None:
         """Queue rows for ``writer`` and make sure a sender is running for it."""
         queue = self.queues[writer]
         queue.parts.append(batches)
-        queue.rows += sum(b.num_rows for b in batches.values())
+        rows = sum(b.num_rows for b in batches.values())
+        queue.rows += rows
+        self.pending_rows += rows
         if queue.sending is None:
             queue.sending = asyncio.ensure_future(self._deliver(writer, queue))
 
     async def wait_for_room(self, extra_rows: int = 0) -> None:
         """Block while more than ``max_pending_rows`` (plus ``extra_rows`` buffered elsewhere) wait."""
-        while self.pending_rows + extra_rows > self.max_pending_rows:
+        while not self.has_room(extra_rows):
             await asyncio.sleep(0.02)
 
     @property
@@ -100,6 +102,7 @@ class Outbox:
                 queue.seq += 1
                 await self._call_until_acknowledged(writer, queue.seq, batches)
                 queue.rows -= rows
+                self.pending_rows -= rows
                 self.sent_rows += rows
         finally:
             queue.sending = None

@@ -116,27 +116,73 @@ class ColumnBuffer:
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
 
+class BookBuffer:
+    """l2book rows with their levels kept flat (one float list per column plus offsets), so a
+    row costs four ``extend`` calls and ``take()`` builds each list column from one flat array."""
+
+    __slots__ = ("ts_local", "ts_exchange", "seq", "levels", "bid_offsets", "ask_offsets")
+
+    def __init__(self) -> None:
+        self.ts_local: list[int] = []
+        self.ts_exchange: list[int | None] = []
+        self.seq: list[int | None] = []
+        self.levels: tuple[list[float], list[float], list[float], list[float]] = ([], [], [], [])
+        self.bid_offsets: list[int] = [0]
+        self.ask_offsets: list[int] = [0]
+
+    def __len__(self) -> int:
+        return len(self.ts_local)
+
+    def append(self, ts_local: int, ts_exchange: int | None, seq: int | None, bid_px: Sequence[float],
+               bid_sz: Sequence[float], ask_px: Sequence[float], ask_sz: Sequence[float]) -> None:
+        self.ts_local.append(ts_local)
+        self.ts_exchange.append(ts_exchange)
+        self.seq.append(seq)
+        bpx, bsz, apx, asz = self.levels
+        bpx.extend(bid_px)
+        bsz.extend(bid_sz)
+        apx.extend(ask_px)
+        asz.extend(ask_sz)
+        if len(bsz) != len(bpx) or len(asz) != len(apx):
+            raise ValueError("a book side has a different number of prices and sizes")
+        self.bid_offsets.append(len(bpx))
+        self.ask_offsets.append(len(apx))
+
+    def take(self) -> pa.RecordBatch | None:
+        if not self.ts_local:
+            return None
+        schema = L2BOOK_SCHEMA
+        offsets = [pa.array(self.bid_offsets, pa.int32()), pa.array(self.ask_offsets, pa.int32())]
+        lists = [pa.ListArray.from_arrays(offsets[i // 2], pa.array(values, pa.float64()), type=FLOATS)
+                 for i, values in enumerate(self.levels)]
+        arrays = [pa.array(self.ts_local, TS_TYPE), pa.array(self.ts_exchange, TS_TYPE),
+                  pa.array(self.seq, pa.int64()), *lists]
+        self.__init__()
+        return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
 class StreamBuffers:
     """A RowSink that buffers rows per (symbol, channel) for batching to writers."""
 
     def __init__(self) -> None:
-        self.buffers: dict[tuple[str, str], ColumnBuffer] = {}
+        self.buffers: dict[tuple[str, str], ColumnBuffer | BookBuffer] = {}
         self.rows = 0
 
-    def _buffer(self, symbol: str, channel: str) -> ColumnBuffer:
+    def _buffer(self, symbol: str, channel: str) -> ColumnBuffer | BookBuffer:
         key = (symbol, channel)
         buf = self.buffers.get(key)
         if buf is None:
-            buf = self.buffers[key] = ColumnBuffer(SCHEMAS[channel])
+            buf = self.buffers[key] = BookBuffer() if channel == "l2book" else ColumnBuffer(SCHEMAS[channel])
         return buf
 
     def book(self, symbol, ts_local, ts_exchange, seq, bid_px, bid_sz, ask_px, ask_sz) -> None:
-        self._buffer(symbol, "l2book").append(
-            (ts_local, ts_exchange, seq, list(bid_px), list(bid_sz), list(ask_px), list(ask_sz)))
+        buf = self.buffers.get((symbol, "l2book")) or self._buffer(symbol, "l2book")
+        buf.append(ts_local, ts_exchange, seq, bid_px, bid_sz, ask_px, ask_sz)
         self.rows += 1
 
     def trade(self, symbol, ts_local, ts_exchange, trade_id, price, size, side) -> None:
-        self._buffer(symbol, "trades").append((ts_local, ts_exchange, trade_id, price, size, side))
+        buf = self.buffers.get((symbol, "trades")) or self._buffer(symbol, "trades")
+        buf.append((ts_local, ts_exchange, trade_id, price, size, side))
         self.rows += 1
 
     def event(self, symbol, ts_local, channel, kind, detail="", seq_from=None, seq_to=None) -> None:

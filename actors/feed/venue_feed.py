@@ -56,7 +56,8 @@ class VenueFeed:
         self.buffers = StreamBuffers()
         self.outbox = Outbox(producer, sorted(set(writer_of.values())), send, max_pending_rows,
                              tags={"exchange": venue})
-        self.connections = [FeedConnection(plan, make_client(plan, self.buffers), options, gate=self._gate)
+        self.connections = [FeedConnection(plan, make_client(plan, self.buffers), options, gate=self._gate,
+                                           has_room=self._has_room)
                             for plan in plans]
         self.stop_event = asyncio.Event()
         self.connection_tasks: list[asyncio.Task] = []
@@ -78,6 +79,9 @@ class VenueFeed:
 
     async def _gate(self) -> None:
         await self.outbox.wait_for_room(self.buffers.rows)
+
+    def _has_room(self) -> bool:
+        return self.outbox.has_room(self.buffers.rows)
 
     async def _flush_every(self) -> None:
         while True:

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from actors.storage.fileformat import file_schema_of, from_file
 from actors.storage.integrity import DamagedFileError, check_files  # noqa: F401  (DamagedFileError: re-exported)
 from actors.storage.layout import NS, StreamKey, file_in_range
 from actors.logs import get_logger
@@ -104,7 +105,9 @@ def read_range(files: Iterable[str], channel: str, start_ns: int, end_ns: int,
             table = from_quantpylib(dataset.to_table(), channel).filter(flt)
             tables.append(table if columns is None else table.select(columns))
             continue
-        tables.append(ds.dataset(f, format="parquet", schema=schema).to_table(columns=columns, filter=flt))
+        if not dataset.schema.remove_metadata().equals(file_schema_of(channel, dataset.schema)):
+            dataset = ds.dataset(f, format="parquet", schema=file_schema_of(channel, dataset.schema))
+        tables.append(from_file(dataset.to_table(columns=columns or schema.names, filter=flt), channel))
     if not tables:
         empty = schema.empty_table()
         return empty if columns is None else empty.select(columns)
@@ -179,14 +182,37 @@ def expected_paths(path: str | Path, key: StreamKey, start_ns: int, end_ns: int)
     return [str(Path(path) / key.relpath(hour)) for hour in hours_between(start_ns, end_ns)]
 
 
-def _levels(table: pa.Table, px: str, sz: str) -> list[np.ndarray]:
-    """Per row, an ``(n, 2)`` array of ``[price, size]`` levels (views into one flat array)."""
-    prices = table.column(px).combine_chunks()
-    sizes = table.column(sz).combine_chunks()
-    flat = np.column_stack((prices.values.to_numpy(zero_copy_only=False),
-                            sizes.values.to_numpy(zero_copy_only=False)))
-    offsets = prices.offsets.to_numpy()
-    return np.split(flat[offsets[0]:offsets[-1]], offsets[1:-1] - offsets[0])
+def _flat_values(column: pa.ChunkedArray) -> tuple[list[np.ndarray], np.ndarray]:
+    """The level values of a list column, chunk by chunk (no combined copy), and its row lengths."""
+    values, counts = [], []
+    for chunk in column.chunks:
+        offsets = chunk.offsets.to_numpy()
+        values.append(chunk.values.to_numpy(zero_copy_only=False)[offsets[0]:offsets[-1]])
+        counts.append(np.diff(offsets))
+    return values, np.concatenate(counts) if counts else np.zeros(0, np.int32)
+
+
+def _levels(prices_column: pa.ChunkedArray, sizes_column: pa.ChunkedArray) -> list[np.ndarray]:
+    """Per row, an ``(n, 2)`` array of ``[price, size]`` levels (views into one flat array).
+
+    The flat array is filled chunk by chunk (the output is the only copy); rows with the same
+    number of levels (a full depth-N book, nearly every row) are views of one ``(rows, n, 2)``
+    array, which numpy hands out in C; only the others are cut one by one. The flat array comes
+    from Arrow's memory pool, so it reuses what the columns already converted gave back (fresh
+    pages cost more than the copy).
+    """
+    prices, counts = _flat_values(prices_column)
+    sizes, _ = _flat_values(sizes_column)
+    total = int(counts.sum())
+    flat = np.frombuffer(pa.allocate_buffer(total * 16), dtype=np.float64, count=total * 2).reshape(total, 2)
+    for side, parts in ((0, prices), (1, sizes)):
+        at = 0
+        for part in parts:
+            flat[at:at + len(part), side] = part
+            at += len(part)
+    if len(counts) and (counts == counts[0]).all():
+        return list(flat.reshape(len(counts), int(counts[0]), 2))
+    return np.split(flat, np.cumsum(counts)[:-1])
 
 
 def load_lob_archives(exc: str, ticker: str, depth: int, start: TimeLike, end: TimeLike,
@@ -200,11 +226,15 @@ def load_lob_archives(exc: str, ticker: str, depth: int, start: TimeLike, end: T
     key = stream_key(exc, "l2book", ticker, depth, market)
     if only_paths:
         return expected_paths(path, key, start_ns, end_ns)
-    table = read_range(checked_files(path, key, start_ns, end_ns), "l2book", start_ns, end_ns)
+    table = read_range(checked_files(path, key, start_ns, end_ns), "l2book", start_ns, end_ns,
+                       ["ts_local", "bid_px", "bid_sz", "ask_px", "ask_sz"])
     if not table.num_rows:
         return []
     ts = _ms(table.column("ts_local")).tolist()
-    bids, asks = _levels(table, "bid_px", "bid_sz"), _levels(table, "ask_px", "ask_sz")
+    columns = {name: table.column(name) for name in ("bid_px", "bid_sz", "ask_px", "ask_sz")}
+    del table
+    bids = _levels(columns.pop("bid_px"), columns.pop("bid_sz"))      # the bid columns are freed here,
+    asks = _levels(columns.pop("ask_px"), columns.pop("ask_sz"))      # and their memory holds the asks
     return [{"ts": t, "b": b, "a": a} for t, b, a in zip(ts, bids, asks)]
 
 

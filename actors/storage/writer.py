@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from actors.storage.catalog import file_record
+from actors.storage.fileformat import FORMAT_KEY, FORMAT_VERSION, from_file, to_file, write_options
 from actors.storage.integrity import FILE_METADATA, sha256_file
 from actors.storage.layout import NS, StreamKey, parse_relpath
 from actors.logs import get_logger
@@ -86,6 +87,7 @@ class SymbolWriterCore:
         self.recovery: dict[str, Any] = {}
         self.counters = {"rows": 0, "calls": 0, "duplicates": 0, "files": 0, "bytes": 0,
                          "late_merges": 0, "orphan_parts": 0, "rejected": 0}
+        self.durable_lag = LagHistogram()
 
     # -- recovery ------------------------------------------------------------------------
     def recover(self) -> dict[str, Any]:
@@ -224,10 +226,12 @@ class SymbolWriterCore:
             return False
         by_period: dict[int, dict[tuple[str, str], pa.RecordBatch]] = {}
         rows = 0
+        received: list[np.ndarray] = []
         for (symbol, channel), batch in batches.items():
             if not self._accept(symbol, channel, batch):
                 continue
             ts = batch.column("ts_local").cast(pa.int64()).to_numpy()
+            received.append(ts)
             periods = ts - ts % self.rollover_ns
             first = int(periods[0])
             if (periods == first).all():
@@ -245,6 +249,7 @@ class SymbolWriterCore:
             call.periods.add(period)
         if parts:
             self.calls[(producer, seq)] = call
+            self.durable_lag.add(time.time_ns(), received)
         self.watermarks[producer] = seq
         self._see_ts(batches.values())
         self.counters["rows"] += rows
@@ -341,20 +346,21 @@ class SymbolWriterCore:
                 if rec is None:
                     return self._logged(describe_file(self.root, rel))
                 return None
-            old_table = old.read()
+            old_table = from_file(old.read(), channel)
             self.counters["late_merges"] += 1
             log.warning(f"merging {sum(b.num_rows for _, b in parts)} late rows into sealed {rel}",
                         extra={"writer": self.writer_id})
         calls = held | {c for c, _ in parts}
         table = pa.Table.from_batches([b for _, b in parts], schema=schema)
         if old_table is not None:
-            table = pa.concat_tables([old_table.cast(schema), table])
+            table = pa.concat_tables([old_table, table])
         os.makedirs(os.path.dirname(final), exist_ok=True)
         tmp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.{uuid.uuid4().hex[:8]}.tmp")
         sealed_at = time.time_ns()
         info = {"node": self.node, "sealed_at": sealed_at, "period_end": period + self.rollover_ns}
-        metadata = {CALLS_METADATA: _encode_calls(calls), FILE_METADATA: orjson.dumps(info)}
-        stats = _write_parquet(tmp, table, schema.with_metadata(metadata))
+        metadata = {CALLS_METADATA: _encode_calls(calls), FILE_METADATA: orjson.dumps(info),
+                    FORMAT_KEY: str(FORMAT_VERSION).encode()}
+        stats = _write_parquet(tmp, table, channel, metadata)
         os.replace(tmp, final)
         fsync_dir(os.path.dirname(final))
         rec = file_record(rel, parse_relpath(rel), info["period_end"], stats, os.path.getsize(final),
@@ -403,7 +409,46 @@ class SymbolWriterCore:
 
     def stats(self) -> dict[str, Any]:
         return {**self.counters, "open_periods": len(self.spools), "spool_bytes": self.spool_bytes,
-                "pending_catalog": len(self.pending_records), "max_ts_local": self.max_ts_local}
+                "pending_catalog": len(self.pending_records), "max_ts_local": self.max_ts_local,
+                "durable_lag_ms": self.durable_lag.summary()}
+
+
+class LagHistogram:
+    """Receive-to-durable lag of every row (``durable_ns - ts_local``), in log buckets of ~9%.
+
+    Cheap enough for every write call (one vectorised pass over the call's receive times); the
+    percentiles are the upper edges of their buckets. With a replay clock the lag is meaningless
+    (recorded receive times) and ends in the top bucket.
+    """
+
+    STEPS_PER_DOUBLING = 8
+    BUCKETS = 8 * 40                     # up to 2**40 microseconds: beyond any real lag
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(self.BUCKETS, dtype=np.int64)
+        self.max_us = 0
+
+    def add(self, now_ns: int, received: list[np.ndarray]) -> None:
+        """Count the rows received at ``received`` (ns arrays) as durable at ``now_ns``."""
+        if not received:
+            return
+        lag_us = np.maximum((now_ns - np.concatenate(received)) // 1000, 0)
+        index = np.minimum((np.log2(lag_us + 1) * self.STEPS_PER_DOUBLING).astype(np.int64), self.BUCKETS - 1)
+        self.counts += np.bincount(index, minlength=self.BUCKETS)
+        self.max_us = max(self.max_us, int(lag_us.max()))
+
+    def percentile(self, q: float) -> float | None:
+        """The lag (ms) that ``q`` of the rows stayed within, None before any row."""
+        total = int(self.counts.sum())
+        if not total:
+            return None
+        bucket = int(np.searchsorted(np.cumsum(self.counts), q * total))
+        return min(2 ** ((bucket + 1) / self.STEPS_PER_DOUBLING) - 1, self.max_us) / 1000
+
+    def summary(self) -> dict[str, float | None]:
+        """p50, p99 and max lag in ms."""
+        return {"p50": self.percentile(0.5), "p99": self.percentile(0.99),
+                "max": self.max_us / 1000 if self.counts.any() else None}
 
 
 def _max_ts(batches) -> int | None:
@@ -435,18 +480,19 @@ def _newest_sealed(root: str, stream: StreamKey, count: int = 2) -> list[str]:
     return []
 
 
-def _write_parquet(path: str, table: pa.Table, schema: pa.Schema) -> dict[str, Any]:
-    """Write row groups of at most five minutes / 65,536 rows; fsync; return the file stats."""
+def _write_parquet(path: str, table: pa.Table, channel: str, metadata: dict[bytes, bytes]) -> dict[str, Any]:
+    """Write the rows in the file format (:mod:`~actors.storage.fileformat`), row groups of at most
+    five minutes / 65,536 rows; fsync; return the file stats (of the rows as given)."""
     ts = table.column("ts_local").cast(pa.int64()).to_numpy()
     buckets = ts // ROW_GROUP_SPAN_NS
     cuts = [0, *(np.flatnonzero(np.diff(buckets)) + 1).tolist(), len(ts)]
     groups = 0
-    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+    stored = to_file(table, channel).replace_schema_metadata(metadata)
+    with pq.ParquetWriter(path, stored.schema, **write_options(channel, stored.schema)) as writer:
         for lo, hi in zip(cuts[:-1], cuts[1:]):
             for start in range(lo, hi, ROW_GROUP_ROWS):
                 stop = min(hi, start + ROW_GROUP_ROWS)
-                writer.write_table(table.slice(start, stop - start).replace_schema_metadata(schema.metadata),
-                                   row_group_size=ROW_GROUP_ROWS)
+                writer.write_table(stored.slice(start, stop - start), row_group_size=ROW_GROUP_ROWS)
                 groups += 1
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
@@ -482,11 +528,13 @@ def describe_file(root: str, rel: str, source=None, size: int | None = None,
         lo = hi = None
         if name in names:
             col = names.index(name)
+            unit = pf.schema_arrow.field(name).type.unit
+            scale = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}[unit]
             for g in range(pf.metadata.num_row_groups):
                 st = pf.metadata.row_group(g).column(col).statistics
                 if st is None or not st.has_min_max:
                     continue
-                gmin, gmax = int(st.min_raw), int(st.max_raw)   # int64 ns (physical)
+                gmin, gmax = int(st.min_raw) * scale, int(st.max_raw) * scale   # int64 in the stored unit
                 lo = gmin if lo is None else min(lo, gmin)
                 hi = gmax if hi is None else max(hi, gmax)
         stats[f"{name}_min"], stats[f"{name}_max"] = lo, hi

@@ -83,9 +83,11 @@ class BinanceClient(SnapshotSyncClient):
         return []
 
     def _on_payload(self, payload: dict, ts_local: int) -> list[Action]:
-        sym = str(payload.get("s", "")).upper()
-        if sym not in self.states:
-            return []
+        sym = payload.get("s")
+        if sym not in self.states:                  # upper-case on the wire; anything else is checked
+            sym = str(sym or "").upper()
+            if sym not in self.states:
+                return []
         event = payload.get("e")
         if event == "depthUpdate":
             return self.on_update(sym, payload, ts_local)

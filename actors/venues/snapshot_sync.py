@@ -16,7 +16,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections import deque
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import orjson
 
@@ -26,9 +26,10 @@ MAX_BUFFERED_UPDATES = 20_000
 SNAPSHOT_RETRY_NS = 1_000_000_000
 
 
-@dataclass(frozen=True)
-class UpdateIds:
-    """The ids of one diff: the id it chains to, and the first and last update ids it holds."""
+class UpdateIds(NamedTuple):
+    """The ids of one diff: the id it chains to, and the first and last update ids it holds.
+
+    A NamedTuple: built for every diff on the hot path, where a frozen dataclass costs ~1 us."""
 
     prev: int | None
     first: int

@@ -101,10 +101,11 @@ def test_upload_list_head_and_remote_footer_under_a_prefix(tmp_path, bucket_targ
     bucket = Bucket(target)
     path = tmp_path / REL
     sha = parquet_file(path, 5000)
-    expected_etag = bucket.upload(path, REL, path.stat().st_size, sha)
+    uploaded = bucket.upload(path, REL, path.stat().st_size, sha)
     listed = bucket.list()
     assert list(listed) == [REL] and listed[REL].size == path.stat().st_size
-    assert listed[REL].etag == expected_etag() == hashlib.md5(path.read_bytes()).hexdigest()
+    assert listed[REL].etag == uploaded.expected_etag() == uploaded.etag == hashlib.md5(path.read_bytes()).hexdigest()
+    assert uploaded.checksum_verified          # SeaweedFS checked our SHA-256 and said so
     assert bucket.list("binance/perp/l2book/") == {}
     head = bucket.head(REL)
     assert head["Metadata"]["sha256"] == sha and bucket.head(REL.replace("0518", "0519")) is None
@@ -209,3 +210,18 @@ def test_an_endpoint_that_is_not_s3_is_refused_before_any_upload(tmp_path):
         assert "\n" not in str(err.value)
     finally:
         server.shutdown()
+
+
+@pytest.mark.s3
+def test_a_body_that_contradicts_its_sha256_is_refused(tmp_path, bucket_target):
+    """The presigned PUT and the boto3 path both carry the SHA-256: the server refuses bytes that
+    do not match it, and nothing is stored."""
+    from botocore.exceptions import ClientError
+
+    bucket = Bucket(bucket_target)
+    assert bucket.presigned_puts
+    path = tmp_path / REL
+    parquet_file(path, 100)
+    with pytest.raises(ClientError, match="BadDigest"):
+        bucket.upload(path, REL, path.stat().st_size, hashlib.sha256(b"other bytes").hexdigest())
+    assert bucket.head(REL) is None and bucket.list() == {}

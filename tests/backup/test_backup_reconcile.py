@@ -405,6 +405,7 @@ def test_an_upload_that_does_not_verify_is_never_marked(tmp_path, seaweed, bucke
         headers["ETag"] = '"0123456789abcdef0123456789abcdef"'
 
     client.meta.events.register("before-parse.s3.HeadObject", lying_head)
+    client.meta.events.register("before-parse.s3.PutObject", lying_head)   # no checksum echo either
     bad = reconcile(str(root), bucket_target, Catalog(str(root)), client=client)
     assert (bad.uploaded, bad.failed) == (0, len(files)) and "does not verify" in bad.errors[0]
     assert backed_up(root) == {} and VerifiedState(str(root), bucket_target).entries == {}
