@@ -5,7 +5,8 @@ per update id, in epochs (a venue restart starts the ids again). The archive of 
 its book rows, trade rows and events, each in arrival order. :func:`judge` counts:
 
 * **book rows ≠ truth**: a row whose levels differ from the true book at its update id, or
-  whose id the venue never sent, or that goes backwards within its epoch;
+  whose id the venue never sent, or that goes backwards within its epoch (a true but older
+  book written after a newer one: whoever replays the rows in order sees a wrong book);
 * **book rows doubled** / **trades doubled**: an update id (per epoch) or a trade written twice;
 * **trades ≠ truth**: a trade the simulator never sent, or with other price/size/side;
 * **unrecorded gaps**: stretches of lost data no event accounts for. Precisely:
@@ -93,6 +94,7 @@ class Verdict:
     trades_doubled: int = 0
     trades_missing: int = 0
     trades_uncovered: int = 0         # stretches
+    epochs: int = 0                   # truth epochs (venue sequences) with archived rows
     examples: list[str] = field(default_factory=list)
 
     def __add__(self, other: "Verdict") -> "Verdict":
@@ -203,9 +205,15 @@ def _judge_books(archived: Archived, epochs: list[tuple[int, dict]], has_ids: bo
         elif any(row.key in seen[e] and _levels(epochs[e][1][row.key]) == row.levels for e in candidates):
             verdict.books_doubled += 1
             _example(verdict, f"{label} book row at {row.key} written twice")
+        elif (late := next((e for e in candidates if row.key in epochs[e][1]
+                            and _levels(epochs[e][1][row.key]) == row.levels), None)) is not None:
+            verdict.books_wrong += 1              # a true book, but older than a row written before it
+            seen[late].add(row.key)
+            _example(verdict, f"{label} book row at {row.key} (ts {row.ts_local}) written after a newer one")
         else:
             verdict.books_wrong += 1
             _example(verdict, f"{label} book row at {row.key} (ts {row.ts_local}) differs from the truth")
+    verdict.epochs += sum(1 for keys in seen if keys)
     losses = [(i, ev) for i, ev in enumerate(archived.events) if ev.kind in LOSS]
     syncs = [(i, ev) for i, ev in enumerate(archived.events) if ev.kind in SYNC]
     order = [(e, row.key) for e, row in placed]           # increasing (epoch, key) in arrival order

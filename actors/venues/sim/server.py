@@ -72,6 +72,7 @@ class VenueServer:
         self.sessions: set[Session] = set()
         self.frames_sent = 0                # text frames sent to clients (acks and data)
         self.finished = threading.Event()   # replay: every recorded frame was sent
+        self.pending_faults: list[tuple[str, int]] = []   # frame faults for the next subscriber
         self._server = None
         self._tasks: list[asyncio.Task] = []
 
@@ -233,7 +234,12 @@ class VenueServer:
         return payload
 
     async def subscribe(self, session: Session, keys: list[str]) -> None:
-        """Subscribe ``session`` to the venue's streams ``keys`` (after the venue acked them)."""
+        """Subscribe ``session`` to the venue's streams ``keys`` (after the venue acked them); frame
+        faults injected while nobody was subscribed apply to the first session that subscribes."""
+        if keys and not session.streams:
+            for kind, count in self.pending_faults:
+                self._frame_fault(session, kind, count)
+            self.pending_faults.clear()
         for key in keys:
             session.streams.add(key)
             await self.on_subscribe(session, key)
@@ -280,22 +286,30 @@ class VenueServer:
     FRAME_FAULTS = ("duplicate_frames", "reorder_frames", "oversized_frame", "ack_then_silence")
 
     async def fault(self, kind: str, symbol: str | None = None, **kw: Any) -> None:
-        """A frame fault for every open session: ``duplicate_frames`` / ``reorder_frames`` (the next
-        ``count`` data frames sent twice / pairs swapped), ``oversized_frame`` (the next data frame
-        padded beyond the client's maximum frame size), ``ack_then_silence`` (no more data frames,
-        while acks and pongs still flow: only the client's idle timeout notices)."""
+        """A frame fault for every subscribed session (none: for the next one that subscribes):
+        ``duplicate_frames`` / ``reorder_frames`` (the next ``count`` data frames sent twice / pairs
+        swapped), ``oversized_frame`` (the next data frame padded beyond the client's maximum frame
+        size), ``ack_then_silence`` (no more data frames, while acks and pongs still flow: only the
+        client's idle timeout notices)."""
         if kind not in self.FRAME_FAULTS:
             raise ValueError(f"unknown fault {kind!r} (allowed: {', '.join(self.FRAME_FAULTS)})")
         count = int(kw.get("count") or 1)
-        for session in list(self.sessions):
-            if kind == "duplicate_frames":
-                session.duplicates += count
-            elif kind == "reorder_frames":
-                session.reorders += count
-            elif kind == "oversized_frame":
-                session.oversize = True
-            else:
-                session.muted = True
+        subscribed = [session for session in self.sessions if session.open and session.streams]
+        if not subscribed:       # nobody subscribed right now: the next session that subscribes gets it
+            self.pending_faults.append((kind, count))
+        for session in subscribed:
+            self._frame_fault(session, kind, count)
+
+    @staticmethod
+    def _frame_fault(session: Session, kind: str, count: int) -> None:
+        if kind == "duplicate_frames":
+            session.duplicates += count
+        elif kind == "reorder_frames":
+            session.reorders += count
+        elif kind == "oversized_frame":
+            session.oversize = True
+        else:
+            session.muted = True
 
     def call(self, fn, *args) -> Any:
         """Run ``fn(*args)`` on the server's loop (thread-safe) and return its result."""
