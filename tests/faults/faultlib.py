@@ -273,3 +273,39 @@ def kill_targets(runs: list, writers: bool = True, sockets: bool = True) -> list
     """Every writer and socket actor of a run, writers first."""
     out = [("writer", h) for run in runs for h in run.writers.values()] if writers else []
     return out + ([("socket", run.socket) for run in runs] if sockets else [])
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A process's peak resident memory (``VmHWM``) in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise ValueError(f"no VmHWM for process {pid}")
+
+
+def slow_writer_script(stopped_s: float, warmup_s: float = 2.0) -> Callable[[list], dict]:
+    """A run script that freezes the first venue's writer (SIGSTOP) for ``stopped_s``, then lets it
+    go on (SIGCONT) and waits until the socket handed every row over. Returns what it saw: the
+    socket's peak pending rows while the writer was stopped and its process's peak memory."""
+    import ray
+
+    def script(runs) -> dict:
+        run = runs[0]
+        writer = next(iter(run.writers.values()))
+        time.sleep(warmup_s)
+        writer_pid, socket_pid = actor_pid(writer), actor_pid(run.socket)
+        peak_pending, until = 0, time.monotonic() + stopped_s
+        os.kill(writer_pid, signal.SIGSTOP)
+        try:
+            while time.monotonic() < until:
+                peak_pending = max(peak_pending, ray.get(run.socket.stats.remote(), timeout=30)["pending_rows"])
+                time.sleep(0.25)
+        finally:
+            os.kill(writer_pid, signal.SIGCONT)
+        deadline = time.monotonic() + 120
+        while ray.get(run.socket.stats.remote(), timeout=30)["pending_rows"] > 1000 and time.monotonic() < deadline:
+            time.sleep(0.25)
+        time.sleep(1.0)
+        return {"peak_pending": peak_pending, "socket_peak_rss_mb": peak_rss_mb(socket_pid),
+                "writer_pid": writer_pid, "writer_pid_after": actor_pid(writer)}
+    return script

@@ -5,7 +5,6 @@ book they sent (``truth_check``), and the rows that were durable before each kil
 """
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -13,8 +12,8 @@ from collections import Counter
 
 import pytest
 
-from faultlib import (NEW_KINDS, VENUES, DurableRecord, actor_pid, fault_plan, judge_runs, kill_loop, kill_targets,
-                      leftover_spools, run_with_script, sim_settings, venue_fault_script)
+from faultlib import (NEW_KINDS, VENUES, DurableRecord, fault_plan, judge_runs, kill_loop, kill_targets,
+                      leftover_spools, run_with_script, sim_settings, slow_writer_script, venue_fault_script)
 from truth_check import from_archive
 
 pytestmark = pytest.mark.faults
@@ -73,3 +72,72 @@ def test_every_venue_fault_with_kill9s_loses_nothing_acknowledged_and_records_ev
         assert any("stalled feed" in d for d in disconnects), (name, "silence after the ack not noticed")
         restarted = run.server.truth(run.spec.symbols[0]).epochs
         assert v.epochs == 1 + len(restarted), (name, "rows of every venue sequence (restart) archived")
+
+
+@pytest.mark.ray
+def test_a_frozen_writer_is_backpressure_not_loss(tmp_path, ray_session):
+    """SIGSTOP the writer for a few seconds, then SIGCONT: the socket stops reading at its bound
+    (``max_pending_rows``), nothing is lost, the connection stays up, and every row lands once."""
+    root = tmp_path / "archive"
+    settings = sim_settings(root, {"binance": ["BTCUSDT"]}, "socket.max_pending_rows=200")
+    report, runs, seen = run_with_script(settings, slow_writer_script(stopped_s=5.0))
+    assert seen["writer_pid_after"] == seen["writer_pid"], "the frozen writer was restarted, not resumed"
+    assert 200 <= seen["peak_pending"] < 400, seen          # the reader waited at the bound
+    v = judge_runs(root, runs)["binance"]
+    assert v.clean and v.trades_missing == 0 and v.trades > 100, v.line()
+    kinds = [ev.kind for ev in events_of(root, runs[0])]
+    assert kinds.count("connect") == 1 and kinds.count("disconnect") == 1 and "gap" not in kinds, kinds
+
+
+@pytest.fixture()
+def file_size_limit():
+    """Set this process's soft RLIMIT_FSIZE (writes past it fail with EFBIG, as on a full disk)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    def limit(nbytes: int | None) -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft if nbytes is None else nbytes, hard))
+
+    yield limit
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    signal.signal(signal.SIGXFSZ, previous)
+
+
+def test_a_full_disk_holds_rows_at_the_socket_until_space_is_back(tmp_path, file_size_limit):
+    """The delivery path (Outbox → SealingWriter → spool) while the disk is full, then freed: calls
+    fail and are re-sent, nothing torn stays in the spool, every row is sealed exactly once."""
+    import asyncio
+
+    from actors.feed.outbox import Outbox
+    from actors.storage.sealing import SealingWriter
+    from archive_reading import read_channel
+    from writer_fixtures import SYM, T0, call_batches, make_core
+
+    writer = SealingWriter(make_core(tmp_path, rollover_s=3600), grace_ns=0, clock="data")
+
+    async def send(name, producer, seq, batches):
+        return await asyncio.to_thread(writer.write, producer, seq, batches)
+
+    async def main() -> Outbox:
+        outbox = Outbox("p1", ["w"], send, retry_min_s=0.02, retry_max_s=0.1)
+        for i in range(40):
+            if i == 10:
+                await outbox.drain(30)
+                spool = next((tmp_path / ".spool").rglob("*.spool"))
+                file_size_limit(spool.stat().st_size + 500)          # the disk fills up
+            if i == 30:
+                await asyncio.sleep(0.5)
+                assert outbox.failures > 0 and outbox.pending_rows > 0
+                file_size_limit(None)                                # space is back
+            outbox.put("w", call_batches(i * 10, 10, T0 + i * 10_000_000))
+            await asyncio.sleep(0.01)
+        assert await outbox.drain(30)
+        return outbox
+
+    outbox = asyncio.run(main())
+    writer.seal_all()
+    ids = read_channel(tmp_path, "trades", SYM).column("trade_id").to_pylist()
+    assert sorted(map(int, ids)) == list(range(400)) and outbox.failures > 0
+    assert not list((tmp_path / ".spool").rglob("*.spool"))
