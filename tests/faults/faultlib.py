@@ -103,8 +103,10 @@ def fault_plan(venues: list[str], kinds: tuple[str, ...], rounds: int) -> dict[s
 
 
 def venue_fault_script(plan: dict[str, list[tuple[str, str | None]]], spacing_s: float = 2.5,
-                       warmup_s: float = 2.0, settle_s: float = 3.0) -> Callable[[list], Counter]:
-    """A run script injecting ``plan`` (one fault per venue every ``spacing_s``); the faults it injected."""
+                       warmup_s: float = 2.0, settle_s: float = 3.0,
+                       on_step: Callable[[int], None] | None = None) -> Callable[[list], Counter]:
+    """A run script injecting ``plan`` (one fault per venue every ``spacing_s``, ``on_step(n)`` after
+    each step); the faults it injected."""
     def script(runs) -> Counter:
         servers = {run.spec.name: run.server for run in runs}
         injected: Counter = Counter()
@@ -116,6 +118,8 @@ def venue_fault_script(plan: dict[str, list[tuple[str, str | None]]], spacing_s:
                     servers[name].inject(kind, symbol=symbol, **FAULT_KW.get(kind, {}))
                     injected[kind] += 1
             time.sleep(spacing_s)
+            if on_step is not None:
+                on_step(step)
         time.sleep(settle_s)
         return injected
     return script
@@ -220,18 +224,27 @@ def leftover_spools(root: str | Path) -> list[str]:
 # ----------------------------------------------------------------------------- the table
 @dataclass
 class FamilyResult:
-    """One row of the suite's table."""
+    """One row of the suite's table, and every check of the family that failed."""
 
     family: str
-    injected: int
+    injected: int = 0
     acked_lost: int | None = None        # rows acknowledged (durable) then missing; None: not measured
-    doubled: int = 0
+    doubled: int | None = None
     books_wrong: int | None = None
     unrecorded_gaps: int | None = None
-    ok: bool = False
-    command: str = ""
+    problems: list[str] = field(default_factory=list)
     notes: str = ""
+    details: dict = field(default_factory=dict)
     seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def check(self, condition: bool, problem: str) -> None:
+        """Record ``problem`` unless ``condition`` holds."""
+        if not condition:
+            self.problems.append(problem)
 
     @staticmethod
     def cell(value: int | None) -> str:
@@ -244,7 +257,7 @@ def table(results: list[FamilyResult]) -> str:
             "unrecorded gaps | result | notes |\n|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in results:
-        lines.append(f"| {r.family} | {r.injected} | {r.cell(r.acked_lost)} | {r.doubled} | {r.cell(r.books_wrong)} | "
+        lines.append(f"| {r.family} | {r.injected} | {r.cell(r.acked_lost)} | {r.cell(r.doubled)} | {r.cell(r.books_wrong)} | "
                      f"{r.cell(r.unrecorded_gaps)} | {'PASS' if r.ok else 'FAIL'} | {r.notes} |")
     return "\n".join(lines)
 

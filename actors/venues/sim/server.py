@@ -193,29 +193,31 @@ class VenueServer:
         out after the next data frame (or at :meth:`flush_held`)."""
         if session.muted or not session.open:
             return False
-        if session.oversize:
+        if session.oversize:            # nothing waits behind a frame the client cannot read
             session.oversize = False
+            await self._send_held(session)
             text = oversized(text)
-        if session.reorders and session.held is None:
+        elif session.reorders and session.held is None:
             session.held = text
             return True
         sent = await self.send(session, text)
-        if session.held is not None:
-            held, session.held = session.held, None
-            session.reorders -= 1
-            sent = await self.send(session, held) and sent
+        await self._send_held(session)
         if sent and session.duplicates:
             session.duplicates -= 1
             await self.send(session, text)
         return sent
 
+    async def _send_held(self, session: Session) -> None:
+        if session.held is not None:
+            held, session.held = session.held, None
+            session.reorders = max(0, session.reorders - 1)
+            await self.send(session, held)
+
     async def flush_held(self) -> None:
         """Send every frame held back by a reorder fault (end of a run: nothing stays unsent)."""
         for session in list(self.sessions):
-            if session.held is not None:
-                held, session.held = session.held, None
-                session.reorders = 0
-                await self.send(session, held)
+            session.reorders = 0
+            await self._send_held(session)
 
     async def push(self, key: str, payload: str) -> int:
         """Send ``payload`` to every session subscribed to ``key``; how many sessions it reached."""
