@@ -6,6 +6,7 @@ that failed in ``FamilyResult.problems`` (so the table can show counts even for 
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import Counter
@@ -161,4 +162,304 @@ def slow_writer_family(root: Path, stopped_s: float, max_pending_rows: int = 200
                  "the run's stop wrote no disconnect: the reader was stuck (F4)")
     result.notes = (f"peak pending rows {seen['peak_pending']} (bound {max_pending_rows}); socket process peak RSS "
                     f"{seen['socket_peak_rss_mb']:.0f} MB")
+    return result
+
+
+# ----------------------------------------------------------------------------- the bucket
+class S3Faults:
+    """botocore event hooks that answer the next requests of an operation with errors, as a
+    flaky S3 endpoint does: ``503 SlowDown``, a dropped connection, or a body cut mid-stream."""
+
+    def __init__(self, client) -> None:
+        self.client, self.plan, self.injected = client, {}, Counter()
+        client.meta.events.register("before-send.s3", self._before_send)
+        client.meta.events.register("after-call.s3.GetObject", self._after_get)
+
+    def add(self, operation: str, *faults: str) -> "S3Faults":
+        self.plan.setdefault(operation, []).extend(faults)
+        return self
+
+    def _take(self, operation: str, kinds: tuple[str, ...]) -> str | None:
+        faults = self.plan.get(operation) or []
+        if faults and faults[0] in kinds:
+            self.injected[faults[0]] += 1
+            return faults.pop(0)
+        return None
+
+    def _before_send(self, request, event_name: str = "", **_):
+        from botocore.awsrequest import AWSResponse
+        from botocore.exceptions import ConnectionClosedError
+
+        fault = self._take(event_name.rsplit(".", 1)[-1], ("slowdown", "reset"))
+        if fault == "reset":
+            raise ConnectionClosedError(endpoint_url=request.url)
+        if fault == "slowdown":
+            class Raw:
+                def stream(self, **_):
+                    yield b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+            return AWSResponse(request.url, 503, {"Content-Type": "application/xml"}, Raw())
+        return None
+
+    def _after_get(self, parsed, **_):
+        if self._take("GetObject", ("cut",)) and "Body" in parsed:
+            parsed["Body"] = _CutBody(parsed["Body"])
+
+
+class _CutBody:
+    """A response body that breaks after its first chunk (the connection dropped mid-download)."""
+
+    def __init__(self, body) -> None:
+        self.body = body
+
+    def iter_chunks(self, size: int = 1024):
+        yield self.body.read(min(size, 100))
+        raise ConnectionResetError("connection reset by peer (injected mid-body)")
+
+
+def _archive_periods(core, first: int, periods: int, t0: int) -> None:
+    from actors.storage.layout import NS
+    from writer_fixtures import call_batches
+
+    for i in range(first, first + periods):
+        core.write("p1", i + 1, call_batches(i * 20, 20, t0 + i * 2 * NS, step_ns=NS // 20))
+    core.seal_all()
+
+
+def bucket_family(workdir: Path, periods: int = 6, outages: int = 1, rounds: int = 1) -> FamilyResult:
+    """The bucket goes down (SeaweedFS killed, then started again) during a backup pass and during
+    a restore, and answers with injected errors (503 SlowDown, dropped connections, bodies cut
+    mid-stream) during both: every file that was marked backed up verifies in the bucket, the
+    next pass completes, every restored file equals the original, no partial file is left, and
+    every failure is one line."""
+    from actors.backup import Bucket, Target, VerifiedState, reconcile
+    from actors.backup.bucket import make_client
+    from actors.backup.embedded import SeaweedS3
+    from actors.restore.restorer import RestoreError, Restorer
+    from actors.storage.catalog import Catalog
+    from actors.storage.integrity import sha256_file
+    from writer_fixtures import SYM, T0, make_core
+
+    result = FamilyResult("bucket outage + S3 errors (backup, restore)")
+    started = time.monotonic()
+    server = SeaweedS3(workdir / "s3", buckets=("archives",)).start()
+    target = Target("s3", server.endpoint, "archives", access_key="any", secret_key="any", workers=2)
+    root = workdir / "archive"
+    core = make_core(root, rollover_s=2)
+    lines: list[str] = []
+    try:
+        def verified_in_bucket() -> tuple[int, int]:
+            """(files marked backed up, those whose object does not verify)."""
+            client = server.client()
+            marked = {r["key"]: r["backup_sha256"] for r in Catalog(str(root)).rows() if r["backed_up_at"]}
+            bad = 0
+            for rel, sha in marked.items():
+                head = client.head_object(Bucket="archives", Key=rel)
+                bad += head["Metadata"].get("sha256") != sha or head["ContentLength"] != (root / rel).stat().st_size
+            return len(marked), bad
+
+        for r in range(outages):                                     # backup: outage mid-pass
+            _archive_periods(core, r * periods, periods, T0)
+            done = []
+
+            def kill_midway(n, nbytes):
+                done.append(n)
+                if len(done) == periods // 2:
+                    server.kill()
+            first = reconcile(str(root), target, Catalog(str(root)), progress=kill_midway)
+            result.injected += 1
+            lines.append(first.line())
+            result.check(first.failed > 0, f"backup outage {r}: the pass did not notice ({first.line()})")
+            server.start()
+            marked, bad = verified_in_bucket()
+            result.check(bad == 0 and marked == len(VerifiedState(str(root), target).entries),
+                         f"backup outage {r}: {bad} of {marked} marked files do not verify")
+            second = reconcile(str(root), target, Catalog(str(root)))
+            lines.append(second.line())
+            result.check(second.failed == 0, f"backup after outage {r}: {second.line()} {second.errors[:2]}")
+        for r in range(rounds):                                      # backup: injected errors
+            _archive_periods(core, (outages + r) * periods, periods, T0)
+            client = make_client(target)
+            faults = S3Faults(client).add("PutObject", "slowdown", "reset", "slowdown", "reset", "slowdown") \
+                .add("HeadObject", "slowdown", "reset")
+            summary = reconcile(str(root), target, Catalog(str(root)), client=client)
+            result.injected += sum(faults.injected.values())
+            result.check(summary.failed == 0 and summary.uploaded == 2 * periods and sum(faults.injected.values()) == 7,
+                         f"backup with injected errors {dict(faults.injected)}: {summary.line()} {summary.errors[:2]}")
+        marked, bad = verified_in_bucket()
+        files = {rel: sha256_file(root / rel) for rel in (p.relative_to(root).as_posix()
+                                                          for p in root.rglob("*.parquet") if "/." not in str(p))}
+        result.check(marked == len(files) and bad == 0, f"{marked} of {len(files)} files backed up, {bad} wrong")
+        result.acked_lost = bad + sum(1 for rel in files if rel not in
+                                      {r["key"] for r in Catalog(str(root)).rows() if r["backed_up_at"]})
+        end = T0 + (outages + rounds) * periods * 2 * 10**9
+
+        def restore_all(dest: Path, client=None, progress=None, workers: int = 1) -> list[str]:
+            restorer = Restorer(dest, bucket=Bucket(target, client), workers=workers, venues=["binance"])
+            out = []
+            for channel in ("trades", "l2book", "events"):
+                try:
+                    out += restorer.restore("binance", SYM, channel, T0, end, depth=20 if channel == "l2book" else None,
+                                            progress=progress)
+                except RestoreError as exc:
+                    if "no events data" not in str(exc) and "unknown symbol" not in str(exc):
+                        raise
+            return out
+
+        def compare(dest: Path) -> int:
+            """Restored files that differ from the originals; partial files left count too."""
+            wrong = sum(1 for rel, sha in files.items() if (dest / rel).is_file() and sha256_file(dest / rel) != sha)
+            return wrong + len([p for p in dest.rglob("*") if p.name.endswith(".restore")])
+
+        restored_ok = 0
+        for r in range(outages):                                     # restore: outage mid-restore
+            dest = workdir / f"restore-outage-{r}"
+            count = []
+
+            def kill_during(nbytes):
+                count.append(nbytes)
+                if len(count) == 2:
+                    server.kill()
+            try:
+                restore_all(dest, progress=kill_during)
+                result.problems.append(f"restore outage {r}: the restore did not fail while the bucket was down")
+            except RestoreError as exc:
+                lines.append(str(exc))
+                result.check("\n" not in str(exc), f"restore outage {r}: a multi-line error: {exc}")
+            result.injected += 1
+            result.check(compare(dest) == 0, f"restore outage {r}: a wrong or partial file was left")
+            server.start()
+            got = restore_all(dest)
+            result.check(compare(dest) == 0 and all((dest / rel).is_file() for rel in files),
+                         f"restore after outage {r}: files missing or wrong")
+            restored_ok += len(got)
+        for r in range(rounds):                                      # restore: injected errors
+            dest = workdir / f"restore-errors-{r}"
+            client = make_client(target)
+            faults = S3Faults(client).add("GetObject", "slowdown", "reset", "slowdown")
+            restore_all(dest, client=client)                         # botocore retries these
+            faults.add("GetObject", "cut")
+            shutil_rmtree(dest)
+            try:
+                restore_all(dest, client=client)
+                result.problems.append(f"restore errors {r}: a body cut mid-stream went unnoticed")
+            except RestoreError as exc:
+                lines.append(str(exc))
+                result.check("\n" not in str(exc) and ".parquet" in str(exc),
+                             f"restore errors {r}: the error does not name the file in one line: {exc}")
+            result.injected += sum(faults.injected.values())
+            result.check(sum(faults.injected.values()) == 4, f"restore errors {r}: injected {dict(faults.injected)}")
+            result.check(compare(dest) == 0, f"restore errors {r}: a wrong or partial file was left")
+            restore_all(dest, client=client)
+            result.check(compare(dest) == 0 and all((dest / rel).is_file() for rel in files),
+                         f"restore errors {r}: files missing or wrong after the retry")
+        result.books_wrong = None
+        result.details.update(lines=lines, files=len(files))
+        result.notes = (f"{len(files)} files; acknowledged = marked backed up (verified); "
+                        f"errors seen: {' | '.join(line[:90] for line in lines[:4])}")
+    finally:
+        server.stop()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def shutil_rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- corruption
+def _flip(path: Path, offset: int, nbytes: int = 16) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset:offset + nbytes] = bytes(b ^ 0x5A for b in data[offset:offset + nbytes])
+    path.write_bytes(bytes(data))
+
+
+def corruption_family(workdir: Path, target, spool_frames: int = 3, parquet_files: int = 2,
+                      catalogs: int = 1) -> FamilyResult:
+    """Bytes flipped in spool frames, in sealed Parquet files (after a backup to ``target``) and
+    garbage in the catalog. Spool damage costs exactly the damaged calls, reported as a ``lost``
+    event; a damaged sealed file is refused by loads, never uploaded over its good copy, flagged
+    by status and restored from the bucket; a damaged catalog is rebuilt from the files."""
+    from actors.backup import Bucket, reconcile
+    from actors.restore.loading import load_trades
+    from actors.restore.restorer import Restorer, prepare_catalog
+    from actors.storage.catalog import Catalog
+    from actors.storage.integrity import DamagedFileError
+    from actors.storage.layout import NS
+    from archive_reading import read_channel
+    from writer_fixtures import SYM, T0, call_batches, make_core
+
+    result = FamilyResult("spool, Parquet and catalog corruption")
+    started = time.monotonic()
+    root = workdir / "archive"
+    # spool: one open period of 40 calls, ``spool_frames`` of them damaged
+    core = make_core(root, rollover_s=3600)
+    offsets = []
+    for i in range(40):
+        spool = next((root / ".spool").rglob("*.spool"), None)
+        offsets.append(spool.stat().st_size if spool else 0)
+        core.write("p1", i + 1, call_batches(i * 10, 10, T0 + i * NS // 10))
+    spool = next((root / ".spool").rglob("*.spool"))
+    damaged_calls = sorted({5 + 11 * k for k in range(spool_frames)})
+    for seq in damaged_calls:
+        _flip(spool, (offsets[seq - 1] + offsets[seq]) // 2)
+    result.injected += len(damaged_calls)
+    del core
+    core = make_core(root, rollover_s=3600)
+    lost = core.recovery.get("lost_calls", {}).get("p1", [])
+    result.check(sorted(s for a, b in lost for s in range(a, b + 1)) == damaged_calls,
+                 f"spool: damaged calls {damaged_calls}, reported lost {lost}")
+    for i in range(40, 60):                                      # the writer goes on after recovery
+        core.write("p1", i + 1, call_batches(i * 10, 10, T0 + i * NS // 10))
+    core.seal_all()
+    want = sorted(n for n in range(600) if n // 10 + 1 not in damaged_calls)
+    got = sorted(map(int, read_channel(root, "trades", SYM).column("trade_id").to_pylist()))
+    result.acked_lost = len(set(want) - set(got))
+    result.doubled = len(got) - len(set(got))
+    result.check(got == want, f"spool: {result.acked_lost} rows of undamaged calls lost, {result.doubled} doubled")
+    events = read_channel(root, "events", SYM).to_pylist()
+    result.check(any(e["kind"] == "lost" and "spool" in e["detail"] for e in events), "spool: no lost event")
+    # Parquet: a second stream of sealed files, backed up, then damaged locally
+    core2 = make_core(root, rollover_s=2, writer_id="w2")
+    _archive_periods(core2, 100, max(parquet_files, 2), T0)
+    assert reconcile(str(root), target, Catalog(str(root))).failed == 0
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.parquet") if "/trades/" in str(p)
+                   and "/." not in str(p))
+    originals = {rel: (root / rel).read_bytes() for rel in files}
+    before = load_trades(root, "binance", SYM, T0, T0 + 3600 * NS)
+    broken = files[:parquet_files]
+    for rel in broken:
+        _flip(root / rel, len(originals[rel]) // 2)
+    result.injected += len(broken)
+    try:
+        load_trades(root, "binance", SYM, T0, T0 + 3600 * NS)
+        result.problems.append("parquet: a damaged file was loaded")
+    except DamagedFileError as exc:
+        result.check("\n" not in str(exc) and broken[0] in str(exc), f"parquet: unclear refusal: {exc}")
+    summary = reconcile(str(root), target, Catalog(str(root)))
+    result.check(sorted(summary.damaged) == broken and summary.uploaded == 0,
+                 f"parquet: backup of damaged files: {summary.line()}")
+    where = Restorer(root).coverage("binance", SYM, T0, T0 + 3600 * NS, channels=["trades"]).column("where")
+    result.check("damaged" in where.to_pylist(), f"parquet: status does not flag the damage: {where.to_pylist()}")
+    Restorer(root, bucket=Bucket(target), venues=["binance"]).restore("binance", SYM, "trades", T0, T0 + 3600 * NS)
+    result.check(all((root / rel).read_bytes() == originals[rel] for rel in broken),
+                 "parquet: the good copies were not restored")
+    result.check(load_trades(root, "binance", SYM, T0, T0 + 3600 * NS).equals(before), "parquet: rows differ")
+    # catalog: garbage in every file of the LanceDB folder
+    for _ in range(catalogs):
+        rows_before = sorted((r["key"], r["sha256"]) for r in Catalog(str(root)).rows())
+        for path in [p for p in (root / ".catalog").rglob("*") if p.is_file()]:
+            path.write_bytes(os.urandom(max(64, path.stat().st_size)))
+        result.injected += 1
+        covered = Restorer(root).coverage("binance", SYM, T0, T0 + 3600 * NS, channels=["trades"]).num_rows
+        result.check(covered > 0, "catalog: status reads nothing while the catalog is damaged")
+        repaired = prepare_catalog(str(root))
+        rows_after = sorted((r["key"], r["sha256"]) for r in Catalog(str(root)).rows())
+        result.check(repaired.get("rebuilt") and rows_after == rows_before,
+                     f"catalog: rebuilt {repaired}, {len(rows_after)} rows of {len(rows_before)}")
+    result.details.update(files=len(files))
+    result.notes = (f"{len(damaged_calls)} spool frames → exactly those calls reported lost (a `lost` event); "
+                    f"{len(broken)} sealed files refused, kept out of the bucket, restored; catalog rebuilt")
+    result.seconds = time.monotonic() - started
     return result

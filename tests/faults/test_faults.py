@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from families import slow_writer_family, venue_family
+from families import bucket_family, corruption_family, slow_writer_family, venue_family
 from faultlib import NEW_KINDS, VENUES
 
 pytestmark = pytest.mark.faults
@@ -89,3 +89,18 @@ def test_a_full_disk_holds_rows_at_the_socket_until_space_is_back(tmp_path, file
     ids = read_channel(tmp_path, "trades", SYM).column("trade_id").to_pylist()
     assert sorted(map(int, ids)) == list(range(400)) and outbox.failures > 0
     assert not list((tmp_path / ".spool").rglob("*.spool"))
+
+
+@pytest.mark.s3
+def test_bucket_outage_and_s3_errors_during_backup_and_restore(tmp_path, monkeypatch):
+    monkeypatch.setattr("actors.backup.retry.FIRST_WAIT_S", 0.05)      # the same policy, shorter waits
+    result = bucket_family(tmp_path, periods=4)
+    assert result.ok, failed(result)
+    assert result.acked_lost == 0 and result.injected == 1 + 7 + 1 + 4
+
+
+@pytest.mark.s3
+def test_spool_parquet_and_catalog_corruption_cost_only_what_is_damaged(tmp_path, bucket_target):
+    result = corruption_family(tmp_path, bucket_target)
+    assert result.ok, failed(result)
+    assert result.injected == 3 + 2 + 1 and result.acked_lost == 0 and result.doubled == 0
