@@ -463,3 +463,121 @@ def corruption_family(workdir: Path, target, spool_frames: int = 3, parquet_file
                     f"{len(broken)} sealed files refused, kept out of the bucket, restored; catalog rebuilt")
     result.seconds = time.monotonic() - started
     return result
+
+
+# ----------------------------------------------------------------------------- bad inputs
+#: command lines that must each give one ``error:`` line (exit 2) before anything starts
+BAD_OVERRIDES = [
+    ["depth=7"], ["depth=abc"], ["depth=0"], ["mode=bogus"], ["storage.rollover=7s"], ["duration_s=forever"],
+    ["duration_s=0"], ["archive.kraken=[XBTUSD]"], ["archive.binance=[../etc]"], ["archive.binance=BTCUSDT"],
+    ["channels=[trades,quotes]"], ["nope=1"], ["source=bogus"], ["log_level=LOUD"], ["log.console=fancy"],
+    ["socket.flush_ms=-1"], ["socket.backoff_min_s=40"], ["source.messages_per_s=-1"], ["source.seed=x"],
+    ["+source.faults=[{at_s: 1, kind: explode}]"], ["source.faults=[{at_s: 1, kind: duplicate_frames, count: 0}]"],
+    ["storage.root="], ["storage.root=/proc/tickarchive"], ["storage.symbols_per_writer=0"],
+    ["storage.seal_grace=x"], ["storage.compact_every=0s"], ["ray.num_cpus=abc"], ["replay.speed=-1"],
+    ["source=replay"], ["source=replay", "replay.file=/nonexistent.gz"], ["backup=s3"],
+    ["backup=s3", "backup.bucket=a"], ["backup=s3", "backup.bucket=ab1", "backup.workers=0"],
+    ["backup=s3", "backup.bucket=ab1", "backup.endpoint=ftp://x"],
+    ["backup=s3", "backup.bucket=ab1", "backup.retention.local_days=-1"], ["restore.channels=[quotes]"],
+    ["restore.depth=abc"], ["venues.bybit.book_depth=7"], ["venues.binance.trade_stream=bookTicker"],
+    ["archive.okx=[BTC-USDT-SWAP]", "venues.okx.ct_val=5"], ["mode=reindex", "storage.root=/nonexistent/tickarchive"],
+]
+
+
+def bad_inputs_family(workdir: Path, restore_actor=None) -> FamilyResult:
+    """Every bad command line gives exactly one ``error:`` line and exit status 2; every bad API
+    argument one clear exception (a ``TickarchiveError`` with a one-line message); the process (and
+    the ``restore`` actor, when given) answers a good request afterwards."""
+    import contextlib
+    import io
+
+    import launch
+    from actors.errors import TickarchiveError
+    from actors.quantpylib import load_trade_archives
+    from actors.restore.loading import load_trades
+    from actors.restore.restorer import Restorer
+    from actors.restore.timerange import parse_range
+    from actors.storage.layout import NS
+    from actors.venues import get_venue
+    from writer_fixtures import SYM, T0, call_batches, make_core
+
+    result = FamilyResult("bad inputs (CLI overrides, API arguments)")
+    started = time.monotonic()
+    root = workdir / "archive"
+    core = make_core(root, rollover_s=3600)
+    core.write("p1", 1, call_batches(0, 50, T0))
+    core.seal_all()
+    root_arg = f"storage.root={root}"
+    mode_args = [  # modes that run without Ray: their requests are checked when they run
+        ["mode=restore", root_arg], ["mode=status", root_arg, "restore.exchange=binance", "restore.symbol=BTCUSDT"],
+        ["mode=restore", root_arg, "restore.exchange=binance", "restore.symbol=BTCUSDT", "restore.start=garbage",
+         "restore.end=2025-01-02"],
+        ["mode=restore", root_arg, "restore.exchange=binance", "restore.symbol=BTCUSDT", "restore.start=2025-01-02",
+         "restore.end=2025-01-01"],
+        ["mode=status", root_arg, "restore.exchange=binance", "restore.symbol=NOPE", "restore.start=2025-01-05:00",
+         "restore.end=2025-01-06:00"],
+        ["mode=backup", root_arg, "backup=local", "backup.interval=soon"],
+    ]
+    lines = []
+    for argv in BAD_OVERRIDES + mode_args:
+        if not any(a.startswith("storage.root") for a in argv):
+            argv = [*argv, root_arg]
+        err, out = io.StringIO(), io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+                status = launch.main(argv)
+        except BaseException as exc:   # a traceback would reach the user
+            status = f"{type(exc).__name__}: {exc}"
+        shown = [line for line in (err.getvalue() + out.getvalue()).splitlines()
+                 if line.strip() and not line.startswith("{")]
+        result.injected += 1
+        ok = status == 2 and len(shown) == 1 and shown[0].startswith("error: ")
+        result.check(ok, f"{' '.join(argv)}: status {status}, output {shown[:3]}")
+        lines.append(shown[0] if shown else "")
+    restorer = Restorer(root, venues=["binance"])
+    end = T0 + 3600 * NS
+    api = {
+        "unknown venue": lambda: restorer.load("kraken", SYM, "trades", T0, end),
+        "unknown symbol": lambda: restorer.load("binance", "NOPE", "trades", T0, end),
+        "unknown channel": lambda: restorer.load("binance", SYM, "quotes", T0, end),
+        "start after end": lambda: restorer.load("binance", SYM, "trades", end, T0),
+        "unreadable time": lambda: restorer.load("binance", SYM, "trades", "yesterday-ish", end),
+        "time out of range": lambda: parse_range("1e30", "2e30"),
+        "loader start after end": lambda: load_trades(root, "binance", SYM, end, T0),
+        "quantpylib bad range": lambda: load_trade_archives("binance", SYM, "2025-13-01", end, root),
+        "unknown venue module": lambda: get_venue("kraken"),
+        "bad venue setting": lambda: get_venue("bybit").settings({"book_depth": 7}),
+        "bad depth": lambda: get_venue("binance").validate(get_venue("binance").settings({}), [SYM], ["trades"], 7),
+    }
+    for name, call in api.items():
+        result.injected += 1
+        try:
+            call()
+            result.problems.append(f"API {name}: accepted")
+        except TickarchiveError as exc:
+            result.check("\n" not in str(exc) and len(str(exc)) < 400, f"API {name}: not one line: {exc!r}")
+            lines.append(str(exc))
+        except Exception as exc:
+            result.problems.append(f"API {name}: {type(exc).__name__} instead of a TickarchiveError: {exc}")
+    good = restorer.load("binance", SYM, "trades", T0, end)
+    result.check(good.num_rows == 50, f"a good request after the bad ones: {good.num_rows} rows")
+    if restore_actor is not None:
+        import ray
+
+        for name, args in {"actor unknown symbol": ("binance", "NOPE", "trades", T0, end),
+                           "actor bad range": ("binance", SYM, "trades", end, T0),
+                           "actor unknown venue": ("kraken", SYM, "trades", T0, end)}.items():
+            result.injected += 1
+            try:
+                ray.get(restore_actor.load.remote(*args), timeout=60)
+                result.problems.append(f"{name}: accepted")
+            except ray.exceptions.RayTaskError as exc:
+                cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
+                result.check(isinstance(cause, TickarchiveError) and "\n" not in str(cause),
+                             f"{name}: {type(cause).__name__}: {str(cause)[:200]}")
+        served = ray.get(restore_actor.load.remote("binance", SYM, "trades", T0, end), timeout=60)
+        result.check(served.num_rows == 50, f"the restore actor after bad requests: {served.num_rows} rows")
+    result.details.update(lines=lines)
+    result.notes = f"{result.injected} bad inputs, each one line; e.g. `{lines[0]}`"
+    result.seconds = time.monotonic() - started
+    return result

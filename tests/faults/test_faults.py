@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from families import bucket_family, corruption_family, slow_writer_family, venue_family
+from families import bad_inputs_family, bucket_family, corruption_family, slow_writer_family, venue_family
 from faultlib import NEW_KINDS, VENUES
 
 pytestmark = pytest.mark.faults
@@ -104,3 +104,17 @@ def test_spool_parquet_and_catalog_corruption_cost_only_what_is_damaged(tmp_path
     result = corruption_family(tmp_path, bucket_target)
     assert result.ok, failed(result)
     assert result.injected == 3 + 2 + 1 and result.acked_lost == 0 and result.doubled == 0
+
+
+@pytest.mark.ray
+def test_bad_inputs_are_one_clear_line_and_the_process_keeps_serving(tmp_path, ray_session):
+    from actors.remote.restore import RestoreActor
+
+    actor = RestoreActor.options(name=f"restore-faults-{tmp_path.name}", namespace="tickarchive").remote(
+        str(tmp_path / "archive"), None, ["binance"])
+    try:
+        result = bad_inputs_family(tmp_path, restore_actor=actor)
+    finally:
+        ray_session.kill(actor)
+    assert result.ok, failed(result)
+    assert result.injected >= 30 + 11 + 3
