@@ -581,3 +581,86 @@ def bad_inputs_family(workdir: Path, restore_actor=None) -> FamilyResult:
     result.notes = f"{result.injected} bad inputs, each one line; e.g. `{lines[0]}`"
     result.seconds = time.monotonic() - started
     return result
+
+
+# ----------------------------------------------------------------------------- secrets
+def _env(**values: str | None):
+    """Set (None: unset) environment variables for a ``with`` block."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def manager():
+        saved = {k: os.environ.get(k) for k in values}
+        try:
+            for k, v in values.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    return manager()
+
+
+def logs_text(root: Path) -> str:
+    return "".join(p.read_text(errors="replace") for p in sorted((root / "logs").glob("*.log*")))
+
+
+def secrets_family(workdir: Path, endpoint: str, bucket: str, backup_actor=None, marker: str | None = None,
+                   archive: Path | None = None) -> FamilyResult:
+    """With ``AWS_SECRET_ACCESS_KEY`` set to a marker: ``launch.py --cfg``, a backup (``mode=backup``,
+    DEBUG logging) and the backup actor's stats never show it, nor does any log file under
+    ``{root}/logs`` (``archive``: also an archive run's root, whose logs and actor stats the caller
+    collected into ``{archive}/stats.txt``)."""
+    import contextlib
+    import io
+    import uuid
+
+    import launch
+    from writer_fixtures import T0, call_batches, make_core
+
+    marker = marker or f"secret-marker-{uuid.uuid4().hex}"
+    result = FamilyResult("no secret in logs, config or actor state")
+    started = time.monotonic()
+    root = workdir / "archive"
+    core = make_core(root, rollover_s=3600)
+    core.write("p1", 1, call_batches(0, 20, T0))
+    core.seal_all()
+    places: dict[str, str] = {}
+    if backup_actor is not None:
+        import ray
+
+        places["backup actor run_once"] = repr(ray.get(backup_actor.run_once.remote(), timeout=120))
+        places["backup actor stats"] = repr(ray.get(backup_actor.stats.remote(), timeout=60))
+        result.check("'ok': True" in places["backup actor run_once"],
+                     f"the backup actor did not back up with the marked key: {places['backup actor run_once'][:300]}")
+    common = [f"storage.root={root}", "backup=s3", f"backup.endpoint={endpoint}", f"backup.bucket={bucket}"]
+    with _env(AWS_ACCESS_KEY_ID="AKFAULTSUITE", AWS_SECRET_ACCESS_KEY=marker, AWS_ENDPOINT_URL=None):
+        for name, argv in {"--cfg": ["--cfg", *common], "mode=backup": ["mode=backup", "log_level=DEBUG", *common],
+                           "bad credentials line": ["mode=backup", *common[:-1], "backup.bucket=nope-bucket"]}.items():
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                status = launch.main(argv)
+            places[f"{name} (exit {status})"] = out.getvalue() + err.getvalue()
+        uploaded = "uploaded 2 files" if backup_actor is None else "uploaded 0 files"     # the actor did it
+        result.check(uploaded in places.get("mode=backup (exit 0)", ""), f"mode=backup with the marked key: {places}")
+    places["logs"] = logs_text(root)
+    if archive is not None:
+        places["archive run logs"] = logs_text(archive)
+        places["archive run stats"] = (archive / "stats.txt").read_text() if (archive / "stats.txt").exists() else ""
+        result.check(bool(places["archive run stats"]), "no actor stats collected from the archive run")
+    for place, text in places.items():
+        result.injected += 1
+        result.check(marker not in text, f"the secret shows in {place}")
+        result.check("Traceback" not in text, f"a traceback in {place}")
+    result.check(backup_actor is None or "upload<" in places["logs"],
+                 f"the backup actor's log lines are not in {root / 'logs'}")
+    result.details.update(places={k: len(v) for k, v in places.items()})
+    result.notes = f"searched: {', '.join(f'{k} ({len(v)} chars)' for k, v in places.items())}"
+    result.seconds = time.monotonic() - started
+    return result

@@ -9,7 +9,8 @@ import signal
 
 import pytest
 
-from families import bad_inputs_family, bucket_family, corruption_family, slow_writer_family, venue_family
+from families import (bad_inputs_family, bucket_family, corruption_family, secrets_family, slow_writer_family,
+                      venue_family)
 from faultlib import NEW_KINDS, VENUES
 
 pytestmark = pytest.mark.faults
@@ -118,3 +119,22 @@ def test_bad_inputs_are_one_clear_line_and_the_process_keeps_serving(tmp_path, r
         ray_session.kill(actor)
     assert result.ok, failed(result)
     assert result.injected >= 30 + 11 + 3
+
+
+@pytest.mark.ray
+@pytest.mark.s3
+def test_no_secret_in_logs_config_or_actor_state(tmp_path, ray_session, seaweed, bucket_target):
+    import uuid
+
+    from actors.remote.backup import BackupActor
+
+    marker = f"secret-marker-{uuid.uuid4().hex}"
+    section = {"name": "s3", "endpoint": seaweed.endpoint, "bucket": bucket_target.bucket, "interval": "1h"}
+    env = {"AWS_ACCESS_KEY_ID": "AKFAULTSUITE", "AWS_SECRET_ACCESS_KEY": marker}    # how a cluster hands keys to actors
+    actor = BackupActor.options(name=f"backup-secrets-{uuid.uuid4().hex[:8]}", namespace="tickarchive",
+                                runtime_env={"env_vars": env}).remote(str(tmp_path / "archive"), section)
+    try:
+        result = secrets_family(tmp_path, seaweed.endpoint, bucket_target.bucket, backup_actor=actor, marker=marker)
+    finally:
+        ray_session.kill(actor)
+    assert result.ok, failed(result)
