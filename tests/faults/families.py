@@ -664,3 +664,229 @@ def secrets_family(workdir: Path, endpoint: str, bucket: str, backup_actor=None,
     result.notes = f"searched: {', '.join(f'{k} ({len(v)} chars)' for k, v in places.items())}"
     result.seconds = time.monotonic() - started
     return result
+
+
+# ----------------------------------------------------------------------------- whole-archiver kills
+def _tree(pid: int) -> set[int]:
+    """``pid``, its descendants and every process in its process group (the archiver's Ray)."""
+    procs: dict[int, tuple[int, int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                procs[int(entry.name)] = (int(fields[1]), int(fields[2]))      # ppid, pgid
+            except (OSError, IndexError, ValueError):
+                continue
+    out = {pid} | {p for p, (_, pgid) in procs.items() if pgid == pid}
+    grew = True
+    while grew:
+        more = {p for p, (ppid, _) in procs.items() if ppid in out} - out
+        grew, out = bool(more), out | more
+    return {p for p in out if p in procs}
+
+
+def _launch(root: Path, seed: int, duration_s: float, log) -> "subprocess.Popen":
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from faultlib import IDLE_TIMEOUT_S
+
+    args = [sys.executable, "launch.py", "source=sim", "archive.binance=[BTCUSDT,ETHUSDT]", "archive.bybit=[BTCUSDT]",
+            *[f"archive.{v}=[]" for v in ("hyperliquid", "okx", "woox", "paradex")], "depth=10",
+            "storage.rollover=2s", "storage.seal_grace=0.5s", f"storage.root={root}", f"source.seed={seed}",
+            "source.messages_per_s=100", f"duration_s={duration_s}", "ray.dashboard=false",
+            f"socket.idle_timeout_s={IDLE_TIMEOUT_S}", "log.console=plain", "log.status_every=1h"]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def archiver_kill_family(workdir: Path, kills: int = 3, archive_s: float = 8.0) -> FamilyResult:
+    """The whole archiver (driver, its Ray and every actor) is SIGKILLed ``kills`` times while it
+    archives, and started again each time; a last run ends normally. Every row that was durable
+    before a kill is in the final archive exactly once, and no spool is left."""
+    import signal as signals
+    import subprocess
+
+    from faultlib import row_identity
+    from archive_reading import read_channel
+
+    result = FamilyResult("whole-archiver kill -9 + restart")
+    started = time.monotonic()
+    root = workdir / "archive"
+    record = DurableRecord(root)
+    killed_pids = 0
+    with open(workdir / "archiver-runs.log", "ab") as log:
+        for run in range(kills):
+            proc = _launch(root, seed=100 + run, duration_s=600, log=log)
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline and proc.poll() is None:
+                if any(p.stat().st_size for p in root.glob(".spool/*/*.spool")):
+                    break
+                time.sleep(0.5)
+            time.sleep(archive_s)
+            result.check(proc.poll() is None, f"run {run}: the archiver exited early ({proc.returncode})")
+            record.take()
+            tree = _tree(proc.pid)
+            for pid in sorted(tree):
+                try:
+                    os.kill(pid, signals.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            proc.wait(30)
+            killed_pids += len(tree)
+            time.sleep(1.0)
+            alive = [pid for pid in tree if Path(f"/proc/{pid}").exists()
+                     and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()]
+            result.check(not alive, f"run {run}: processes alive after SIGKILL: {alive}")
+            result.injected += 1
+        spooled = [p for p in root.glob(".spool/*/*.spool") if p.stat().st_size]
+        result.check(bool(spooled), "no spool left by the killed archivers (nothing to recover)")
+        final = _launch(root, seed=200, duration_s=6, log=log)
+        try:
+            status = final.wait(300)
+        except subprocess.TimeoutExpired:
+            final.kill()
+            status = "timeout"
+        result.check(status == 0, f"the final run ended with {status} (see {workdir / 'archiver-runs.log'})")
+    result.acked_lost = record.lost()
+    result.check(result.acked_lost == 0, f"{result.acked_lost} rows durable before a kill are missing")
+    result.check(leftover_spools(root) == [], f"spools left after the final run: {leftover_spools(root)}")
+    counts: Counter = Counter()
+    for venue, symbols in (("binance", ("BTCUSDT", "ETHUSDT")), ("bybit", ("BTCUSDT",))):
+        for symbol in symbols:
+            for channel in ("trades", "l2book", "events"):
+                for row in read_channel(root, channel, symbol, venue).to_pylist():
+                    counts[(venue, row_identity(channel, symbol, row))] += 1
+    result.doubled = sum(n - 1 for n in counts.values() if n > 1)
+    result.check(result.doubled == 0, f"{result.doubled} rows archived twice")
+    result.details.update(durable=len(record.rows), rows=len(counts), killed_pids=killed_pids)
+    result.notes = (f"{kills} kills ({killed_pids} processes: driver, Ray, actors), {len(record.rows)} rows durable "
+                    f"before the kills, {len(counts)} rows archived; books not judged (the truth died with "
+                    "the driver)")
+    result.seconds = time.monotonic() - started
+    return result
+
+
+# ----------------------------------------------------------------------------- a full disk
+def _fill(folder: Path) -> Path:
+    """Write a file in ``folder`` until the file system is full; the file."""
+    filler = folder / "filler.bin"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for size in (1 << 20, 4096, 512):          # big blocks, then the last few KB
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def disk_full_family(workdir: Path, full_s: float = 10.0, size_mb: int = 256) -> FamilyResult:
+    """A real tmpfs of ``size_mb`` as the archive root, filled up while the archiver runs and freed
+    ``full_s`` later: writes fail and are re-sent, nothing is lost, nothing doubled, books stay
+    true. Needs root (mount); the caller falls back to the RLIMIT_FSIZE variant otherwise."""
+    import subprocess
+
+    result = FamilyResult(f"disk full (tmpfs {size_mb} MB, full {full_s:.0f} s) then freed")
+    started = time.monotonic()
+    mount = workdir / "tmpfs"
+    mount.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(mount)], check=True)
+    try:
+        root = mount / "archive"
+        record = DurableRecord(root)
+
+        def script(runs) -> dict:
+            import ray
+
+            time.sleep(3.0)
+            record.take()
+            filler = _fill(mount)
+            time.sleep(full_s)
+            failures = sum(ray.get(run.socket.stats.remote(), timeout=30)["write_failures"] for run in runs)
+            free_while_full = os.statvfs(mount).f_bavail
+            filler.unlink()
+            time.sleep(4.0)
+            record.take()
+            return {"write_failures": failures, "free_blocks_while_full": free_while_full}
+
+        settings = sim_settings(root, {"binance": ["BTCUSDT", "ETHUSDT"]})
+        report, runs, seen = run_with_script(settings, script)
+        result.injected = 1
+        result.details.update(seen=seen)
+        result.check(seen["write_failures"] > 0, f"the full disk failed no write ({seen})")
+        result.acked_lost = record.lost()
+        result.check(result.acked_lost == 0, f"{result.acked_lost} durable rows missing")
+        result.check(leftover_spools(root) == [], f"spools left: {leftover_spools(root)}")
+        verdicts = _judge_into(result, root, runs, {})
+        losses = [ev.detail[:80] for ev in events_of(root, runs[0]) if ev.kind in ("gap", "disconnect", "lost")
+                  and ev.detail != "stopped"]
+        result.check(not losses and verdicts["binance"].trades_missing == 0,
+                     f"data lost while the disk was full: {losses[:3]}")
+        result.notes = f"{seen['write_failures']} failed writes re-sent; nothing lost"
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def disk_full_rlimit_family(workdir: Path, calls: int = 40, full_calls: int = 20) -> FamilyResult:
+    """Without root: the delivery path (Outbox → SealingWriter → spool) in this process under an
+    RLIMIT_FSIZE that makes the spool's next appends fail (EFBIG, as on a full disk), lifted later:
+    calls fail and are re-sent, nothing torn stays in the spool, every row is sealed exactly once."""
+    import asyncio
+    import resource
+    import signal as signals
+
+    from actors.feed.outbox import Outbox
+    from actors.storage.sealing import SealingWriter
+    from archive_reading import read_channel
+    from writer_fixtures import SYM, T0, call_batches, make_core
+
+    result = FamilyResult("disk full (RLIMIT_FSIZE in one process) then freed")
+    started = time.monotonic()
+    root = workdir / "archive-rlimit"
+    writer = SealingWriter(make_core(root, rollover_s=3600), grace_ns=0, clock="data")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signals.signal(signals.SIGXFSZ, signals.SIG_IGN)
+
+    async def send(name, producer, seq, batches):
+        return await asyncio.to_thread(writer.write, producer, seq, batches)
+
+    async def main() -> Outbox:
+        outbox = Outbox("p1", ["w"], send, retry_min_s=0.02, retry_max_s=0.1)
+        full_from, full_until = calls // 4, calls // 4 + full_calls
+        for i in range(calls):
+            if i == full_from:
+                await outbox.drain(30)
+                spool = next((root / ".spool").rglob("*.spool"))
+                resource.setrlimit(resource.RLIMIT_FSIZE, (spool.stat().st_size + 500, hard))   # the disk fills up
+            if i == full_until:
+                await asyncio.sleep(0.5)
+                result.check(outbox.failures > 0 and outbox.pending_rows > 0, "no write failed on the full disk")
+                resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))                          # space is back
+            outbox.put("w", call_batches(i * 10, 10, T0 + i * 10_000_000))
+            await asyncio.sleep(0.01)
+        result.check(await outbox.drain(30), "rows still pending after the disk was freed")
+        return outbox
+
+    try:
+        outbox = asyncio.run(main())
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signals.signal(signals.SIGXFSZ, previous)
+    writer.seal_all()
+    ids = [int(i) for i in read_channel(root, "trades", SYM).column("trade_id").to_pylist()]
+    result.injected = 1
+    result.acked_lost = len(set(range(calls * 10)) - set(ids))
+    result.doubled = len(ids) - len(set(ids))
+    result.check(sorted(ids) == list(range(calls * 10)), f"{result.acked_lost} rows lost, {result.doubled} doubled")
+    result.check(not list((root / ".spool").rglob("*.spool")), "a spool was left after sealing")
+    result.details.update(failures=outbox.failures)
+    result.notes = f"{outbox.failures} failed calls re-sent (same sequence numbers); nothing lost or doubled"
+    result.seconds = time.monotonic() - started
+    return result

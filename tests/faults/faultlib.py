@@ -258,7 +258,7 @@ def table(results: list[FamilyResult]) -> str:
     lines = [head]
     for r in results:
         lines.append(f"| {r.family} | {r.injected} | {r.cell(r.acked_lost)} | {r.cell(r.doubled)} | {r.cell(r.books_wrong)} | "
-                     f"{r.cell(r.unrecorded_gaps)} | {'PASS' if r.ok else 'FAIL'} | {r.notes} |")
+                     f"{r.cell(r.unrecorded_gaps)} | {'PASS' if r.ok else 'FAIL'} | {r.notes.replace('|', '/')} |")
     return "\n".join(lines)
 
 

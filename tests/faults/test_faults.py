@@ -5,12 +5,10 @@ book they sent (``truth_check``), and the rows that were durable before each kil
 """
 from __future__ import annotations
 
-import signal
-
 import pytest
 
-from families import (bad_inputs_family, bucket_family, corruption_family, secrets_family, slow_writer_family,
-                      venue_family)
+from families import (bad_inputs_family, bucket_family, corruption_family, disk_full_rlimit_family, secrets_family,
+                      slow_writer_family, venue_family)
 from faultlib import NEW_KINDS, VENUES
 
 pytestmark = pytest.mark.faults
@@ -38,58 +36,10 @@ def test_a_frozen_writer_is_backpressure_not_loss(tmp_path, ray_session):
     assert result.ok, failed(result)
 
 
-@pytest.fixture()
-def file_size_limit():
-    """Set this process's soft RLIMIT_FSIZE (writes past it fail with EFBIG, as on a full disk)."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-
-    def limit(nbytes: int | None) -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft if nbytes is None else nbytes, hard))
-
-    yield limit
-    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-    signal.signal(signal.SIGXFSZ, previous)
-
-
-def test_a_full_disk_holds_rows_at_the_socket_until_space_is_back(tmp_path, file_size_limit):
-    """The delivery path (Outbox → SealingWriter → spool) while the disk is full, then freed: calls
-    fail and are re-sent, nothing torn stays in the spool, every row is sealed exactly once."""
-    import asyncio
-
-    from actors.feed.outbox import Outbox
-    from actors.storage.sealing import SealingWriter
-    from archive_reading import read_channel
-    from writer_fixtures import SYM, T0, call_batches, make_core
-
-    writer = SealingWriter(make_core(tmp_path, rollover_s=3600), grace_ns=0, clock="data")
-
-    async def send(name, producer, seq, batches):
-        return await asyncio.to_thread(writer.write, producer, seq, batches)
-
-    async def main() -> Outbox:
-        outbox = Outbox("p1", ["w"], send, retry_min_s=0.02, retry_max_s=0.1)
-        for i in range(40):
-            if i == 10:
-                await outbox.drain(30)
-                spool = next((tmp_path / ".spool").rglob("*.spool"))
-                file_size_limit(spool.stat().st_size + 500)          # the disk fills up
-            if i == 30:
-                await asyncio.sleep(0.5)
-                assert outbox.failures > 0 and outbox.pending_rows > 0
-                file_size_limit(None)                                # space is back
-            outbox.put("w", call_batches(i * 10, 10, T0 + i * 10_000_000))
-            await asyncio.sleep(0.01)
-        assert await outbox.drain(30)
-        return outbox
-
-    outbox = asyncio.run(main())
-    writer.seal_all()
-    ids = read_channel(tmp_path, "trades", SYM).column("trade_id").to_pylist()
-    assert sorted(map(int, ids)) == list(range(400)) and outbox.failures > 0
-    assert not list((tmp_path / ".spool").rglob("*.spool"))
+def test_a_full_disk_holds_rows_at_the_socket_until_space_is_back(tmp_path):
+    result = disk_full_rlimit_family(tmp_path)
+    assert result.ok, failed(result)
+    assert result.acked_lost == 0 and result.doubled == 0 and result.details["failures"] > 0
 
 
 @pytest.mark.s3
