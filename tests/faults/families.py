@@ -713,6 +713,7 @@ def archiver_kill_family(workdir: Path, kills: int = 3, archive_s: float = 8.0) 
 
     result = FamilyResult("whole-archiver kill -9 + restart")
     started = time.monotonic()
+    workdir.mkdir(parents=True, exist_ok=True)
     root = workdir / "archive"
     record = DurableRecord(root)
     killed_pids = 0

@@ -96,8 +96,11 @@ def secrets(work: Path, s3) -> FamilyResult:
         for run in runs:
             stats += [repr(ray.get(h.stats.remote(), timeout=60)) for h in [run.socket, *run.writers.values()]]
         stats.append(repr(ray.get(ray.get_actor("backup", namespace=NAMESPACE).stats.remote(), timeout=60)))
+        from ray._private.worker import global_worker
         from ray.util.state import list_actors
-        stats.append(repr(list_actors(detail=True, limit=1000)))      # what the dashboard shows of every actor
+
+        dashboard = f"http://{global_worker.node.address_info['webui_url']}"     # this instance's, by address
+        stats.append(repr(list_actors(address=dashboard, detail=True, limit=1000, timeout=60)))
         (archive / "stats.txt").write_text("\n".join(stats))
 
     settings = sim_settings(archive, {"binance": ["BTCUSDT"], "bybit": ["BTCUSDT"]}, "backup=s3",
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     from actors.remote import NAMESPACE
 
     started = time.monotonic()
-    ray.init(address="local", namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", namespace=NAMESPACE, include_dashboard=True, log_to_driver=False,   # (state API)
              configure_logging=False)
     s3 = SeaweedS3(work / "seaweed").start()
     results: list[FamilyResult] = []
