@@ -89,6 +89,8 @@ def venue_family(root: Path, venues: list[str], symbols_per_venue: int, kinds: t
     verdicts = _judge_into(result, root, runs, duplicates)        # F2: one duplicated frame, one doubled row
     for run in runs:
         name = run.spec.name
+        if kills and name in kill_venues:        # a fault may hit a connection whose process is being killed
+            continue
         planned = {k for k, _ in plan[name]}
         disconnects = [ev.detail for ev in events_of(root, run) if ev.kind == "disconnect"]
         if "oversized_frame" in planned:

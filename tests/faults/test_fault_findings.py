@@ -38,7 +38,7 @@ def harness(name: str, symbols: list[str], settings: dict | None = None) -> Harn
 def test_f1_silence_after_the_ack_is_noticed_while_pings_are_answered():
     h = harness("bybit", ["BTCUSDT"], {"heartbeat_interval": 0.3})       # pings well inside the idle timeout
     sink = h.sink
-    h.run(until=lambda: synced_after_last_connect(sink, ["BTCUSDT"]), timeout_s=15, steps=[
+    h.run(until=lambda: synced_after_last_connect(sink, ["BTCUSDT"]), timeout_s=8, steps=[
         (None, lambda: synced_after_last_connect(sink, ["BTCUSDT"], rows=5)),
         (lambda: h.server.inject("ack_then_silence"), lambda: events(sink, "disconnect", text="stalled")),
     ])

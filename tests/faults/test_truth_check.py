@@ -94,6 +94,12 @@ def test_trades_may_only_be_lost_as_the_tail_of_a_connection_that_died():
     assert judge(resumed, truth_of(), KEYS).trades_uncovered == 0
     silent = Archived(rows(10, 11, 12, 13, 14), trades((1, 11), (2, 21)), [])
     assert judge(silent, truth_of(), KEYS).trades_uncovered == 1
+    closed_first = Archived(rows(10, 11, 12, 13, 14), trades((1, 11), (2, 21)),     # the client closed at 25,
+                            [Event(25, "disconnect", "", None, None)])              # the server wrote on at 30..50
+    assert judge(closed_first, truth_of(), KEYS).trades_uncovered == 0
+    before_last_receipt = Archived(rows(10, 11, 12, 13, 14), trades((1, 11), (2, 21)),
+                                   [Event(15, "disconnect", "", None, None)])
+    assert judge(before_last_receipt, truth_of(), KEYS).trades_uncovered == 1
 
 
 def test_doubled_and_wrong_trades_are_counted():

@@ -19,9 +19,11 @@ its book rows, trade rows and events, each in arrival order. :func:`judge` count
     ``seq_from`` (the snapshot's id) is ``>= u`` in the same epoch, or ``S`` belongs to a later
     epoch, or the venue has no ids (full-book pushes). Missing updates at the end of the run
     need only ``L``; before the first row, the start of the run stands for ``L``.
-  - a true trade with no row is *covered* when a loss event ``L`` comes after it was sent and
-    every archived trade sent after it was received at or after ``L``: the loss is the tail
-    of a connection that died (TCP keeps order), never a hole in a healthy stream.
+  - a true trade with no row is *covered* when a loss event ``L`` (``gap``, ``disconnect``,
+    ``lost``) comes at or after the receipt of the archived trade sent just before it, and every
+    archived trade sent after it was received at or after ``L``: the loss is the tail of a
+    connection that died (TCP keeps order), never a hole in a healthy stream. (``L`` may come
+    before the lost trade was sent: the server writes into a connection the client already closed.)
 
   Uncovered missing updates / trades are counted as stretches (runs of consecutive truth
   entries), with examples.
@@ -281,9 +283,11 @@ def _judge_trades(archived: Archived, truth_trades: list, keys: TradeKeys, verdi
             stretches.accounted()
             continue
         verdict.trades_missing += 1
-        first_later = later_min[bisect.bisect_right(received, (t.sent_ns, 1 << 62))]
-        at = bisect.bisect_left(losses, t.sent_ns)
-        if at < len(losses) and first_later >= losses[at]:      # the tail of a connection that died
+        at = bisect.bisect_right(received, (t.sent_ns, 1 << 62))
+        first_later = later_min[at]
+        before = received[at - 1][1] if at else -1
+        loss = bisect.bisect_left(losses, before)
+        if loss < len(losses) and losses[loss] <= first_later:    # the tail of a connection that died
             stretches.accounted()
         elif stretches.unaccounted():
             verdict.trades_uncovered += 1
