@@ -38,8 +38,10 @@ def _judge_into(result: FamilyResult, root: Path, runs: list, allowed_doubles: d
         result.check(v.books > 50 and v.trades > 10, f"{name}: too little archived ({v.line()})")
         result.check((v.books_wrong, v.trades_wrong, v.unrecorded_gaps) == (0, 0, 0),
                      f"{name}: {v.line()}; {v.examples[:3]}")
-        result.check(v.books_doubled + v.trades_doubled <= allowed_doubles.get(name, 0),
-                     f"{name}: rows doubled: {v.line()}; {v.examples[:3]}")
+        # known: F2 (a frame sent twice is archived twice: at most one row per duplicated frame) and
+        # F2b (a resync snapshot at the last written id repeats that row), each a failing finding test
+        unexplained = v.books_doubled - v.books_resync_repeats + v.trades_doubled - allowed_doubles.get(name, 0)
+        result.check(unexplained <= 0, f"{name}: rows doubled: {v.line()}; {v.examples[:3]}")
     result.details["verdicts"] = verdicts
     return verdicts
 
@@ -101,11 +103,11 @@ def venue_family(root: Path, venues: list[str], symbols_per_venue: int, kinds: t
             want = sum(1 + len(run.server.truth(sym).epochs) for sym in run.spec.symbols)
             result.check(verdicts[name].epochs == want, f"{name}: rows of {verdicts[name].epochs} venue sequences "
                                                         f"archived, the venue ran {want}")
-    doubled_by_duplicates = result.doubled
+    repeats = sum(v.books_resync_repeats for v in verdicts.values())
     result.notes = (f"{dict(injected)}" + (f", kill -9 {dict(killed)}" if kills else "")
-                    + (f"; {doubled_by_duplicates} doubled rows all from duplicated frames (F2)"
-                       if doubled_by_duplicates else "")
-                    + f"; not injected (known): {sorted(KNOWN_DEFECTS)}")
+                    + (f"; doubled rows: {result.doubled - repeats} from duplicated frames (F2), {repeats} resync "
+                       "snapshots repeating the last row (F2b)" if result.doubled else "")
+                    + f"; not injected (known F3): {sorted(KNOWN_DEFECTS)}")
     return result
 
 
@@ -468,6 +470,16 @@ def corruption_family(workdir: Path, target, spool_frames: int = 3, parquet_file
 
 
 # ----------------------------------------------------------------------------- bad inputs
+def small_archive(root: Path, rows: int) -> Path:
+    """One sealed hour of ``rows`` trades and books (the writer core), for requests to work on."""
+    from writer_fixtures import T0, call_batches, make_core
+
+    core = make_core(root, rollover_s=3600)
+    core.write("p1", 1, call_batches(0, rows, T0))
+    core.seal_all()
+    return root
+
+
 #: command lines that must each give one ``error:`` line (exit 2) before anything starts
 BAD_OVERRIDES = [
     ["depth=7"], ["depth=abc"], ["depth=0"], ["mode=bogus"], ["storage.rollover=7s"], ["duration_s=forever"],
@@ -501,14 +513,11 @@ def bad_inputs_family(workdir: Path, restore_actor=None) -> FamilyResult:
     from actors.restore.timerange import parse_range
     from actors.storage.layout import NS
     from actors.venues import get_venue
-    from writer_fixtures import SYM, T0, call_batches, make_core
+    from writer_fixtures import SYM, T0
 
     result = FamilyResult("bad inputs (CLI overrides, API arguments)")
     started = time.monotonic()
-    root = workdir / "archive"
-    core = make_core(root, rollover_s=3600)
-    core.write("p1", 1, call_batches(0, 50, T0))
-    core.seal_all()
+    root = small_archive(workdir / "archive", 50)
     root_arg = f"storage.root={root}"
     mode_args = [  # modes that run without Ray: their requests are checked when they run
         ["mode=restore", root_arg], ["mode=status", root_arg, "restore.exchange=binance", "restore.symbol=BTCUSDT"],
@@ -624,15 +633,11 @@ def secrets_family(workdir: Path, endpoint: str, bucket: str, backup_actor=None,
     import uuid
 
     import launch
-    from writer_fixtures import T0, call_batches, make_core
 
     marker = marker or f"secret-marker-{uuid.uuid4().hex}"
     result = FamilyResult("no secret in logs, config or actor state")
     started = time.monotonic()
-    root = workdir / "archive"
-    core = make_core(root, rollover_s=3600)
-    core.write("p1", 1, call_batches(0, 20, T0))
-    core.seal_all()
+    root = small_archive(workdir / "archive", 20)
     places: dict[str, str] = {}
     if backup_actor is not None:
         import ray

@@ -5,6 +5,9 @@ F1  feed/connection.py: the idle timeout counts every frame, so a venue that ack
     (production: Bybit/OKX ping every 20 s, Hyperliquid 30 s, idle timeout 60 s).
 F2  venue clients: a frame the venue sends twice is archived twice (trades with ids on Binance,
     Bybit, OKX, Paradex; a repeated snapshot on Bybit/OKX/Paradex; an l2Book push on Hyperliquid).
+F2b venues/base.py (resync by resubscribing: Bybit, OKX, Paradex): the snapshot that resyncs a
+    book after a gap or a reconnect is written as a row even when its update id is the last one
+    already written (the market did not move meanwhile, e.g. after a stall), so that row is doubled.
 F3  venues/hyperliquid.py: an l2Book push older than the last written one (reordered frames) is
     written after it, so whoever replays the rows in order sees an older book as the newest.
 F4  feed/venue_feed.py + outbox.py: the reader's backpressure gate counts the rows buffered since
@@ -53,6 +56,19 @@ def test_f2_a_trade_frame_sent_twice_is_archived_once():
     ])
     doubled = [tid for tid, n in Counter(t[3] for t in sink.trades).items() if n > 1]
     assert not doubled, f"{len(doubled)} trades archived twice, e.g. {doubled[:3]}"
+
+
+def test_f2b_a_resync_snapshot_at_the_last_written_id_is_not_written_again():
+    h = harness("bybit", ["BTCUSDT"])
+    sink = h.sink
+    reconnected = lambda: len(events(sink, "connect")) >= 2 and synced_after_last_connect(sink, ["BTCUSDT"])  # noqa: E731
+    h.run(until=reconnected, steps=[
+        (None, lambda: synced_after_last_connect(sink, ["BTCUSDT"], rows=5)),
+        (lambda: h.server.inject("stall", seconds=3.0), reconnected),      # the market stands still meanwhile
+    ])
+    seqs = [b[3] for b in sink.books]
+    doubled = [u for u, n in Counter(seqs).items() if n > 1]
+    assert not doubled, f"book rows written twice at u={doubled}"
 
 
 def test_f3_an_older_hyperliquid_book_is_never_written_after_a_newer_one():

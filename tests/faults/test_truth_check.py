@@ -61,7 +61,11 @@ def test_wrong_doubled_and_backwards_books_are_counted():
     wrong[1] = Book(11, 11, book(99))
     assert judge(Archived(wrong, ALL_TRADES, []), truth_of(), KEYS).books_wrong == 1
     v = judge(Archived(rows(10, 11, 11, 12, 13, 14, at={11: 11}), ALL_TRADES, []), truth_of(), KEYS)
-    assert (v.books_doubled, v.books_wrong) == (1, 0)
+    assert (v.books_doubled, v.books_wrong, v.books_resync_repeats) == (1, 0, 0)
+    resynced = Archived(rows(10, 11) + [Book(11.5, 11, book(11))] + rows(12, 13, 14),
+                        ALL_TRADES, [Event(11.2, "disconnect", "", None, None), Event(11.5, "snapshot", "", 11, 11)])
+    v = judge(resynced, truth_of(), KEYS)
+    assert (v.books_doubled, v.books_resync_repeats) == (1, 1)
     backwards = [Book(ts, u, book(u)) for ts, u in ((1, 10), (2, 12), (3, 11), (4, 13), (5, 14))]
     v = judge(Archived(backwards, ALL_TRADES, []), truth_of(), KEYS)
     assert (v.books_wrong, v.books_missing, v.books_uncovered) == (1, 0, 0)

@@ -97,6 +97,7 @@ class Verdict:
     trades_missing: int = 0
     trades_uncovered: int = 0         # stretches
     epochs: int = 0                   # truth epochs (venue sequences) with archived rows
+    books_resync_repeats: int = 0     # of books_doubled: a (re)sync snapshot repeating the last row
     examples: list[str] = field(default_factory=list)
 
     def __add__(self, other: "Verdict") -> "Verdict":
@@ -196,6 +197,7 @@ def _judge_books(archived: Archived, epochs: list[tuple[int, dict]], has_ids: bo
     seen: list[set[int]] = [set() for _ in epochs]
     last: list[int | None] = [None] * len(epochs)
     current = 0
+    syncs_at = sorted(ev.ts_local for ev in archived.events if ev.kind in SYNC)
     for row in archived.books:
         candidates = [current] + [e for e in range(current + 1, len(epochs)) if starts[e] <= row.ts_local]
         match = next((e for e in candidates if row.key in epochs[e][1] and (last[e] is None or row.key > last[e])
@@ -206,6 +208,10 @@ def _judge_books(archived: Archived, epochs: list[tuple[int, dict]], has_ids: bo
             placed.append((match, row))
         elif any(row.key in seen[e] and _levels(epochs[e][1][row.key]) == row.levels for e in candidates):
             verdict.books_doubled += 1
+            previous = placed[-1][1] if placed else None
+            if previous is not None and previous.key == row.key and \
+                    bisect.bisect_right(syncs_at, row.ts_local) > bisect.bisect_left(syncs_at, previous.ts_local):
+                verdict.books_resync_repeats += 1         # the snapshot after a resync repeats the last row
             _example(verdict, f"{label} book row at {row.key} written twice")
         elif (late := next((e for e in candidates if row.key in epochs[e][1]
                             and _levels(epochs[e][1][row.key]) == row.levels), None)) is not None:
