@@ -158,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print()
     for result, name in zip(results, args.only):
-        print(f"- {result.family} ({result.seconds:.0f} s): `{command} --only {name}`"
-              + (f" — problems: {'; '.join(result.problems)}" if result.problems else ""))
+        print(f"- {result.family} ({result.seconds:.0f} s): `{command} --only {name}`")
     print(f"\nwall time {wall:.0f} s; work folder {work}")
     return 0 if all(r.ok for r in results) else 1
 

@@ -257,8 +257,9 @@ def table(results: list[FamilyResult]) -> str:
             "unrecorded gaps | result | notes |\n|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in results:
+        notes = r.notes + (f" — problems: {'; '.join(r.problems)}" if r.problems else "")
         lines.append(f"| {r.family} | {r.injected} | {r.cell(r.acked_lost)} | {r.cell(r.doubled)} | {r.cell(r.books_wrong)} | "
-                     f"{r.cell(r.unrecorded_gaps)} | {'PASS' if r.ok else 'FAIL'} | {r.notes.replace('|', '/')} |")
+                     f"{r.cell(r.unrecorded_gaps)} | {'PASS' if r.ok else 'FAIL'} | {notes.replace('|', '/')} |")
     return "\n".join(lines)
 
 
