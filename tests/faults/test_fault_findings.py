@@ -16,6 +16,10 @@ F4  feed/venue_feed.py + outbox.py: the reader's backpressure gate counts the ro
     ``max_pending_rows`` rows pile up between two flushes; it then waits for a room that can never
     be made: the connection stays open, nothing more is read, the watchdog takes it for
     backpressure (no reconnect, no event), and the run's stop cannot even write its disconnect.
+F5  feed/connection.py: a writer slower than the feed for more than ~40 s drops the connection
+    (websockets' keepalive: ping every 20 s, pong due within 20 s, but the gated reader leaves the
+    pong unread behind queued data), so backpressure turns into loss (recorded as a disconnect).
+    No test here (it needs 40 s of stall): ``python tests/faults/fault_suite.py --only slow``.
 """
 from __future__ import annotations
 
