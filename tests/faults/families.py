@@ -147,7 +147,8 @@ def slow_writer_family(root: Path, stopped_s: float, max_pending_rows: int = 200
     result = FamilyResult(f"slow writer (SIGSTOP {stopped_s:.0f} s)")
     settings = sim_settings(root, {"binance": ["BTCUSDT"]}, f"socket.max_pending_rows={max_pending_rows}")
     started = time.monotonic()
-    report, runs, seen = run_with_script(settings, slow_writer_script(stopped_s))
+    record = DurableRecord(root)
+    report, runs, seen = run_with_script(settings, slow_writer_script(stopped_s, record))
     result.seconds = time.monotonic() - started
     result.injected = 1
     result.details.update(seen=seen)
@@ -155,7 +156,8 @@ def slow_writer_family(root: Path, stopped_s: float, max_pending_rows: int = 200
     result.check(max_pending_rows <= seen["peak_pending"] < 2 * max_pending_rows,
                  f"peak pending rows {seen['peak_pending']} (bound {max_pending_rows})")
     verdicts = _judge_into(result, root, runs, {})
-    result.acked_lost = 0 if verdicts["binance"].clean else None
+    result.acked_lost = record.lost()
+    result.check(result.acked_lost == 0, f"{result.acked_lost} durable rows missing")
     events = [(ev.kind, ev.detail) for ev in events_of(root, runs[0])]
     losses = [f"{kind}: {detail[:80]}" for kind, detail in events
               if kind in ("gap", "disconnect", "lost") and detail != "stopped"]

@@ -297,10 +297,11 @@ def peak_rss_mb(pid: int) -> float:
     raise ValueError(f"no VmHWM for process {pid}")
 
 
-def slow_writer_script(stopped_s: float, warmup_s: float = 2.0) -> Callable[[list], dict]:
+def slow_writer_script(stopped_s: float, record: DurableRecord, warmup_s: float = 2.0) -> Callable[[list], dict]:
     """A run script that freezes the first venue's writer (SIGSTOP) for ``stopped_s``, then lets it
-    go on (SIGCONT) and waits until the socket handed every row over. Returns what it saw: the
-    socket's peak pending rows while the writer was stopped and its process's peak memory."""
+    go on (SIGCONT) and waits until the socket handed every row over (what was durable is recorded
+    before and after). Returns what it saw: the socket's peak pending rows while the writer was
+    stopped and its process's peak memory."""
     import ray
 
     def script(runs) -> dict:
@@ -309,6 +310,7 @@ def slow_writer_script(stopped_s: float, warmup_s: float = 2.0) -> Callable[[lis
         time.sleep(warmup_s)
         writer_pid, socket_pid = actor_pid(writer), actor_pid(run.socket)
         peak_pending, until = 0, time.monotonic() + stopped_s
+        record.take()
         os.kill(writer_pid, signal.SIGSTOP)
         try:
             while time.monotonic() < until:
@@ -320,6 +322,7 @@ def slow_writer_script(stopped_s: float, warmup_s: float = 2.0) -> Callable[[lis
         while ray.get(run.socket.stats.remote(), timeout=30)["pending_rows"] > 1000 and time.monotonic() < deadline:
             time.sleep(0.25)
         time.sleep(1.0)
+        record.take()
         return {"peak_pending": peak_pending, "socket_peak_rss_mb": peak_rss_mb(socket_pid),
                 "writer_pid": writer_pid, "writer_pid_after": actor_pid(writer)}
     return script
