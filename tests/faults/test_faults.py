@@ -88,3 +88,26 @@ def test_no_secret_in_logs_config_or_actor_state(tmp_path, ray_session, seaweed,
     finally:
         ray_session.kill(actor)
     assert result.ok, failed(result)
+
+
+def test_a_scheduled_fault_with_unset_knobs_takes_their_defaults():
+    """``source.faults=[{at_s: 0, kind: stall}]`` (no ``seconds``): the simulator stalls for the
+    default 5 s and its market task lives on (an unset knob used to kill it: no data at all)."""
+    import time
+
+    from actors.cli.config import load_settings
+    from actors.venues import get_venue
+    from actors.venues.sim.server import ServerThread
+
+    settings = load_settings(["source=sim", "source.faults=[{at_s: 0, kind: stall}, {at_s: 0, kind: duplicate_frames}]"])
+    assert [f["seconds"] for f in settings.sim_section()["faults"]] == [None, None]
+    server = get_venue("binance").make_sim_server(["BTCUSDT"], settings.sim_section(), 10)
+    thread = ServerThread(server).start()
+    try:
+        deadline = time.monotonic() + 10
+        while server.faults and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not server.faults and not server._tasks[0].done(), "the market task died on a scheduled fault"
+        assert server.stalled_until - time.monotonic() > 4.0
+    finally:
+        thread.stop()
