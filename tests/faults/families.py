@@ -162,8 +162,8 @@ def slow_writer_family(root: Path, stopped_s: float, max_pending_rows: int = 200
     losses = [f"{kind}: {detail[:80]}" for kind, detail in events
               if kind in ("gap", "disconnect", "lost") and detail != "stopped"]
     result.check(not losses and verdicts["binance"].trades_missing == 0,
-                 f"data lost during backpressure: {verdicts['binance'].trades_missing} trades, recorded as "
-                 f"{losses[:1]} (F5)")
+                 f"data lost during backpressure: {verdicts['binance'].trades_missing} trades, "
+                 + (f"recorded as {losses[:1]} (F5)" if losses else "recorded by no event"))
     result.check(any(kind == "disconnect" and detail == "stopped" for kind, detail in events),
                  "the run's stop wrote no disconnect: the reader was stuck (F4)")
     result.notes = (f"peak pending rows {seen['peak_pending']} (bound {max_pending_rows}); socket process peak RSS "
