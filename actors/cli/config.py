@@ -235,6 +235,8 @@ def _check_source(sim: SourceConfig) -> None:
         _positive(fault.at_s, f"source.faults[{n}].at_s", allow_zero=True)
         if fault.seconds is not None:
             _positive(fault.seconds, f"source.faults[{n}].seconds")
+        if fault.count is not None:
+            _positive(fault.count, f"source.faults[{n}].count")
 
 
 def _check_socket(sock: SocketConfig) -> None:

@@ -55,6 +55,11 @@ class FaultKind(str, Enum):
     stall = "stall"
     break_chain = "break_chain"
     malformed = "malformed"
+    venue_restart = "venue_restart"
+    duplicate_frames = "duplicate_frames"
+    reorder_frames = "reorder_frames"
+    oversized_frame = "oversized_frame"
+    ack_then_silence = "ack_then_silence"
 
 
 class ConsoleMode(str, Enum):
@@ -72,12 +77,14 @@ class LogLevel(str, Enum):
 
 @dataclass
 class FaultConfig:
-    """A scheduled simulator fault: ``{at_s: 20, kind: stall, seconds: 3}``."""
+    """A scheduled simulator fault: ``{at_s: 20, kind: stall, seconds: 3}`` (``count``: how many
+    frames ``duplicate_frames`` doubles / pairs ``reorder_frames`` swaps, default 1)."""
 
     kind: FaultKind = FaultKind.drop_connection
     at_s: float = 0.0
     symbol: Optional[str] = None
     seconds: Optional[float] = None
+    count: Optional[int] = None
 
 
 @dataclass

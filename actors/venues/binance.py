@@ -179,6 +179,11 @@ class BinanceSimServer(SimulatedVenue, BinanceServer):
         for s in self.symbols.values():
             s.last_u = 1_000_000_000 + s.market.rng.randrange(1_000_000)
 
+    def reset_sequence(self, s: SimSymbol) -> None:
+        """After a restart the update ids start again from a new, lower base (a new truth epoch)."""
+        self.new_epoch(s)
+        s.last_u = 1 + s.market.rng.randrange(1_000_000)
+
     def trade_message(self, s: SimSymbol, t: SimTrade, now_ms: int) -> tuple[str, str]:
         return f"{s.low}@trade", (f'{{"e":"trade","E":{now_ms},"T":{now_ms},"s":"{s.symbol}","t":{t.trade_id},'
                                   f'"p":"{t.price_str}","q":"{t.size_str}","X":"MARKET",'

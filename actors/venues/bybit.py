@@ -130,7 +130,21 @@ class BybitSimServer(SimulatedVenue, BybitServer):
         self._views(s)[n] = self._view(s, n)    # deltas from now on are relative to this snapshot
         self.first_seq(s, 1)
         # a fresh subscriber gets the current view with the current u (Bybit's snapshot)
-        await self.send(session, self._book_message(s, topic, "snapshot", *s.market.snapshot(n)))
+        await self.send_data(session, self._book_message(s, topic, "snapshot", *s.market.snapshot(n)))
+
+    async def restart_venue(self) -> None:
+        """Bybit's service restart (protocols.md §3.3): every book topic gets a snapshot with ``u == 1``
+        (a new truth epoch) and the deltas go on from there; the sessions stay open."""
+        async with self._stepping:
+            for s in self.symbols.values():
+                self.new_epoch(s)
+                s.last_u = 1
+                self.record_book(s, 1)
+                for topic in self.subscribed_keys("orderbook."):
+                    if topic.endswith(f".{s.symbol}"):
+                        n = int(topic.split(".")[1])
+                        self._views(s)[n] = self._view(s, n)
+                        await self.push(topic, self._book_message(s, topic, "snapshot", *s.market.snapshot(n)))
 
     def trade_message(self, s: SimSymbol, t: SimTrade, now_ms: int) -> tuple[str, str]:
         topic = f"publicTrade.{s.symbol}"

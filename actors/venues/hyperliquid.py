@@ -139,9 +139,13 @@ class HyperliquidSimServer(SimulatedVenue, HyperliquidServer):
         s = self.symbols[coin]
         recent = list(s.state.get("recent", []))
         if recent:          # like Hyperliquid: the first message repeats recent trades
-            await self.send(session, orjson.dumps({"channel": "trades", "data": [t[1] for t in recent]}).decode())
-            for trade, _ in recent:
-                self._record_once(s, trade)
+            if await self.send_data(session, orjson.dumps({"channel": "trades",
+                                                           "data": [t[1] for t in recent]}).decode()):
+                for trade, _ in recent:
+                    self._record_once(s, trade)
+
+    def reset_sequence(self, s: SimSymbol) -> None:
+        """Block times go on after a restart (they are the book's only id)."""
 
     def _record_once(self, s: SimSymbol, trade) -> None:
         recorded = s.state.setdefault("recorded", set())

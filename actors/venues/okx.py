@@ -200,7 +200,13 @@ class OkxSimServer(SimulatedVenue, OkxServer):
             return
         s = self.symbols[inst_id]
         self.first_seq(s, 1000)
-        await self.send(session, self._book_message(s, "snapshot", *s.market.snapshot(400), -1))
+        await self.send_data(session, self._book_message(s, "snapshot", *s.market.snapshot(400), -1))
+
+    async def restart_venue(self) -> None:
+        """OKX maintenance (protocols.md §5.3): each symbol's next update resets ``seqId`` below its
+        ``prevSeqId`` (a new truth epoch); later updates chain normally; the sessions stay open."""
+        for s in self.symbols.values():
+            s.state["reset"] = True
 
     def trade_message(self, s: SimSymbol, t: SimTrade, now_ms: int) -> tuple[str, str]:
         return f"trades:{s.symbol}", orjson.dumps({"arg": {"channel": "trades", "instId": s.symbol}, "data": [{
@@ -209,7 +215,11 @@ class OkxSimServer(SimulatedVenue, OkxServer):
 
     async def send_book(self, s: SimSymbol, step: Step, now_ms: int) -> None:
         prev = s.last_u or 1000
-        s.last_u = prev + 1 + s.market.rng.randrange(5)       # OKX seq steps are arbitrary
+        if s.state.pop("reset", False):                       # venue_restart: seqId < prevSeqId
+            self.new_epoch(s)
+            s.last_u = 1 + s.market.rng.randrange(max(1, min(5, prev - 1)))
+        else:
+            s.last_u = prev + 1 + s.market.rng.randrange(5)   # OKX seq steps are arbitrary
         self.record_book(s, s.last_u)
         if not self.take_skip(s):
             await self.push(f"books:{s.symbol}", self._book_message(s, "update", *step.levels(), prev))

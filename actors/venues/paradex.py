@@ -127,7 +127,7 @@ class ParadexSimServer(SimulatedVenue):
         levels = [{"side": "BUY", "price": p, "size": q} for p, q in bids] + \
                  [{"side": "SELL", "price": p, "size": q} for p, q in asks]
         # a snapshot carries the current seq_no; the next delta is seq_no + 1
-        await self.send(session, self._message(channel, {
+        await self.send_data(session, self._message(channel, {
             "seq_no": s.last_u, "market": s.symbol, "last_updated_at": int(time.time() * 1000),
             "update_type": "s", "inserts": levels, "updates": [], "deletes": []}))
 

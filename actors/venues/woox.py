@@ -134,6 +134,9 @@ class WooxSimServer(SimulatedVenue):
         s.last_u = max(s.last_u + 1, int(time.time() * 1000))
         return s.last_u
 
+    def reset_sequence(self, s: SimSymbol) -> None:
+        """Update ids are times: they go on after a restart (the chain breaks at the reconnect)."""
+
     def clock_ms(self, s: SimSymbol) -> int:
         s.state["prev_ts"] = s.last_u or self._tick(s)       # the update chains to the previous ts
         return self._tick(s)

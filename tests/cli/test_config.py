@@ -117,7 +117,7 @@ def test_typed_settings_reach_the_code(tmp_path):
     s = load_settings(["source=sim", "socket.flush_ms=50", "source.faults=[{at_s: 2, kind: stall, seconds: 1.5}]",
                        f"storage.root={tmp_path}", "log_level=DEBUG", "backup=s3", "backup.bucket=archives"])
     assert s.socket.flush_ms == 50 and s.log_level == "DEBUG"
-    assert s.sim_section()["faults"] == [{"kind": "stall", "at_s": 2.0, "symbol": None, "seconds": 1.5}]
+    assert s.sim_section()["faults"] == [{"kind": "stall", "at_s": 2.0, "symbol": None, "seconds": 1.5, "count": None}]
     assert s.backup_section()["name"] == "s3" and s.backup_section()["retention"] == {"local_days": None}
 
 

@@ -31,6 +31,7 @@ class SimTrade:
     price_str: str
     size_str: str
     sent_ns: int = 0   # when the simulator sent it (set in the truth record)
+    exchange_ms: int = 0   # the venue time it carried (set in the truth record)
 
 
 @dataclass
@@ -146,10 +147,25 @@ class SyntheticMarket:
 
 @dataclass
 class Truth:
-    """What a simulator actually sent for one symbol (``record_truth``)."""
+    """What a simulator actually sent for one symbol (``record_truth``).
+
+    ``books`` holds the current epoch: a venue restart (its sequence starts again, so update ids
+    may repeat) moves it to ``epochs`` and starts an empty one (:meth:`new_epoch`).
+    """
 
     trades: list[SimTrade] = field(default_factory=list)
     books: dict[int, tuple] = field(default_factory=dict)   # update id -> (bid_px, bid_sz, ask_px, ask_sz)
+    epoch_start_ns: int = 0
+    epochs: list[tuple[int, dict[int, tuple]]] = field(default_factory=list)   # earlier (start_ns, books)
+
+    def new_epoch(self, start_ns: int) -> None:
+        """The venue's sequence restarted at ``start_ns``."""
+        self.epochs.append((self.epoch_start_ns, self.books))
+        self.books, self.epoch_start_ns = {}, start_ns
+
+    def all_epochs(self) -> list[tuple[int, dict[int, tuple]]]:
+        """Every epoch as ``(start_ns, books)``, oldest first (the current one last)."""
+        return [*self.epochs, (self.epoch_start_ns, self.books)]
 
 
 class SimSymbol:

@@ -26,8 +26,12 @@ from websockets.exceptions import ConnectionClosed
 
 from actors.feed.clock import encode_clock
 
+#: the largest frame the feed client accepts (``max_size`` in ``actors/feed/connection.py``)
+CLIENT_MAX_FRAME = 2 ** 24
+
+
 class Session:
-    """One client websocket: its path, query, subscriptions and counters."""
+    """One client websocket: its path, query, subscriptions, counters and pending frame faults."""
 
     def __init__(self, ws: ServerConnection, path: str, query: dict[str, list[str]]) -> None:
         self.ws = ws
@@ -38,6 +42,18 @@ class Session:
         self.sent = 0
         self.last_clock: int | None = None
         self.open = True
+        # frame faults (see VenueServer.send_data): data frames only, control frames pass
+        self.muted = False                  # ack_then_silence: no data frame reaches this client
+        self.duplicates = 0                 # duplicate_frames: the next N data frames are sent twice
+        self.reorders = 0                   # reorder_frames: the next N pairs of data frames are swapped
+        self.held: str | None = None        # ... the frame waiting to go after the next one
+        self.oversize = False               # oversized_frame: the next data frame exceeds the client's limit
+
+
+def oversized(text: str, limit: int = CLIENT_MAX_FRAME) -> str:
+    """A JSON object frame padded with a ``pad`` field to ``limit + 1`` bytes (ASCII)."""
+    filler = ',"pad":""'
+    return text[:-1] + filler[:-1] + "x" * max(1, limit + 1 - len(text) - len(filler)) + '"}'
 
 
 class VenueServer:
@@ -56,6 +72,7 @@ class VenueServer:
         self.sessions: set[Session] = set()
         self.frames_sent = 0                # text frames sent to clients (acks and data)
         self.finished = threading.Event()   # replay: every recorded frame was sent
+        self.pending_faults: list[tuple[str, int]] = []   # frame faults for the next subscriber
         self._server = None
         self._tasks: list[asyncio.Task] = []
 
@@ -170,11 +187,43 @@ class VenueServer:
         self.frames_sent += 1
         return True
 
+    async def send_data(self, session: Session, text: str) -> bool:
+        """Send one market-data frame, applying the session's frame faults; False if it does not
+        reach the client (gone or muted). A frame held back to be swapped counts as sent: it goes
+        out after the next data frame (or at :meth:`flush_held`)."""
+        if session.muted or not session.open:
+            return False
+        if session.oversize:            # nothing waits behind a frame the client cannot read
+            session.oversize = False
+            await self._send_held(session)
+            text = oversized(text)
+        elif session.reorders and session.held is None:
+            session.held = text
+            return True
+        sent = await self.send(session, text)
+        await self._send_held(session)
+        if sent and session.duplicates:
+            session.duplicates -= 1
+            await self.send(session, text)
+        return sent
+
+    async def _send_held(self, session: Session) -> None:
+        if session.held is not None:
+            held, session.held = session.held, None
+            session.reorders = max(0, session.reorders - 1)
+            await self.send(session, held)
+
+    async def flush_held(self) -> None:
+        """Send every frame held back by a reorder fault (end of a run: nothing stays unsent)."""
+        for session in list(self.sessions):
+            session.reorders = 0
+            await self._send_held(session)
+
     async def push(self, key: str, payload: str) -> int:
         """Send ``payload`` to every session subscribed to ``key``; how many sessions it reached."""
         reached = 0
         for session in list(self.sessions):
-            if key in session.streams and await self.send(session, self.wrap(session, key, payload)):
+            if key in session.streams and await self.send_data(session, self.wrap(session, key, payload)):
                 reached += 1
         return reached
 
@@ -187,7 +236,12 @@ class VenueServer:
         return payload
 
     async def subscribe(self, session: Session, keys: list[str]) -> None:
-        """Subscribe ``session`` to the venue's streams ``keys`` (after the venue acked them)."""
+        """Subscribe ``session`` to the venue's streams ``keys`` (after the venue acked them); frame
+        faults injected while nobody was subscribed apply to the first session that subscribes."""
+        if keys and not session.streams:
+            for kind, count in self.pending_faults:
+                self._frame_fault(session, kind, count)
+            self.pending_faults.clear()
         for key in keys:
             session.streams.add(key)
             await self.on_subscribe(session, key)
@@ -230,8 +284,34 @@ class VenueServer:
             raise RuntimeError("server is not running")
         asyncio.run_coroutine_threadsafe(self.fault(kind, symbol, **kw), self.loop).result(10)
 
+    #: faults on the frames sent to the clients connected now (any server, replays too)
+    FRAME_FAULTS = ("duplicate_frames", "reorder_frames", "oversized_frame", "ack_then_silence")
+
     async def fault(self, kind: str, symbol: str | None = None, **kw: Any) -> None:
-        raise ValueError(f"unknown fault {kind!r}")
+        """A frame fault for every subscribed session (none: for the next one that subscribes):
+        ``duplicate_frames`` / ``reorder_frames`` (the next ``count`` data frames sent twice / pairs
+        swapped), ``oversized_frame`` (the next data frame padded beyond the client's maximum frame
+        size), ``ack_then_silence`` (no more data frames, while acks and pongs still flow: only the
+        client's idle timeout notices)."""
+        if kind not in self.FRAME_FAULTS:
+            raise ValueError(f"unknown fault {kind!r} (allowed: {', '.join(self.FRAME_FAULTS)})")
+        count = int(kw.get("count") or 1)
+        subscribed = [session for session in self.sessions if session.open and session.streams]
+        if not subscribed:       # nobody subscribed right now: the next session that subscribes gets it
+            self.pending_faults.append((kind, count))
+        for session in subscribed:
+            self._frame_fault(session, kind, count)
+
+    @staticmethod
+    def _frame_fault(session: Session, kind: str, count: int) -> None:
+        if kind == "duplicate_frames":
+            session.duplicates += count
+        elif kind == "reorder_frames":
+            session.reorders += count
+        elif kind == "oversized_frame":
+            session.oversize = True
+        else:
+            session.muted = True
 
     def call(self, fn, *args) -> Any:
         """Run ``fn(*args)`` on the server's loop (thread-safe) and return its result."""
@@ -247,11 +327,18 @@ class SimulatedVenue(VenueServer):
     returning how many messages it sent), :meth:`malformed` and their control frames. Faults:
     ``drop_connection`` (close every client socket), ``stall`` (send nothing for ``seconds``;
     the market does not move meanwhile), ``break_chain`` (the next book update of ``symbol`` is
-    not sent, breaking the venue's sequence), ``malformed`` (one frame that is not valid JSON);
-    scheduled ones come from ``sim_cfg["faults"]`` (``at_s`` after start).
+    not sent, breaking the venue's sequence), ``malformed`` (one frame that is not valid JSON),
+    ``venue_restart`` (the venue's own sequence starts again: in-band where the venue documents
+    it, e.g. Bybit's ``u == 1`` snapshot, else every session is closed and the sequence reset;
+    see :meth:`restart_venue`), and the frame faults of :class:`VenueServer` (duplicated,
+    reordered and oversized frames, ack-then-silence). Scheduled ones come from
+    ``sim_cfg["faults"]`` (``at_s`` after start).
+
+    Ground truth (``record_truth``): every trade that reached a subscriber, and the true top-N
+    book per update id; a venue restart starts a new truth epoch (update ids may repeat).
     """
 
-    FAULTS = ("drop_connection", "stall", "break_chain", "malformed")
+    FAULTS = ("drop_connection", "stall", "break_chain", "malformed", "venue_restart", *VenueServer.FRAME_FAULTS)
     #: REST path of the book snapshot (None: the venue has none), and the answers to a wrong path
     #: and to an unknown ``symbol``
     snapshot_path: str | None = None
@@ -300,20 +387,39 @@ class SimulatedVenue(VenueServer):
         self.paused = True
 
     def halt(self) -> None:
-        """Stop generating; returns (from any thread) once no market step is still sending."""
+        """Stop generating; returns (from any thread) once no market step is still sending and
+        every frame held back by a reorder fault went out."""
         async def halted() -> None:
             self.paused = True
             async with self._stepping:
-                pass
+                await self.flush_held()
         asyncio.run_coroutine_threadsafe(halted(), self.loop).result(10)
 
-    def record_trade(self, s, trade, reached: int) -> None:
+    def record_trade(self, s, trade, reached: int, exchange_ms: int = 0) -> None:
         if self.record_truth and reached:
-            s.truth.trades.append(dataclasses.replace(trade, sent_ns=time.time_ns()))
+            s.truth.trades.append(dataclasses.replace(trade, sent_ns=time.time_ns(), exchange_ms=exchange_ms))
 
     def record_book(self, s, update_id: int) -> None:
         if self.record_truth:
             s.truth.books[update_id] = s.market.top(self.depth)
+
+    def new_epoch(self, s) -> None:
+        """The venue's sequence of ``s`` starts again: later update ids belong to a new truth epoch."""
+        if self.record_truth:
+            s.truth.new_epoch(time.time_ns())
+
+    async def restart_venue(self) -> None:
+        """A venue restart: every session is closed and every symbol's sequence starts again
+        (venues with an in-band restart override this)."""
+        async with self._stepping:
+            await self.close_all("venue restart")
+            for s in self.symbols.values():
+                self.reset_sequence(s)
+
+    def reset_sequence(self, s) -> None:
+        """Start ``s``'s update ids again (a new truth epoch); venues whose ids are times keep them."""
+        self.new_epoch(s)
+        s.last_u = 0
 
     def first_seq(self, s, first: int) -> int:
         """The symbol's current update id; a sequence not started yet starts at ``first`` (a true book)."""
@@ -339,8 +445,8 @@ class SimulatedVenue(VenueServer):
             now = _time.monotonic()
             while self.faults and now - started >= float(self.faults[0].get("at_s", 0)):
                 f = self.faults.pop(0)
-                await self.fault(f["kind"], f.get("symbol"), **{k: v for k, v in f.items()
-                                                               if k not in ("kind", "symbol", "at_s")})
+                await self.fault(f["kind"], f.get("symbol"), **{k: v for k, v in f.items()   # unset knobs: defaults
+                                                               if k not in ("kind", "symbol", "at_s") and v is not None})
             elapsed, last = now - last, now
             if self.paused or now < self.stalled_until:
                 continue
@@ -370,7 +476,7 @@ class SimulatedVenue(VenueServer):
     async def send_trade(self, s, trade, now_ms: int) -> None:
         """Push a trade to its subscribers; it is true once a subscriber got it."""
         key, payload = self.trade_message(s, trade, now_ms)
-        self.record_trade(s, trade, await self.push(key, payload))
+        self.record_trade(s, trade, await self.push(key, payload), now_ms)
 
     async def send_book(self, s, step, now_ms: int) -> None:
         """Advance the symbol's update id, record the true book and push the venue's book update
@@ -387,12 +493,16 @@ class SimulatedVenue(VenueServer):
         if kind == "drop_connection":
             await self.close_all("simulated disconnect")
         elif kind == "stall":
-            self.stalled_until = _time.monotonic() + float(kw.get("seconds", 5))
+            self.stalled_until = _time.monotonic() + float(kw.get("seconds") or 5)
         elif kind == "break_chain":
             for s in ([self.symbols[symbol]] if symbol else self.symbols.values()):
                 s.skip_next_diff = True
         elif kind == "malformed":
             await self.malformed()
+        elif kind == "venue_restart":
+            await self.restart_venue()
+        elif kind in self.FRAME_FAULTS:
+            await super().fault(kind, symbol, **kw)
         else:
             raise ValueError(f"unknown fault {kind!r} (allowed: {', '.join(self.FAULTS)})")
 
@@ -452,7 +562,7 @@ class ReplayVenue(VenueServer):
                 for session in list(self.sessions):
                     if key in session.streams:
                         await self.send_clock(session, rec.ts_local)
-                        await self.send(session, rec.payload)
+                        await self.send_data(session, rec.payload)
         finally:
             await self.on_finished()
             self.finished.set()

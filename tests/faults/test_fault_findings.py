@@ -1,0 +1,133 @@
+"""Defects the fault suite found outside its own files: each the smallest test that fails until fixed.
+
+F1  feed/connection.py: the idle timeout counts every frame, so a venue that acknowledged the
+    subscription and then sends no data but keeps answering the client's pings is never noticed
+    (production: Bybit/OKX ping every 20 s, Hyperliquid 30 s, idle timeout 60 s).
+F2  venue clients: a frame the venue sends twice is archived twice (trades with ids on Binance,
+    Bybit, OKX, Paradex; a repeated snapshot on Bybit/OKX/Paradex; an l2Book push on Hyperliquid).
+F2b venues/base.py (resync by resubscribing: Bybit, OKX, Paradex): the snapshot that resyncs a
+    book after a gap or a reconnect is written as a row even when its update id is the last one
+    already written (the market did not move meanwhile, e.g. after a stall), so that row is doubled.
+F3  venues/hyperliquid.py: an l2Book push older than the last written one (reordered frames) is
+    written after it, so whoever replays the rows in order sees an older book as the newest.
+F4  feed/venue_feed.py + outbox.py: the reader's backpressure gate counts the rows buffered since
+    the last flush once, when it starts waiting (``wait_for_room(self.buffers.rows)``). After a
+    stall, the reader drains the socket's backlog without yielding, so more than
+    ``max_pending_rows`` rows pile up between two flushes; it then waits for a room that can never
+    be made: the connection stays open, nothing more is read, the watchdog takes it for
+    backpressure (no reconnect, no event), and the run's stop cannot even write its disconnect.
+F5  feed/connection.py: a writer slower than the feed for more than ~40 s drops the connection
+    (websockets' keepalive: ping every 20 s, pong due within 20 s, but the gated reader leaves the
+    pong unread behind queued data), so backpressure turns into loss (recorded as a disconnect).
+    No test here (it needs 40 s of stall): ``python tests/faults/fault_suite.py --only slow``.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from actors.venues import get_venue
+from faultlib import IDLE_TIMEOUT_S, VENUES
+from truth_check import from_sink, judge
+from venue_harness import Harness, events, synced_after_last_connect
+
+pytestmark = pytest.mark.faults
+
+
+def harness(name: str, symbols: list[str], settings: dict | None = None) -> Harness:
+    venue = get_venue(name)
+    server = venue.make_sim_server(symbols, {"messages_per_s": 200, "record_truth": True}, 10)
+    return Harness(venue, server, symbols, settings=venue.settings(settings or {}), depth=10,
+                   idle_timeout_s=IDLE_TIMEOUT_S)
+
+
+def test_f1_silence_after_the_ack_is_noticed_while_pings_are_answered():
+    h = harness("bybit", ["BTCUSDT"], {"heartbeat_interval": 0.3})       # pings well inside the idle timeout
+    sink = h.sink
+    h.run(until=lambda: synced_after_last_connect(sink, ["BTCUSDT"]), timeout_s=8, steps=[
+        (None, lambda: synced_after_last_connect(sink, ["BTCUSDT"], rows=5)),
+        (lambda: h.server.inject("ack_then_silence"), lambda: events(sink, "disconnect", text="stalled")),
+    ])
+
+
+def test_f2_a_trade_frame_sent_twice_is_archived_once():
+    h = harness("binance", ["BTCUSDT"])
+    sink = h.sink
+    h.run(until=lambda: synced_after_last_connect(sink, ["BTCUSDT"], rows=20), steps=[
+        (None, lambda: synced_after_last_connect(sink, ["BTCUSDT"], rows=5)),
+        (lambda: h.server.inject("duplicate_frames", count=40), lambda: True),
+    ])
+    doubled = [tid for tid, n in Counter(t[3] for t in sink.trades).items() if n > 1]
+    assert not doubled, f"{len(doubled)} trades archived twice, e.g. {doubled[:3]}"
+
+
+def test_f2b_a_resync_snapshot_at_the_last_written_id_is_not_written_again():
+    h = harness("bybit", ["BTCUSDT"])
+    sink = h.sink
+    reconnected = lambda: len(events(sink, "connect")) >= 2 and synced_after_last_connect(sink, ["BTCUSDT"])  # noqa: E731
+    h.run(until=reconnected, steps=[
+        (None, lambda: synced_after_last_connect(sink, ["BTCUSDT"], rows=5)),
+        (lambda: h.server.inject("stall", seconds=3.0), reconnected),      # the market stands still meanwhile
+    ])
+    seqs = [b[3] for b in sink.books]
+    doubled = [u for u, n in Counter(seqs).items() if n > 1]
+    assert not doubled, f"book rows written twice at u={doubled}"
+
+
+def test_f3_an_older_hyperliquid_book_is_never_written_after_a_newer_one():
+    h = harness("hyperliquid", ["BTC"])
+    sink = h.sink
+    h.run(until=lambda: synced_after_last_connect(sink, ["BTC"], rows=20), steps=[
+        (None, lambda: synced_after_last_connect(sink, ["BTC"], rows=5)),
+        (lambda: h.server.inject("reorder_frames", count=20), lambda: True),
+    ])
+    case = VENUES["hyperliquid"]
+    verdict = judge(from_sink(sink, "BTC", case.book_key, case.trade_keys), h.server.truth("BTC"),
+                    case.trade_keys, case.has_ids)
+    assert verdict.books_wrong == 0, verdict.examples[:3]
+
+
+def test_f4_the_reader_resumes_after_a_stalled_writer_catches_up():
+    """A writer that stops acknowledging for a while (the transport the socket actor hands the
+    outbox, stalled) then catches up: the feed must read on."""
+    import asyncio
+
+    from actors.feed.connection import FeedOptions
+    from actors.feed.venue_feed import VenueFeed
+    from actors.venues.base import Endpoints
+    from actors.venues.sim.server import ServerThread
+
+    venue = get_venue("binance")
+    server = venue.make_sim_server(["BTCUSDT"], {"messages_per_s": 100}, 10)
+    thread = ServerThread(server).start()
+    settings = venue.settings({})
+    plans = venue.plan_connections(settings, Endpoints(server.ws_base, server.rest_base), ["BTCUSDT"],
+                                   ["l2book", "trades"], 10)
+    writer_up = asyncio.Event()
+
+    async def send(writer, producer, seq, batches):
+        await writer_up.wait()
+
+    async def main() -> tuple[int, int]:
+        writer_up.set()
+        feed = VenueFeed("binance", plans, lambda plan, sink: venue.make_client(plan, settings, sink, 10),
+                         {"BTCUSDT": "w"}, send, "p", FeedOptions(idle_timeout_s=IDLE_TIMEOUT_S), flush_s=0.1,
+                         max_pending_rows=200)
+        feed.start()
+        await asyncio.sleep(0.5)
+        writer_up.clear()                       # the writer stalls: the gate holds the reader
+        await asyncio.sleep(4.0)
+        writer_up.set()                         # ... and catches up
+        await asyncio.sleep(1.0)
+        before = feed.frames
+        await asyncio.sleep(2.0)
+        after = feed.frames
+        feed.stop_event.set()                   # (a stuck reader is cancelled when the loop closes)
+        return before, after
+
+    try:
+        before, after = asyncio.run(main())
+    finally:
+        thread.stop()
+    assert after > before + 50, f"the reader stopped after the stall: {before} -> {after} frames"
