@@ -4,7 +4,13 @@ It connects, lets the client subscribe, feeds it every frame with its receive ti
 performs the client's actions (send, REST snapshot, reconnect), sends the client's
 heartbeats, reconnects after failures with exponential backoff and full jitter, and
 reconnects on purpose before the venue's connection lifetime runs out. A connection that
-delivers nothing for ``idle_timeout_s`` is treated as dead (a stalled feed).
+delivers no market data (book or trade rows) for ``idle_timeout_s`` is treated as dead (a
+stalled feed): acks, pongs and errors keep a socket open but do not make a feed alive.
+
+Backpressure (the writers are behind) pauses reading. The websocket's own keepalive pings go
+on, but a missing pong never closes the connection (its pong waits unread behind the queued
+data); a dead connection is found by the idle watchdog instead, which does not count paused
+time.
 
 With ``replay_clock=True`` (source=replay) the out-of-band clock frames of the replay
 server set ``ts_local``, so rows keep the recording's receive times.
@@ -134,7 +140,7 @@ class FeedConnection:
         """One connection; returns True for a planned (lifetime) reconnect."""
         self._close_reason = ""
         async with connect(self.plan.url, open_timeout=self.options.open_timeout_s,
-                           max_size=2 ** 24, ping_interval=20, ping_timeout=20,
+                           max_size=2 ** 24, ping_interval=20, ping_timeout=None,
                            close_timeout=2) as ws:
             self.stats.connects += 1
             self.stats.frames_this_connection = 0
@@ -172,8 +178,9 @@ class FeedConnection:
 
     async def _watchdog(self, ws, stop: asyncio.Event) -> None:
         """Close the socket on stop, on a stalled feed, or when the planned lifetime is over."""
-        opened = time.monotonic()
+        opened = last_data = time.monotonic()
         lifetime = self.client.max_lifetime_s
+        rows_seen = self.client.market_rows
         while True:
             try:
                 await asyncio.wait_for(stop.wait(), timeout=0.5)
@@ -183,13 +190,15 @@ class FeedConnection:
             except asyncio.TimeoutError:
                 pass
             now = time.monotonic()
+            if self.client.market_rows != rows_seen:
+                rows_seen, last_data = self.client.market_rows, now
             if lifetime and now - opened >= lifetime:
                 self._close_reason = "lifetime"
             elif self._gated:
-                self.stats.last_frame_monotonic = now  # backpressure is not a stalled feed
+                last_data = now                        # backpressure is not a stalled feed
                 continue
-            elif now - self.stats.last_frame_monotonic > self.options.idle_timeout_s:
-                self._close_reason = f"no data for {self.options.idle_timeout_s:.0f}s (stalled feed)"
+            elif now - last_data > self.options.idle_timeout_s:
+                self._close_reason = f"no market data for {self.options.idle_timeout_s:.0f}s (stalled feed)"
             else:
                 continue
             await ws.close()

@@ -73,9 +73,10 @@ class Outbox:
         if queue.sending is None:
             queue.sending = asyncio.ensure_future(self._deliver(writer, queue))
 
-    async def wait_for_room(self, extra_rows: int = 0) -> None:
-        """Block while more than ``max_pending_rows`` (plus ``extra_rows`` buffered elsewhere) wait."""
-        while not self.has_room(extra_rows):
+    async def wait_for_room(self, buffered_elsewhere: Callable[[], int] = lambda: 0) -> None:
+        """Block while more than ``max_pending_rows`` rows (plus those ``buffered_elsewhere()``
+        reports, asked again at every check) wait."""
+        while not self.has_room(buffered_elsewhere()):
             await asyncio.sleep(0.02)
 
     @property

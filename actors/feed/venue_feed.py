@@ -78,7 +78,9 @@ class VenueFeed:
         log.info(f"started {len(self.connections)} connection(s)", extra={"exchange": self.venue})
 
     async def _gate(self) -> None:
-        await self.outbox.wait_for_room(self.buffers.rows)
+        # the buffered rows are counted afresh while waiting: every flush moves them into the
+        # outbox, and a count taken once would then be counted twice, for ever (F4)
+        await self.outbox.wait_for_room(lambda: self.buffers.rows)
 
     def _has_room(self) -> bool:
         return self.outbox.has_room(self.buffers.rows)

@@ -27,6 +27,7 @@ Rows and events go to the ``RowSink`` the client was built with.
 from __future__ import annotations
 
 import re
+from collections import deque
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence, Union
@@ -126,6 +127,30 @@ class Connections:
     unmatched_ack_means_all: bool = False   # an ack with an unknown id covers the whole plan
 
 
+STALE_LIMIT = 100          # updates in a row older than the book before it is called a gap
+TRADE_ID_WINDOW = 100_000  # recent trade ids remembered per symbol (repeats come within seconds)
+
+
+class RecentIds:
+    """The last ``size`` distinct ids seen (a set for lookups, a ring for their order)."""
+
+    __slots__ = ("seen", "order")
+
+    def __init__(self, size: int = TRADE_ID_WINDOW) -> None:
+        self.seen: set[str] = set()
+        self.order: deque[str] = deque(maxlen=size)
+
+    def first_time(self, key: str) -> bool:
+        """True (and remembered) when ``key`` is not among the recent ids."""
+        if key in self.seen:
+            return False
+        if len(self.order) == self.order.maxlen:
+            self.seen.discard(self.order[0])
+        self.order.append(key)
+        self.seen.add(key)
+        return True
+
+
 @dataclass
 class BookState:
     """Sequencing state of one symbol's book on one connection."""
@@ -134,6 +159,7 @@ class BookState:
     synced: bool = False
     synced_once: bool = False                   # a later sync is a "resync"
     last_seq: int | None = None
+    stale: int = 0                              # updates dropped in a row as older than the book
 
 
 def quote(data: str | bytes, limit: int = 300) -> str:
@@ -164,6 +190,14 @@ class VenueClient(ABC):
         self.states = {sym: self.state_type(self.book_type()) for sym in self.symbols}
         self.awaiting: dict[str, list[Subscription]] = {}   # request id (or name) -> its subscriptions
         self.requests_sent = 0
+        #: book and trade rows written: what the connection's idle watchdog counts as data
+        #: (acks and pongs keep a socket open, not a feed alive)
+        self.market_rows = 0
+        self.recent_trades = {sym: RecentIds() for sym in self.symbols} if venue.trade_ids_unique else None
+        self.duplicate_trades = 0
+        #: the update id of the last book row written per symbol (kept across reconnects): a
+        #: snapshot at that id is the same book, not a new row
+        self.written_seq: dict[str, int | None] = {}
 
     # -- connection ----------------------------------------------------------------------
     def on_connect(self, ts_local: int) -> list[Action]:
@@ -292,20 +326,29 @@ class VenueClient(ABC):
         """Snapshot-then-updates venues: apply one message; None when applied (write the row next).
 
         A snapshot replaces the book (a ``snapshot``/``resync`` event when it syncs it, or on a
-        venue ``restart``); an update is ignored while unsynced and applied when ``chained``;
-        otherwise a ``gap`` and a resubscribe for a fresh snapshot.
+        venue ``restart``); a snapshot at the id of the last row written (a repeated frame, or a
+        resync while the market stood still) is that same book: no second row. An update is
+        ignored while unsynced, and applied when ``chained``; an update at or before the last
+        applied id is a repeated or late frame and is dropped (after ``STALE_LIMIT`` of them in a
+        row, a ``gap``); any other break is a ``gap`` and a resubscribe for a fresh snapshot.
         """
         if snapshot:
             st.book.load_snapshot(bids, asks)
+            st.stale = 0
             if not st.synced or restart:
                 self.synced_event(symbol, st, ts_local, f"{self.venue.seq_name} {seq}", seq, seq)
-        elif not st.synced:
+            st.last_seq = seq
+            return [] if seq is not None and seq == self.written_seq.get(symbol) and not restart else None
+        if not st.synced:
             return []                              # waiting for the snapshot after a resubscribe
-        elif not chained:
+        if not chained:
+            if seq is not None and st.last_seq is not None and seq <= st.last_seq and st.stale < STALE_LIMIT:
+                st.stale += 1                      # already applied: a repeated or reordered frame
+                return []
             self.gap(symbol, st, ts_local, seq, prev)
             return self.resubscribe(symbol)
-        else:
-            st.book.apply_levels(bids, asks)
+        st.book.apply_levels(bids, asks)
+        st.stale = 0
         st.last_seq = seq
         return None
 
@@ -319,8 +362,25 @@ class VenueClient(ABC):
             st.synced = False
             st.book.clear()
             return self.recover(symbol, ts_local)
-        self.sink.book(symbol, ts_local, ts_exchange, seq, *self.top(symbol, st))
+        self.written_seq[symbol] = seq
+        self.book_row(symbol, ts_local, ts_exchange, seq, *self.top(symbol, st))
         return []
+
+    def book_row(self, symbol: str, ts_local: int, ts_exchange: int | None, seq: int | None,
+                 bid_px: Sequence[float], bid_sz: Sequence[float], ask_px: Sequence[float],
+                 ask_sz: Sequence[float]) -> None:
+        """Write one l2book row (counted as market data)."""
+        self.market_rows += 1
+        self.sink.book(symbol, ts_local, ts_exchange, seq, bid_px, bid_sz, ask_px, ask_sz)
+
+    def trade_row(self, symbol: str, ts_local: int, ts_exchange: int | None, trade_id: str, price: float,
+                  size: float, side: int) -> None:
+        """Write one trade, once: an id seen among the recent ones is a repeat and is counted, not written."""
+        if self.recent_trades is not None and not self.recent_trades[symbol].first_time(trade_id):
+            self.duplicate_trades += 1
+            return
+        self.market_rows += 1
+        self.sink.trade(symbol, ts_local, ts_exchange, trade_id, price, size, side)
 
     def top(self, symbol: str, st: BookState) -> tuple[list[float], list[float], list[float], list[float]]:
         """The row's levels (a venue may convert sizes here)."""
@@ -356,6 +416,9 @@ class Venue(ABC):
     ReplayServer: ClassVar[type | None] = None         # (path, speed, symbols) -> ReplayVenue
     #: a recording of this venue: its file name ending, and how many first lines to sniff
     recording_sniff: ClassVar[tuple[str, int]] = ("", 0)
+    #: trades carry the venue's own unique id: a trade seen again (a repeated frame, the recent
+    #: trades a venue repeats on subscribe) is written once. False when the client makes the id up.
+    trade_ids_unique: ClassVar[bool] = True
 
     # -- settings and validation -----------------------------------------------------------
     def settings(self, raw: dict[str, Any] | None) -> VenueSettings:

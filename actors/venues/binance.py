@@ -101,7 +101,7 @@ class BinanceClient(SnapshotSyncClient):
             self.dropped_trades += 1
             return
         trade_id = str(t["t"] if t.get("e") == "trade" else t["a"])
-        self.sink.trade(sym, ts_local, int(t["T"]) * MS, trade_id, price, size, -1 if t["m"] else 1)
+        self.trade_row(sym, ts_local, int(t["T"]) * MS, trade_id, price, size, -1 if t["m"] else 1)
 
     # -- the sync rules of §1.5 ---------------------------------------------------------
     def update_ids(self, update: dict) -> UpdateIds:

@@ -65,8 +65,8 @@ class BybitClient(VenueClient):
         if sym not in self.states:
             return
         for t in msg["data"]:
-            self.sink.trade(sym, ts_local, int(t["T"]) * MS, str(t["i"]), float(t["p"]), float(t["v"]),
-                            1 if t["S"] == "Buy" else -1)
+            self.trade_row(sym, ts_local, int(t["T"]) * MS, str(t["i"]), float(t["p"]), float(t["v"]),
+                           1 if t["S"] == "Buy" else -1)
 
     def _on_book(self, sym: str, msg: dict, ts_local: int) -> list[Action]:
         st = self.states.get(sym)

@@ -7,10 +7,12 @@ Client (:class:`HyperliquidClient`):
   ``seq`` null, ``ts_exchange = time`` (block time). A crossed or empty-sided book is never
   written (``crossed`` event). The first book after (re)subscribing gives a ``snapshot`` /
   ``resync`` event; since pushes carry no sequence, gaps can only be seen as time between
-  pushes (and as ``disconnect`` events).
+  pushes (and as ``disconnect`` events). A push at the block ``time`` of the last book written
+  (a repeated frame, the book re-sent on subscribe) is not written again; an older one (a late
+  frame) is not written either, and is a ``gap`` event naming its time (``seq_from = seq_to``).
 * ``trades``: aggressor ``B`` (+1) / ``A`` (-1); the first message after subscribing repeats
-  recent trades, so trades are de-duplicated by ``tid`` across reconnects (a bounded window of
-  recent ids).
+  recent trades, so trades are de-duplicated by ``tid`` across reconnects (the base client's
+  bounded window of recent ids).
 * ``{"method":"ping"}`` every ``heartbeat_interval`` (≤ 30 s) keeps the socket under the 60 s
   idle close; a non-JSON greeting frame is tolerated; key order is never relied on.
 
@@ -32,7 +34,6 @@ from actors.venues.sim.recordings import read_recording
 from actors.venues.sim.server import ReplayVenue, Session, SimulatedVenue, VenueServer
 
 GREETING = "Websocket connection established."
-TID_WINDOW = 100_000
 PATH = "/ws"
 
 
@@ -51,9 +52,8 @@ class HyperliquidClient(VenueClient):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.seen_tids: set[int] = set()
-        self.tid_order: deque = deque()
-        self.duplicates = 0
+        self.book_time: dict[str, int] = {}   # block time of the last book row written per coin
+        self.repeated_books = 0
 
     def handle(self, msg: dict, ts_local: int) -> list[Action]:
         channel = msg.get("channel")
@@ -83,24 +83,26 @@ class HyperliquidClient(VenueClient):
             return
         if not st.synced:
             self.synced_event(coin, st, ts_local, f"time {d.get('time')}")
-        self.sink.book(coin, ts_local, int(d["time"]) * MS, None, bid_px,
-                       [float(lv["sz"]) for lv in bids[:self.depth]], ask_px,
-                       [float(lv["sz"]) for lv in asks[:self.depth]])
+        block_time, last = int(d["time"]), self.book_time.get(coin, -1)
+        if block_time == last:                 # the same book again (repeated frame, re-sent on subscribe)
+            self.repeated_books += 1
+            return
+        if block_time < last:                  # a late push: never written after a newer book
+            self.sink.event(coin, ts_local, "l2book", "gap", f"l2Book of time {block_time} arrived after time {last}: "
+                            "not written (a book is never written after a newer one)", block_time, block_time)
+            return
+        self.book_time[coin] = block_time
+        self.book_row(coin, ts_local, block_time * MS, None, bid_px,
+                      [float(lv["sz"]) for lv in bids[:self.depth]], ask_px,
+                      [float(lv["sz"]) for lv in asks[:self.depth]])
 
     def _on_trades(self, trades: list, ts_local: int) -> None:
         for t in trades:
             coin, tid = t["coin"], int(t["tid"])
             if coin not in self.states:
                 continue
-            if tid in self.seen_tids:
-                self.duplicates += 1
-                continue
-            self.seen_tids.add(tid)
-            self.tid_order.append(tid)
-            if len(self.tid_order) > TID_WINDOW:
-                self.seen_tids.discard(self.tid_order.popleft())
-            self.sink.trade(coin, ts_local, int(t["time"]) * MS, str(tid), float(t["px"]), float(t["sz"]),
-                            1 if t["side"] == "B" else -1)
+            self.trade_row(coin, ts_local, int(t["time"]) * MS, str(tid), float(t["px"]), float(t["sz"]),
+                           1 if t["side"] == "B" else -1)
 
 
 # ----------------------------------------------------------------------------- server side

@@ -122,8 +122,8 @@ class OkxClient(VenueClient):
     def _on_trades(self, sym: str, trades: list, ts_local: int) -> None:
         scale = self.settings.ct_val.get(sym, 1.0)
         for t in trades:
-            self.sink.trade(sym, ts_local, int(t["ts"]) * MS, str(t["tradeId"]), float(t["px"]),
-                            float(t["sz"]) * scale, 1 if t["side"] == "buy" else -1)
+            self.trade_row(sym, ts_local, int(t["ts"]) * MS, str(t["tradeId"]), float(t["px"]),
+                           float(t["sz"]) * scale, 1 if t["side"] == "buy" else -1)
 
     def _on_book(self, sym: str, msg: dict, ts_local: int) -> list[Action]:
         st = self.states[sym]

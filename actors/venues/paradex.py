@@ -70,8 +70,8 @@ class ParadexClient(VenueClient):
     def _on_trade(self, t: dict | list, ts_local: int) -> None:
         for trade in t if isinstance(t, list) else [t]:
             if trade["market"] in self.states:
-                self.sink.trade(trade["market"], ts_local, int(trade["created_at"]) * MS, str(trade["id"]),
-                                float(trade["price"]), float(trade["size"]), 1 if trade["side"] == "BUY" else -1)
+                self.trade_row(trade["market"], ts_local, int(trade["created_at"]) * MS, str(trade["id"]),
+                               float(trade["price"]), float(trade["size"]), 1 if trade["side"] == "BUY" else -1)
 
     def _on_book(self, d: dict, ts_local: int) -> list[Action]:
         sym = d["market"]

@@ -5,7 +5,8 @@ snapshot, drop the buffered diffs the snapshot already holds, start at the diff 
 the snapshot, then require every diff to *chain* to the previous one. A break writes a ``gap``
 event, drops the book and syncs again from a fresh snapshot (``resync`` event) before any book
 row is written again; a snapshot too old to be bridged by the buffer gives a ``stale`` event and
-is fetched again; a failed or unreadable snapshot is an ``error`` event and is retried.
+is fetched again; a failed or unreadable snapshot is an ``error`` event and is retried. A diff
+at or before the last applied one (a repeated or reordered frame) is dropped, not a gap.
 
 A venue supplies only its rules: the ids of an update (:meth:`SnapshotSyncClient.update_ids`),
 the bridge condition, the chain condition (default: ``prev`` equals the last applied id), the
@@ -20,7 +21,7 @@ from typing import ClassVar, NamedTuple
 
 import orjson
 
-from actors.venues.base import Action, BookState, FetchSnapshot, VenueClient, quote
+from actors.venues.base import STALE_LIMIT, Action, BookState, FetchSnapshot, VenueClient, quote
 
 MAX_BUFFERED_UPDATES = 20_000
 SNAPSHOT_RETRY_NS = 1_000_000_000
@@ -89,7 +90,11 @@ class SnapshotSyncClient(VenueClient):
         if st.synced:
             ids = self.update_ids(update)
             if not self.chains(ids, st.last_seq):
+                if st.last_seq is not None and ids.last <= st.last_seq and st.stale < STALE_LIMIT:
+                    st.stale += 1                    # already applied: a repeated or reordered frame
+                    return []
                 return self._gap(symbol, st, update, ids, ts_local)
+            st.stale = 0
             return self._apply(symbol, st, update, ids, ts_local)
         st.buffer.append((update, ts_local))
         if len(st.buffer) > MAX_BUFFERED_UPDATES:

@@ -9,7 +9,8 @@ Client (:class:`WooxClient`):
   chaining id), ``ts_exchange = data.ts``.
 * ``trade@{symbol}``: ``sd`` taker side, ``px``/``sx``. The v3 trade payload carries no trade
   id, so ``trade_id`` is ``{data.ts}-{n}`` (n = position among trades with the same ``ts`` in
-  this message); documented as an approximation.
+  this message); documented as an approximation. A trade frame repeated by the venue (same
+  send ``ts`` and trades) is written once.
 * The server pings with ``{"cmd":"PING"}``; the client answers ``{"cmd":"PONG"}``. Connections
   last at most 24 h (planned reconnect before).
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from actors.venues.base import MS, Action, Connections, Send, Venue, quote
+from actors.venues.base import MS, Action, Connections, RecentIds, Send, Venue, quote
 from actors.venues.settings import VenueSettings, choice
 from actors.venues.sim.market import SimSymbol, SimTrade, Step
 from actors.venues.sim.server import Session, SimulatedVenue
@@ -50,6 +51,10 @@ class WooxClient(SnapshotSyncClient):
     settings: WooxSettings
     snapshot_id_name = "ts"
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.recent_frames = RecentIds()
+
     def handle(self, msg: dict, ts_local: int) -> list[Action]:
         cmd = msg.get("cmd")
         if cmd == "PING":
@@ -61,19 +66,24 @@ class WooxClient(SnapshotSyncClient):
         elif msg.get("topic", "").startswith("orderbookupdate@"):
             return self.on_update(msg["topic"].split("@")[1], msg["data"], ts_local)
         elif msg.get("topic", "").startswith("trade@"):
-            self._on_trades(msg["topic"].split("@")[1], msg["data"], ts_local)
+            self._on_trades(msg["topic"].split("@")[1], msg, ts_local)
         return []
 
-    def _on_trades(self, sym: str, data, ts_local: int) -> None:
+    def _on_trades(self, sym: str, msg: dict, ts_local: int) -> None:
         if sym not in self.states:
+            return
+        data = msg["data"]
+        # no trade id: a frame repeated by the venue (same send time, same trades) is written once
+        if not self.recent_frames.first_time(f"{sym}|{msg.get('ts')}|{orjson.dumps(data).decode()}"):
+            self.duplicate_trades += 1
             return
         per_ts: dict[int, int] = {}
         for t in data if isinstance(data, list) else [data]:
             ts = int(t["ts"])
             n = per_ts.get(ts, 0)
             per_ts[ts] = n + 1
-            self.sink.trade(sym, ts_local, ts * MS, f"{ts}-{n}", float(t["px"]), float(t["sx"]),
-                            1 if str(t["sd"]).upper() == "BUY" else -1)
+            self.trade_row(sym, ts_local, ts * MS, f"{ts}-{n}", float(t["px"]), float(t["sx"]),
+                           1 if str(t["sd"]).upper() == "BUY" else -1)
 
     # -- the prevTs sync rules ------------------------------------------------------------
     def update_ids(self, update: dict) -> UpdateIds:
@@ -166,6 +176,7 @@ class Woox(Venue):
     routes = {"public": PATH}
     streams = {"l2book": "orderbookupdate@{symbol}@{book_speed}", "trades": "trade@{symbol}"}
     seq_name, prev_name = "ts", "prevTs"
+    trade_ids_unique = False    # the id is made up ({ts}-{n}): repeats are found by frame (WooxClient)
     symbol_pattern, symbol_kind = "(PERP|SPOT)_[^a-z]+", "WOO X symbol (e.g. PERP_BTC_USDT)"
     Client, SimServer = WooxClient, WooxSimServer
 

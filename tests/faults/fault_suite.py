@@ -94,7 +94,7 @@ def secrets(work: Path, s3) -> FamilyResult:
         time.sleep(6.0)
         stats = []
         for run in runs:
-            stats += [repr(ray.get(h.stats.remote(), timeout=60)) for h in [run.socket, *run.writers.values()]]
+            stats += [repr(ray.get(h.stats.remote(), timeout=60)) for h in [*run.sockets.values(), *run.writers.values()]]
         stats.append(repr(ray.get(ray.get_actor("backup", namespace=NAMESPACE).stats.remote(), timeout=60)))
         from ray._private.worker import global_worker
         from ray.util.state import list_actors

@@ -195,6 +195,7 @@ class DurableRecord:
         import pyarrow.parquet as pq
 
         from actors.storage.catalog import as_ns_ints
+        from actors.storage.fileformat import from_file
         from actors.storage.layout import parse_relpath
         from archive_reading import archive_files
 
@@ -204,7 +205,7 @@ class DurableRecord:
             key = (str(path), st.st_mtime_ns, st.st_size)
             if key not in self._sealed:
                 parsed = parse_relpath(path.relative_to(self.root).as_posix())
-                table = as_ns_ints(pq.read_table(path))
+                table = as_ns_ints(from_file(pq.read_table(path), parsed.stream.channel))
                 self._sealed[key] = {row_identity(parsed.stream.channel, parsed.stream.symbol, row)
                                      for row in table.to_pylist()}
             out |= self._sealed[key]
@@ -263,10 +264,12 @@ def table(results: list[FamilyResult]) -> str:
     return "\n".join(lines)
 
 
-def kill_loop(targets: list[tuple[str, Any]], kills: int, spacing_s: float, record: DurableRecord) -> Counter:
+def kill_loop(targets: list[tuple[str, Any]], kills: int, spacing_s: float, record: DurableRecord,
+              killed: list | None = None) -> Counter:
     """kill -9 ``kills`` actor processes in turn (``targets``: (family, handle)); each target answers
     again (Ray restarted it) before it is killed again. What was durable is recorded before each
-    kill. Returns the kills per family; every kill hit a distinct process."""
+    kill. Returns the kills per family (and appends each killed target to ``killed``); every kill
+    hit a distinct process."""
     done: Counter = Counter()
     pids = set()
     for i in range(kills):
@@ -277,6 +280,8 @@ def kill_loop(targets: list[tuple[str, Any]], kills: int, spacing_s: float, reco
         kill9(pid)
         pids.add(pid)
         done[family] += 1
+        if killed is not None:
+            killed.append((family, handle))
         time.sleep(spacing_s)
     for _, handle in targets:
         actor_pid(handle)
@@ -284,9 +289,22 @@ def kill_loop(targets: list[tuple[str, Any]], kills: int, spacing_s: float, reco
 
 
 def kill_targets(runs: list, writers: bool = True, sockets: bool = True) -> list[tuple[str, Any]]:
-    """Every writer and socket actor of a run, writers first."""
-    out = [("writer", h) for run in runs for h in run.writers.values()] if writers else []
-    return out + ([("socket", run.socket) for run in runs] if sockets else [])
+    """Every writer and socket process of a run (a process shared by venues once), writers first."""
+    def unique(handles):
+        return list({h._actor_id: h for h in handles}.values())
+
+    out = [("writer", h) for h in unique(h for run in runs for h in run.writers.values())] if writers else []
+    return out + ([("socket", h) for h in unique(h for run in runs for h in run.sockets.values())] if sockets else [])
+
+
+def venues_served(runs: list, handle) -> list[str]:
+    """The venues whose sockets run in the process of ``handle``."""
+    return [run.spec.name for run in runs if any(h._actor_id == handle._actor_id for h in run.sockets.values())]
+
+
+def expected_socket_restarts(runs: list, killed: list) -> Counter:
+    """Per venue, how often its socket process was killed (each kill restarts every venue it serves)."""
+    return Counter(name for family, handle in killed if family == "socket" for name in venues_served(runs, handle))
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -302,8 +320,6 @@ def slow_writer_script(stopped_s: float, record: DurableRecord, warmup_s: float 
     go on (SIGCONT) and waits until the socket handed every row over (what was durable is recorded
     before and after). Returns what it saw: the socket's peak pending rows while the writer was
     stopped and its process's peak memory."""
-    import ray
-
     def script(runs) -> dict:
         run = runs[0]
         writer = next(iter(run.writers.values()))
@@ -314,12 +330,12 @@ def slow_writer_script(stopped_s: float, record: DurableRecord, warmup_s: float 
         os.kill(writer_pid, signal.SIGSTOP)
         try:
             while time.monotonic() < until:
-                peak_pending = max(peak_pending, ray.get(run.socket.stats.remote(), timeout=30)["pending_rows"])
+                peak_pending = max(peak_pending, run.socket_stats(timeout=30)["pending_rows"])
                 time.sleep(0.25)
         finally:
             os.kill(writer_pid, signal.SIGCONT)
         deadline = time.monotonic() + 120
-        while ray.get(run.socket.stats.remote(), timeout=30)["pending_rows"] > 1000 and time.monotonic() < deadline:
+        while run.socket_stats(timeout=30)["pending_rows"] > 1000 and time.monotonic() < deadline:
             time.sleep(0.25)
         time.sleep(1.0)
         record.take()

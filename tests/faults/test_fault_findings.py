@@ -1,25 +1,23 @@
-"""Defects the fault suite found outside its own files: each the smallest test that fails until fixed.
+"""Defects the fault suite found outside its own files, each the smallest test that failed before its fix.
 
-F1  feed/connection.py: the idle timeout counts every frame, so a venue that acknowledged the
-    subscription and then sends no data but keeps answering the client's pings is never noticed
-    (production: Bybit/OKX ping every 20 s, Hyperliquid 30 s, idle timeout 60 s).
-F2  venue clients: a frame the venue sends twice is archived twice (trades with ids on Binance,
-    Bybit, OKX, Paradex; a repeated snapshot on Bybit/OKX/Paradex; an l2Book push on Hyperliquid).
-F2b venues/base.py (resync by resubscribing: Bybit, OKX, Paradex): the snapshot that resyncs a
-    book after a gap or a reconnect is written as a row even when its update id is the last one
-    already written (the market did not move meanwhile, e.g. after a stall), so that row is doubled.
-F3  venues/hyperliquid.py: an l2Book push older than the last written one (reordered frames) is
-    written after it, so whoever replays the rows in order sees an older book as the newest.
-F4  feed/venue_feed.py + outbox.py: the reader's backpressure gate counts the rows buffered since
-    the last flush once, when it starts waiting (``wait_for_room(self.buffers.rows)``). After a
-    stall, the reader drains the socket's backlog without yielding, so more than
-    ``max_pending_rows`` rows pile up between two flushes; it then waits for a room that can never
-    be made: the connection stays open, nothing more is read, the watchdog takes it for
-    backpressure (no reconnect, no event), and the run's stop cannot even write its disconnect.
-F5  feed/connection.py: a writer slower than the feed for more than ~40 s drops the connection
-    (websockets' keepalive: ping every 20 s, pong due within 20 s, but the gated reader leaves the
-    pong unread behind queued data), so backpressure turns into loss (recorded as a disconnect).
-    No test here (it needs 40 s of stall): ``python tests/faults/fault_suite.py --only slow``.
+F1  feed/connection.py: the idle timeout counted every frame, so a venue that acknowledged the
+    subscription and then sent no data but kept answering the client's pings was never noticed.
+    Fixed: the watchdog counts market rows (``VenueClient.market_rows``), not frames.
+F2  venue clients: a frame the venue sent twice was archived twice. Fixed: trades are written once
+    per venue trade id (``VenueClient.trade_row``, a window of recent ids; WOO X, whose trades have
+    no id, by repeated frame), an update at or before the last applied id is dropped, not a gap.
+F2b venues/base.py: the snapshot that resyncs a book after a gap or a reconnect was written again
+    when its update id was the last one already written (the market stood still). Fixed: a
+    snapshot at the last written id is that same book, no second row.
+F3  venues/hyperliquid.py: an l2Book push older than the last written one (reordered frames) was
+    written after it. Fixed: a push whose block time is not newer than the last written is dropped.
+F4  feed/venue_feed.py + outbox.py: the reader's backpressure gate counted the rows buffered since
+    the last flush once, when it started waiting; after a stall those rows moved into the outbox
+    and were counted twice for ever: the reader never read again. Fixed: counted afresh each check.
+F5  feed/connection.py: a writer slower than the feed for more than ~40 s dropped the connection
+    (websockets' keepalive pong waited unread behind the queued data). Fixed: a missing pong does
+    not close the connection; the idle watchdog (which does not count backpressure) finds dead
+    ones. Checked by ``python tests/faults/fault_suite.py --only slow`` (60 s of stall).
 """
 from __future__ import annotations
 

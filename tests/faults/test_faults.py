@@ -25,7 +25,8 @@ def test_every_venue_fault_with_kill9s_loses_nothing_acknowledged_and_records_ev
     event, nothing that was durable is lost, and each fault did what it says."""
     result = venue_family(tmp_path / "archive", list(VENUES), 1, NEW_KINDS, rounds=1, spacing_s=2.0, kills=4)
     assert result.ok, failed(result)
-    assert result.injected >= 29 + 4 and result.details["killed"] == {"writer": 2, "socket": 2}
+    killed = result.details["killed"]          # writers and sockets in turn (two venues may share a socket process)
+    assert result.injected >= 29 + 4 and sum(killed.values()) == 4 and killed["writer"] >= 2 and killed["socket"] >= 1
 
 
 @pytest.mark.ray

@@ -56,6 +56,13 @@ def test_updates_lost_at_the_end_or_before_the_first_sync():
     assert (v.books_missing, v.books_uncovered) == (2, 0)
 
 
+def test_a_loss_event_naming_the_missing_update_covers_it():
+    late = Archived(rows(10, 12, 13, 14), ALL_TRADES, [Event(12.5, "gap", "late push", 11, 11)])
+    assert judge(late, truth_of(), KEYS).books_uncovered == 0
+    other = Archived(rows(10, 12, 13, 14), ALL_TRADES, [Event(12.5, "gap", "late push", 13, 13)])
+    assert judge(other, truth_of(), KEYS).books_uncovered == 1
+
+
 def test_wrong_doubled_and_backwards_books_are_counted():
     wrong = rows(10, 11, 12, 13, 14)
     wrong[1] = Book(11, 11, book(99))

@@ -18,7 +18,9 @@ its book rows, trade rows and events, each in arrival order. :func:`judge` count
     (``snapshot``/``resync``) after ``L`` re-establishes a book that holds ``u``: its
     ``seq_from`` (the snapshot's id) is ``>= u`` in the same epoch, or ``S`` belongs to a later
     epoch, or the venue has no ids (full-book pushes). Missing updates at the end of the run
-    need only ``L``; before the first row, the start of the run stands for ``L``.
+    need only ``L``; before the first row, the start of the run stands for ``L``. A loss event
+    of the same epoch that names ``u`` alone (``seq_from == seq_to == u``, e.g. a late full-book
+    push refused) covers it too.
   - a true trade with no row is *covered* when a loss event ``L`` (``gap``, ``disconnect``,
     ``lost``) comes at or after the receipt of the archived trade sent just before it, and every
     archived trade sent after it was received at or after ``L``: the loss is the tail of a
@@ -242,6 +244,8 @@ def _judge_books(archived: Archived, epochs: list[tuple[int, dict]], has_ids: bo
 def _book_covered(epoch: int, key: int, order: list[tuple[int, int]], placed: list[tuple[int, Book]],
                   losses: list[tuple[int, Event]], syncs: list[tuple[int, Event]], starts: list[int],
                   has_ids: bool) -> bool:
+    if any(ev.seq_from == ev.seq_to == key and _epoch_at(starts, ev.ts_local) == epoch for _, ev in losses):
+        return True                                      # an event names exactly this update
     at = bisect.bisect_left(order, (epoch, key))
     before = placed[at - 1][1].ts_local if at > 0 else None
     after = placed[at][1].ts_local if at < len(placed) else None
