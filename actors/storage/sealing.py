@@ -230,15 +230,19 @@ class WriterGroup:
         return sum(writer.core.spool_bytes for writer in self.writers.values())
 
     def stats(self) -> dict[str, Any]:
-        """Counters summed over the writers; ``recovered`` spools and ``streams`` served."""
+        """Counters summed over the writers, ``recovered`` spools, ``symbols`` served and the worst
+        symbol's receive-to-durable lag (``durable_lag_ms``: largest p50 / p99 / max)."""
         total: dict[str, Any] = {}
+        lag: dict[str, float] = {}
         recovered = 0
         for writer in self.writers.values():
             for key, value in writer.stats().items():
                 if isinstance(value, int) and not isinstance(value, bool) and key != "max_ts_local":
                     total[key] = total.get(key, 0) + value
+                elif key == "durable_lag_ms" and value:
+                    lag = {k: max(v, lag.get(k, v)) for k, v in value.items() if isinstance(v, (int, float))}
             recovered += writer.recovered.get("spools", 0)
-        return {**total, "recovered_spools": recovered, "symbols": len(self.writers)}
+        return {**total, "recovered_spools": recovered, "symbols": len(self.writers), "durable_lag_ms": lag}
 
     def stop(self) -> None:
         self._stop.set()

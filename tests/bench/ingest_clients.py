@@ -93,7 +93,7 @@ def run_ours(port: int, symbols: int, root: str, overrides: list[str]) -> dict:
         frames = 0
         while True:
             time.sleep(0.1)
-            before, frames = frames, ray.get(run.socket.stats.remote())["frames"]
+            before, frames = frames, run.socket_stats().get("frames", 0)
             if frames > before:
                 last = time.perf_counter()
                 first = first or last
@@ -105,7 +105,7 @@ def run_ours(port: int, symbols: int, root: str, overrides: list[str]) -> dict:
                 seen["seconds"] = last - first
                 seen["frames"] = frames - 2
                 time.sleep(0.5)                                 # the last flush reaches the writers
-                seen["writers"] = ray.get([w.stats.remote() for w in writers])
+                seen["writers"] = ray.get([w.stats.remote() for w in {w._actor_id: w for w in writers}.values()])
                 stop.set()
                 return
 
