@@ -38,6 +38,21 @@ def _judge_into(result: FamilyResult, root: Path, runs: list) -> dict[str, Verdi
     return verdicts
 
 
+def _check_kills(result: FamilyResult, report, runs: list, killed: Counter, kills: int, kill_log: list) -> None:
+    """Every kill happened, and each killed socket process restarted every venue it served once."""
+    result.check(sum(killed.values()) == kills, f"killed {killed}, wanted {kills}")
+    want = expected_socket_restarts(runs, kill_log)
+    result.check(Counter(report.socket_restarts) == want,
+                 f"socket restarts {report.socket_restarts} after socket kills that served {dict(want)}")
+
+
+def _check_durable(result: FamilyResult, record: DurableRecord, root: Path) -> None:
+    """Every row that was durable is in the final archive, and no spool is left behind."""
+    result.acked_lost = record.lost()
+    result.check(bool(record.rows) and result.acked_lost == 0, f"{result.acked_lost} durable rows missing")
+    result.check(leftover_spools(root) == [], f"spools left after the run: {leftover_spools(root)}")
+
+
 def venue_family(root: Path, venues: list[str], symbols_per_venue: int, kinds: tuple[str, ...], rounds: int,
                  spacing_s: float = 2.5, kills: int = 0, kill_venues: tuple[str, ...] = ("binance", "bybit"),
                  extra: tuple[str, ...] = ()) -> FamilyResult:
@@ -73,13 +88,8 @@ def venue_family(root: Path, venues: list[str], symbols_per_venue: int, kinds: t
     result.details.update(injected=injected, killed=killed, report=report)
     result.check(sum(injected.values()) == sum(map(len, plan.values())), f"injected {injected} of {plan}")
     if kills:
-        result.check(sum(killed.values()) == kills, f"killed {killed}, wanted {kills}")
-        want = expected_socket_restarts(runs, kill_log)
-        result.check(Counter(report.socket_restarts) == want,
-                     f"socket restarts {report.socket_restarts} after socket kills that served {dict(want)}")
-    result.acked_lost = record.lost()
-    result.check(bool(record.rows) and result.acked_lost == 0, f"{result.acked_lost} durable rows missing")
-    result.check(leftover_spools(root) == [], f"spools left after the run: {leftover_spools(root)}")
+        _check_kills(result, report, runs, killed, kills, kill_log)
+    _check_durable(result, record, root)
     verdicts = _judge_into(result, root, runs)
     socket_killed = set(expected_socket_restarts(runs, kill_log))
     for run in runs:
@@ -121,13 +131,8 @@ def kill_family(root: Path, venues: list[str], kills: int, spacing_s: float = 1.
     result.seconds = time.monotonic() - started
     result.injected = sum(killed.values())
     result.details.update(killed=killed, report=report)
-    result.check(result.injected == kills, f"killed {killed}, wanted {kills}")
-    want = expected_socket_restarts(runs, kill_log)
-    result.check(Counter(report.socket_restarts) == want,
-                 f"socket restarts {report.socket_restarts} after socket kills that served {dict(want)}")
-    result.acked_lost = record.lost()
-    result.check(bool(record.rows) and result.acked_lost == 0, f"{result.acked_lost} durable rows missing")
-    result.check(leftover_spools(root) == [], f"spools left: {leftover_spools(root)}")
+    _check_kills(result, report, runs, killed, kills, kill_log)
+    _check_durable(result, record, root)
     _judge_into(result, root, runs)
     result.notes = f"{dict(killed)}, {len(record.rows)} durable rows recorded before the kills"
     return result
