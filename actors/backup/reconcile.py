@@ -67,15 +67,12 @@ class PassSummary:
     seconds: float = 0.0
 
     def line(self) -> str:
-        text = (f"uploaded {self.uploaded} files, {self.uploaded_bytes / 1e6:.1f} MB, skipped {self.skipped}, "
-                f"failed {self.failed}")
-        if self.adopted:
-            text += f", adopted {self.adopted} existing objects (verified, SHA-256 recorded)"
-        if self.damaged:
-            text += f", damaged {len(self.damaged)} (not uploaded; the bucket copies are kept)"
-        if self.deleted_local:
-            text += f", freed {self.deleted_local} local files (retention)"
-        return text
+        parts = [f"uploaded {self.uploaded} files, {self.uploaded_bytes / 1e6:.1f} MB, skipped {self.skipped}, "
+                 f"failed {self.failed}",
+                 self.adopted and f"adopted {self.adopted} existing objects (verified, SHA-256 recorded)",
+                 self.damaged and f"damaged {len(self.damaged)} (not uploaded; the bucket copies are kept)",
+                 self.deleted_local and f"freed {self.deleted_local} local files (retention)"]
+        return ", ".join(part for part in parts if part)
 
 
 def reconcile(root: str, target: Target, catalog: Any = None, progress: Callable[[int, int], None] | None = None,
