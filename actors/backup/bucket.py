@@ -44,7 +44,7 @@ from urllib.parse import unquote_plus, urlsplit
 
 from actors.backup.retry import BOTOCORE_RETRIES, with_retries
 from actors.backup.target import BackupError, Target, resolve_target
-from actors.backup.verify import check_download, checksum_unsupported, multipart_etag, sha256_b64
+from actors.backup.verify import check_download, checksum_unsupported, head_verifies, multipart_etag, sha256_b64
 from actors.logs import get_logger
 from actors.storage.spool import fsync_dir
 
@@ -176,6 +176,12 @@ class Bucket:
             if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
+
+    def verified_etag(self, rel: str, size: int, sha: str,
+                      etag: str | Callable[[], str] | None = None) -> str | None:
+        """The object's ETag when it verifies against the file (one ``HEAD``), else None."""
+        head = self.head(rel)
+        return head.get("ETag", "").strip('"') if head_verifies(head, size, sha, etag) else None
 
     # -- upload --------------------------------------------------------------------------
     def upload(self, path: Path, rel: str, size: int, sha: str, body: bytes | None = None) -> Uploaded:

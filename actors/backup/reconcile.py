@@ -37,7 +37,7 @@ from actors.backup.bucket import Bucket, RemoteObject
 from actors.backup.retry import EndpointDown, with_retries
 from actors.backup.state import VerifiedState, sealed_files
 from actors.backup.target import BackupError, Target
-from actors.backup.verify import etag_matches_file, head_verifies, is_foreign, verified_etag
+from actors.backup.verify import etag_matches_file, head_verifies, is_foreign
 from actors.logs import get_logger
 from actors.storage.integrity import damage_message, is_damaged, sha256_file
 from actors.storage.layout import NS, parse_relpath
@@ -206,7 +206,7 @@ class _Pass:
         if uploaded.checksum_verified and uploaded.etag:
             etag: str | None = uploaded.etag
         else:
-            etag = verified_etag(self.bucket, rel, st.st_size, sha, uploaded.expected_etag)
+            etag = self.bucket.verified_etag(rel, st.st_size, sha, uploaded.expected_etag)
         if etag is None:
             raise BackupError(f"{rel}: uploaded object does not verify (size, SHA-256 or ETag differ)")
         now = path.stat()

@@ -16,12 +16,9 @@ import base64
 import hashlib
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from actors.errors import TickarchiveError
-
-if TYPE_CHECKING:
-    from actors.backup.bucket import Bucket
 
 MD5_ETAG = re.compile(r"^[0-9a-f]{32}(-\d+)?$")
 
@@ -100,13 +97,6 @@ def etag_matches_file(head: dict[str, Any], path: str | Path, size: int) -> bool
         if -(-size // chunk) == parts and multipart_etag(path, chunk) == etag:
             return True
     return None
-
-
-def verified_etag(bucket: Bucket, rel: str, size: int, sha: str,
-                  etag: str | Callable[[], str] | None = None) -> str | None:
-    """The object's ETag when it verifies against the file (one ``HEAD``), else None."""
-    head = bucket.head(rel)
-    return head.get("ETag", "").strip('"') if head_verifies(head, size, sha, etag) else None
 
 
 def check_download(key: str, size: int, sha: str, expected_size: int | None, expected_sha: str | None) -> None:

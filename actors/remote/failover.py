@@ -51,7 +51,7 @@ class NodeWatch:
         self.known |= alive
 
     def _move(self, group: Group, nodes: list[Any], report: Any) -> None:
-        from actors.remote.archive import start_sockets, start_writers
+        from actors.remote.starting import start_sockets, start_writers
 
         runs = [self.runs[v] for v in group.venues]
         load: dict[str, int] = {}
@@ -91,7 +91,7 @@ class NodeWatch:
         self.services.backups.pop(lost, None)
         if node_id in self.services.backups:
             return
-        from actors.remote.archive import backup_section
+        from actors.remote.starting import backup_section
         from actors.remote.backup import start_backup_actor
 
         here = ray.get_runtime_context().get_node_id()

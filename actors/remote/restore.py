@@ -112,7 +112,7 @@ class RestoreClient:
 
     def __init__(self, settings: Any) -> None:
         from actors.errors import ConfigError
-        from actors.remote.archive import ensure_ray
+        from actors.remote.starting import ensure_ray
 
         ensure_ray(settings)
         try:

@@ -60,7 +60,7 @@ def start_detached(settings: Any) -> str:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from actors.errors import ConfigError
-    from actors.remote.archive import ensure_ray
+    from actors.remote.starting import ensure_ray
 
     ensure_ray(settings)
     try:
@@ -83,7 +83,7 @@ def start_detached(settings: Any) -> str:
 def stop_detached(settings: Any) -> tuple[bool, str]:
     """``mode=stop``: stop the detached run gracefully and remove it; (ok, summary line)."""
     from actors.errors import ConfigError
-    from actors.remote.archive import ensure_ray
+    from actors.remote.starting import ensure_ray
 
     ensure_ray(settings)
     try:
