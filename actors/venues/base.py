@@ -363,7 +363,8 @@ class VenueClient(ABC):
             st.book.clear()
             return self.recover(symbol, ts_local)
         self.written_seq[symbol] = seq
-        self.book_row(symbol, ts_local, ts_exchange, seq, *self.top(symbol, st))
+        self.market_rows += 1                  # book_row, inlined: this is the per-message path
+        self.sink.book(symbol, ts_local, ts_exchange, seq, *self.top(symbol, st))
         return []
 
     def book_row(self, symbol: str, ts_local: int, ts_exchange: int | None, seq: int | None,
