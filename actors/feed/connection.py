@@ -47,7 +47,6 @@ class FeedStats:
     frames_this_connection: int = 0
     clock_frames: int = 0
     snapshots: int = 0
-    last_frame_monotonic: float = 0.0
     connected: bool = False
     last_error: str = ""
 
@@ -145,7 +144,6 @@ class FeedConnection:
             self.stats.connects += 1
             self.stats.frames_this_connection = 0
             self.stats.connected = True
-            self.stats.last_frame_monotonic = time.monotonic()
             first = None
             if self.options.replay_clock:   # a replay server opens with its clock: stamp connect with it
                 try:
@@ -220,7 +218,6 @@ class FeedConnection:
                 return None
         stats.frames += 1
         stats.frames_this_connection += 1
-        stats.last_frame_monotonic = time.monotonic()
         return self.client.on_frame(data, self.now())
 
     async def _perform(self, ws, actions) -> None:
