@@ -13,6 +13,7 @@ Arrow objects per message.
 """
 from __future__ import annotations
 
+from array import array
 from typing import Iterable, Protocol, Sequence
 
 import pyarrow as pa
@@ -117,8 +118,8 @@ class ColumnBuffer:
 
 
 class BookBuffer:
-    """l2book rows with their levels kept flat (one float list per column plus offsets), so a
-    row costs four ``extend`` calls and ``take()`` builds each list column from one flat array."""
+    """l2book rows with their levels kept flat (one C double array per column plus offsets), so a
+    row costs four ``extend`` calls and ``take()`` hands each array to Arrow without a copy."""
 
     __slots__ = ("ts_local", "ts_exchange", "seq", "levels", "bid_offsets", "ask_offsets")
 
@@ -126,39 +127,46 @@ class BookBuffer:
         self.ts_local: list[int] = []
         self.ts_exchange: list[int | None] = []
         self.seq: list[int | None] = []
-        self.levels: tuple[list[float], list[float], list[float], list[float]] = ([], [], [], [])
-        self.bid_offsets: list[int] = [0]
-        self.ask_offsets: list[int] = [0]
+        self.levels: tuple[array, array, array, array] = (array("d"), array("d"), array("d"), array("d"))
+        self.bid_offsets = array("i", (0,))
+        self.ask_offsets = array("i", (0,))
 
     def __len__(self) -> int:
         return len(self.ts_local)
 
     def append(self, ts_local: int, ts_exchange: int | None, seq: int | None, bid_px: Sequence[float],
                bid_sz: Sequence[float], ask_px: Sequence[float], ask_sz: Sequence[float]) -> None:
-        self.ts_local.append(ts_local)
-        self.ts_exchange.append(ts_exchange)
-        self.seq.append(seq)
         bpx, bsz, apx, asz = self.levels
         bpx.extend(bid_px)
         bsz.extend(bid_sz)
         apx.extend(ask_px)
         asz.extend(ask_sz)
         if len(bsz) != len(bpx) or len(asz) != len(apx):
+            for column, size in zip(self.levels, (self.bid_offsets[-1], self.bid_offsets[-1],
+                                                  self.ask_offsets[-1], self.ask_offsets[-1])):
+                del column[size:]               # the row is not written: no half row stays behind
             raise ValueError("a book side has a different number of prices and sizes")
+        self.ts_local.append(ts_local)
+        self.ts_exchange.append(ts_exchange)
+        self.seq.append(seq)
         self.bid_offsets.append(len(bpx))
         self.ask_offsets.append(len(apx))
 
     def take(self) -> pa.RecordBatch | None:
         if not self.ts_local:
             return None
-        schema = L2BOOK_SCHEMA
-        offsets = [pa.array(self.bid_offsets, pa.int32()), pa.array(self.ask_offsets, pa.int32())]
-        lists = [pa.ListArray.from_arrays(offsets[i // 2], pa.array(values, pa.float64()), type=FLOATS)
+        offsets = [_arrow(self.bid_offsets, pa.int32()), _arrow(self.ask_offsets, pa.int32())]
+        lists = [pa.ListArray.from_arrays(offsets[i // 2], _arrow(values, pa.float64()), type=FLOATS)
                  for i, values in enumerate(self.levels)]
         arrays = [pa.array(self.ts_local, TS_TYPE), pa.array(self.ts_exchange, TS_TYPE),
                   pa.array(self.seq, pa.int64()), *lists]
-        self.__init__()
-        return pa.RecordBatch.from_arrays(arrays, schema=schema)
+        self.__init__()                          # fresh arrays: Arrow now owns the old ones
+        return pa.RecordBatch.from_arrays(arrays, schema=L2BOOK_SCHEMA)
+
+
+def _arrow(values: array, type_: pa.DataType) -> pa.Array:
+    """A C array as an Arrow array of ``type_``, sharing its memory (no nulls)."""
+    return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(values)])
 
 
 class StreamBuffers:

@@ -1,0 +1,25 @@
+"""Row buffers: what goes in comes out as Arrow, and a refused row leaves nothing behind."""
+import pytest
+
+from actors.feed.records import L2BOOK_SCHEMA, StreamBuffers
+
+
+def test_book_rows_come_out_as_written_and_a_bad_row_leaves_no_trace():
+    buffers = StreamBuffers()
+    buffers.book("BTC", 1, 2, 10, [100.0, 99.5], [1.0, 2.0], [100.5], [3.0])
+    with pytest.raises(ValueError, match="different number"):
+        buffers.book("BTC", 3, 4, 11, [100.0, 99.0], [1.0], [100.5], [3.0])
+    buffers.book("BTC", 5, None, None, [], [], [101.0, 102.0], [0.5, 0.25])
+    batch = buffers.take()[("BTC", "l2book")]
+    assert batch.schema == L2BOOK_SCHEMA
+    rows = batch.to_pylist()
+    assert batch.column("ts_local").cast("int64").to_pylist() == [1, 5]
+    assert batch.column("ts_exchange").cast("int64").to_pylist() == [2, None]
+    assert [r["seq"] for r in rows] == [10, None]
+    assert [(r["bid_px"], r["bid_sz"], r["ask_px"], r["ask_sz"]) for r in rows] == [
+        ([100.0, 99.5], [1.0, 2.0], [100.5], [3.0]),
+        ([], [], [101.0, 102.0], [0.5, 0.25]),
+    ]
+    assert buffers.take() == {}                      # emptied; the next batch starts afresh
+    buffers.book("BTC", 7, 8, 12, [1.0], [2.0], [3.0], [4.0])
+    assert buffers.take()[("BTC", "l2book")].column("ask_sz").to_pylist() == [[4.0]]
