@@ -1,12 +1,15 @@
 """Our reconcile pass vs a quantpylib-style backup, side by side against a local SeaweedFS.
 
     nice -n 10 .venv/bin/python tests/bench/bench_backup.py [--files 2000] [--mb 1000] [--noop-objects 100000] [--workers 16]
+    (bench-only: pip install psutil)
 
 1. Upload ``--files`` archive files totalling ``--mb`` MB into two empty buckets: quantpylib's
    way (``head_object`` per file, then a sequential ``put_object`` for each missing key) and
    ours (one listing, concurrent verified uploads: presigned PUTs carrying the SHA-256 that the
    server checks and echoes). Prints seconds and the ratio. Dirty pages are synced before each
-   timed pass, so neither pays for the other's writes.
+   timed pass, so neither pays for the other's writes. The CPU seconds SeaweedFS and the client
+   used in each pass are printed too: the server shares the machine's cores, so its CPU time
+   for a pass, divided by the cores, bounds how fast any client can be here.
 2. A no-op pass over ``--noop-objects`` small objects already in the bucket: quantpylib-style
    (a ``head_object`` per file) vs ours (one paged listing, nothing else). Prints the ratio.
 """
@@ -19,6 +22,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -60,11 +65,23 @@ def quantpylib_pass(client, bucket: str, root: Path) -> int:
     return uploaded
 
 
-def timed(fn):
+CPU: dict[str, float] = {}
+
+
+def timed(fn, label: str = ""):
+    """Seconds ``fn`` took (and, under ``label``, the CPU seconds SeaweedFS and this process used)."""
     os.sync()              # the previous pass's (or the tree's) dirty pages are written before timing
+    me = psutil.Process()
+    servers = [p for p in me.children(recursive=True) if p.name() == "weed"]
+    server_cpu = lambda: sum(sum(p.cpu_times()[:4]) for p in servers)     # noqa: E731
+    own_cpu = lambda: sum(me.cpu_times()[:2])                             # noqa: E731
+    before = server_cpu(), own_cpu()
     t = time.perf_counter()
     out = fn()
-    return time.perf_counter() - t, out
+    seconds = time.perf_counter() - t
+    if label:
+        CPU[f"{label} server"], CPU[f"{label} client"] = server_cpu() - before[0], own_cpu() - before[1]
+    return seconds, out
 
 
 def main() -> None:
@@ -83,14 +100,20 @@ def main() -> None:
         root = work / "archive"
         make_tree(root, args.files, int(args.mb * 1e6))
         n = len(sealed_files(str(root)))
-        q_s, q_n = timed(lambda: quantpylib_pass(client, "quantpylib", root))
+        q_s, q_n = timed(lambda: quantpylib_pass(client, "quantpylib", root), "quantpylib")
         target = Target("s3", server.endpoint, "ours", access_key="any", secret_key="any", workers=args.workers)
-        o_s, summary = timed(lambda: reconcile(str(root), target))
+        o_s, summary = timed(lambda: reconcile(str(root), target), "ours")
         assert summary.failed == 0 and summary.uploaded == n == q_n
         print(f"upload {n} files, {args.mb:.0f} MB (SeaweedFS on loopback, 2 cores):")
         print(f"  quantpylib-style (head + sequential put)  {q_s:8.1f} s")
         print(f"  ours (1 listing, {args.workers} workers, SHA-256 verified) {o_s:8.1f} s")
         print(f"  ratio quantpylib / ours: {q_s / o_s:.2f}x")
+        cores = os.cpu_count() or 1
+        for label in ("quantpylib", "ours"):
+            print(f"  CPU seconds, {label:10}: SeaweedFS {CPU[label + ' server']:5.1f}, client {CPU[label + ' client']:5.1f}")
+        floor = CPU["ours server"] / cores
+        print(f"  SeaweedFS alone needs {floor:.1f} s of this machine's {cores} cores for our pass: no client can "
+              f"beat {q_s / floor:.2f}x here")
         shutil.rmtree(root)
         if not args.noop_objects:
             return
