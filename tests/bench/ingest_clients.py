@@ -5,7 +5,7 @@
 Each reads every frame the generator sends (it stops once the generator finished and everything
 it sent has been read) and writes a JSON result to ``--out``:
 
-* ``bare``: a websockets client that receives and orjson-parses each frame, nothing else;
+* ``bare``: a websockets client that receives (``async for``) and orjson-parses each frame, nothing else;
 * ``ours``: the whole archiver (``run_archive``, as ``launch.py`` runs it: Ray, socket actor,
   writer actors, spool, sealing, catalog) with the generator as its live Binance endpoints;
   rows are counted in the sealed Parquet files afterwards, and the writers' receive-to-durable
@@ -50,19 +50,24 @@ def run_bare(port: int, symbols: int) -> dict:
         url = f"wss://127.0.0.1:{port}/stream?streams={'/'.join(streams(symbols))}"
         count, first, last = 0, None, None
         async with connect(url, max_size=2 ** 24, compression=None) as ws:
-            while True:
-                try:
-                    data = await asyncio.wait_for(ws.recv(), timeout=1.0)
-                except asyncio.TimeoutError:
-                    st = await asyncio.to_thread(generator_stats, port)
-                    if st["finished"] >= 1 and count >= st["depth"] + st["trades"]:
-                        break
-                    continue
+            async def watch() -> None:        # closes the socket once everything sent was read
+                seen = -1
+                while True:
+                    await asyncio.sleep(1.0)
+                    if count == seen:
+                        st = await asyncio.to_thread(generator_stats, port)
+                        if st["finished"] >= 1 and count >= st["depth"] + st["trades"]:
+                            await ws.close()
+                            return
+                    seen = count
+            watcher = asyncio.ensure_future(watch())
+            async for data in ws:               # no timer per frame: the cheapest way to read
                 orjson.loads(data)
                 count += 1
                 last = time.perf_counter()
                 if first is None:
                     first = last
+            await watcher
         return {"frames": count, "seconds": last - first}
     return asyncio.run(main())
 
