@@ -96,6 +96,7 @@ class SourceConfig:
     seed: int = 7
     faults: List[FaultConfig] = field(default_factory=list)
     record_truth: bool = False
+    repeated_trades: int = 10            # recent trades the Hyperliquid simulator repeats on subscribe
 
 
 @dataclass

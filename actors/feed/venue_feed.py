@@ -65,14 +65,21 @@ class VenueFeed:
         self._frames_seen = 0
         self.last_lag_s: float | None = None
 
-    def start(self, restarted: bool = False) -> None:
-        """Open the connections and start flushing; after a process restart, record a gap first."""
+    def start(self, restarted: bool = False, archived_trades: dict[str, list[str]] | None = None) -> None:
+        """Open the connections and start flushing; after a process restart, record a gap first.
+
+        ``archived_trades``: the newest trade ids the writers already hold per symbol (after a
+        restart), so trades the venue repeats on subscribe are not written twice.
+        """
         if restarted:
             now = time.time_ns()
             for symbol in self.writer_of:
                 self.buffers.event(symbol, now, "", "gap", RESTART_GAP)
             log.error(f"socket process restarted; recorded a gap for {len(self.writer_of)} symbol(s)",
                       extra={"exchange": self.venue})
+        for symbol, trade_ids in (archived_trades or {}).items():
+            for conn in self.connections:
+                conn.client.remember_trades(symbol, trade_ids)
         self.connection_tasks = [asyncio.ensure_future(conn.run(self.stop_event)) for conn in self.connections]
         self.flush_task = asyncio.ensure_future(self._flush_every())
         log.info(f"started {len(self.connections)} connection(s)", extra={"exchange": self.venue})

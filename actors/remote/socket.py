@@ -25,11 +25,13 @@ from ray.util.metrics import Counter, Gauge
 from actors.cli.schema import SocketConfig
 from actors.feed.connection import FeedOptions
 from actors.feed.venue_feed import FeedObserver, VenueFeed
-from actors.logs import setup_actor_logging
+from actors.logs import get_logger, setup_actor_logging
 from actors.remote import NAMESPACE
 from actors.remote.placement import node_root
 from actors.venues import get_venue
 from actors.venues.base import ConnectionPlan
+
+log = get_logger("socket")
 
 
 class RayMetrics(FeedObserver):
@@ -61,6 +63,23 @@ class VenueShard:
     venue_cfg: Any
     plans: list[ConnectionPlan]
     writer_of: dict[str, str]          # symbol -> writer process name
+
+
+async def archived_trades(shard: VenueShard, handles: dict[str, Any], timeout_s: float = 5.0) -> dict[str, list[str]]:
+    """The newest trade ids the shard's writers hold per symbol; {} (and a warning) unless all answer in time."""
+    by_writer: dict[str, list[str]] = {}
+    for symbol, writer in shard.writer_of.items():
+        by_writer.setdefault(writer, []).append(symbol)
+    try:
+        for writer in by_writer:
+            handles[writer] = handles.get(writer) or ray.get_actor(writer, namespace=NAMESPACE)
+        calls = [handles[writer].recent_trade_ids.remote(shard.venue, symbols) for writer, symbols in by_writer.items()]
+        answers = await asyncio.wait_for(asyncio.gather(*calls), timeout_s)
+    except Exception as exc:                       # a writer restarting too: repeats may be written again
+        log.warning(f"{shard.venue}: archived trade ids not available ({type(exc).__name__}: {exc}); trades the "
+                    "venue repeats on subscribe may be written twice", extra={"exchange": shard.venue})
+        return {}
+    return {symbol: ids for answer in answers for symbol, ids in answer.items()}
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)
@@ -102,10 +121,11 @@ class ExchangeSocket:
         with warnings.catch_warnings():     # Ray 2.60 warns about its own use of a deprecated API here
             warnings.simplefilter("ignore")
             restarted = ray.get_runtime_context().was_current_actor_reconstructed or self.resumed
-        gc.freeze()      # start-up objects leave the cycle collector's reach: ~7 % less CPU per frame
+        gc.freeze()      # start-up objects leave the cycle collector's reach: a few % less CPU per frame
         for shard in self.shards:
             self.feeds[shard.venue] = self._feed(shard)
-            self.feeds[shard.venue].start(restarted=restarted)
+            archived = await archived_trades(shard, self.writers) if restarted else None
+            self.feeds[shard.venue].start(restarted=restarted, archived_trades=archived)
         return True
 
     async def stop(self, timeout_s: float = 120.0) -> bool:

@@ -69,6 +69,10 @@ class WriterProcess:
         self.spool.set(float(self.group.spool_bytes), tags={"writer": self.name})
         return bool(fresh)
 
+    def recent_trade_ids(self, venue: str, symbols: list[str]) -> dict[str, list[str]]:
+        """The newest durable trade ids per symbol (a restarted socket process seeds its filter)."""
+        return self.group.recent_trade_ids(venue, symbols)
+
     def seal_all(self) -> list[dict]:
         """Seal every open period (end of a finite run)."""
         return self.group.seal_all()

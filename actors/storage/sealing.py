@@ -184,6 +184,11 @@ class WriterGroup:
             self.catalog.flush()            # replays seal while writing
         return fresh
 
+    def recent_trade_ids(self, venue: str, symbols: list[str]) -> dict[str, list[str]]:
+        """The newest durable trade ids of each of ``symbols`` this group writes (see the core's)."""
+        return {symbol: self.writers[(venue, symbol)].core.recent_trade_ids(symbol)
+                for symbol in symbols if (venue, symbol) in self.writers}
+
     def seal_due(self, now_ns: int | None = None) -> list[dict]:
         """Seal the periods that are over, in every writer."""
         return self._flushed([rec for writer in self.writers.values() for rec in writer.seal_due(now_ns)])

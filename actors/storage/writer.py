@@ -26,6 +26,7 @@ import glob
 import os
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ ROW_GROUP_ROWS = 65_536
 CALLS_METADATA = b"tickarchive.calls"
 WATERMARKS = "watermarks.json"
 MAX_PRODUCERS = 1000
+RECENT_TRADE_IDS = 1000          # trade ids a writer remembers per symbol (see recent_trade_ids)
 
 
 @dataclass
@@ -88,6 +90,7 @@ class SymbolWriterCore:
         self.counters = {"rows": 0, "calls": 0, "duplicates": 0, "files": 0, "bytes": 0,
                          "late_merges": 0, "orphan_parts": 0, "rejected": 0}
         self.durable_lag = LagHistogram()
+        self.recent_trades: dict[str, deque[str]] = {}
 
     # -- recovery ------------------------------------------------------------------------
     def recover(self) -> dict[str, Any]:
@@ -124,6 +127,7 @@ class SymbolWriterCore:
                 call.seen.add(frame.part)
                 call.periods.add(period)
                 self._see_ts(frame.batches.values())
+                self._remember_trades(frame.batches)
                 top = _max_ts(frame.batches.values())
                 if top is not None:
                     last_ts[period] = max(last_ts.get(period, top), top)
@@ -252,9 +256,26 @@ class SymbolWriterCore:
             self.durable_lag.add(time.time_ns(), received)
         self.watermarks[producer] = seq
         self._see_ts(batches.values())
+        self._remember_trades(batches)
         self.counters["rows"] += rows
         self.counters["calls"] += 1
         return True
+
+    def _remember_trades(self, batches: dict[tuple[str, str], pa.RecordBatch]) -> None:
+        for (symbol, channel), batch in batches.items():
+            if channel == "trades" and symbol in self.symbols and batch.schema.equals(SCHEMAS["trades"]):
+                ids = batch.column("trade_id").slice(max(0, batch.num_rows - RECENT_TRADE_IDS)).to_pylist()
+                recent = self.recent_trades.setdefault(symbol, deque(maxlen=RECENT_TRADE_IDS))
+                recent.extend(i for i in ids if i is not None)
+
+    def recent_trade_ids(self, symbol: str) -> list[str]:
+        """The newest durable trade ids of ``symbol`` (up to ``RECENT_TRADE_IDS``, oldest first).
+
+        A socket process that Ray restarted seeds its duplicate filter with them: a venue that
+        repeats recent trades on subscribe (Hyperliquid) then has them written once. Kept in
+        memory and rebuilt from the spools when the writer recovers.
+        """
+        return list(self.recent_trades.get(symbol, ()))
 
     def _accept(self, symbol: str, channel: str, batch: pa.RecordBatch) -> bool:
         schema = SCHEMAS.get(channel)

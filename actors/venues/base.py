@@ -30,7 +30,7 @@ import re
 from collections import deque
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence, Union
+from typing import Any, ClassVar, Iterable, Sequence, Union
 
 import orjson
 
@@ -382,6 +382,12 @@ class VenueClient(ABC):
             return
         self.market_rows += 1
         self.sink.trade(symbol, ts_local, ts_exchange, trade_id, price, size, side)
+
+    def remember_trades(self, symbol: str, trade_ids: Iterable[str]) -> None:
+        """Count these ids (already archived) as seen: a venue repeating them is not written again."""
+        if self.recent_trades is not None and symbol in self.recent_trades:
+            for trade_id in trade_ids:
+                self.recent_trades[symbol].first_time(trade_id)
 
     def top(self, symbol: str, st: BookState) -> tuple[list[float], list[float], list[float], list[float]]:
         """The row's levels (a venue may convert sizes here)."""

@@ -130,6 +130,10 @@ class HyperliquidSimServer(SimulatedVenue, HyperliquidServer):
 
     stream_kinds = ("l2Book", "trades")
 
+    def __init__(self, symbols: list[str], sim_cfg: dict, depth: int) -> None:
+        super().__init__(symbols, sim_cfg, depth)
+        self.repeated_trades = max(1, int(sim_cfg.get("repeated_trades", 10)))   # on every subscribe
+
     def _levels(self, s: SimSymbol, n: int) -> list:
         bids, asks = s.market.snapshot(n)
         return [[{"px": p, "sz": q, "n": 1} for p, q in bids], [{"px": p, "sz": q, "n": 1} for p, q in asks]]
@@ -162,7 +166,7 @@ class HyperliquidSimServer(SimulatedVenue, HyperliquidServer):
     async def send_trade(self, s: SimSymbol, t: SimTrade, now_ms: int) -> None:
         wire = {"coin": s.symbol, "side": "B" if t.side > 0 else "A", "px": t.price_str, "sz": t.size_str,
                 "hash": f"0x{t.trade_id:064x}", "time": now_ms, "tid": t.trade_id, "users": ["0x1", "0x2"]}
-        s.state.setdefault("recent", deque(maxlen=10)).append((t, wire))
+        s.state.setdefault("recent", deque(maxlen=self.repeated_trades)).append((t, wire))
         if await self.push(f"trades:{s.symbol}", orjson.dumps({"channel": "trades", "data": [wire]}).decode()):
             self._record_once(s, t)
 

@@ -282,21 +282,17 @@ def test_replay_other_venues_end_to_end(tmp_path, ray_session, venue, path, symb
     assert sorted(archived) == sorted(recorded) and len(set(archived)) == len(archived)
 
 
-def test_socket_kill9_restarts_resubscribes_and_records_a_gap(tmp_path, ray_session):
-    """kill -9 of a venue's socket process: Ray restarts it, it subscribes again, every symbol gets a
-    gap event, the run goes on to the end, and every row acknowledged before the kill is kept."""
+def socket_kill_actions(seen: dict, venue: str, frames: int):
+    """Two run_with actions: kill -9 the first socket process (``seen``: its pid, the kill time), then
+    wait until Ray restarted it and it received ``frames`` frames of ``venue`` again (``new_pid``)."""
     import ray
 
-    root = tmp_path / "archive"
-    seen = {}
-
     def kill_socket(runs):
-        pid = ray.get(runs[0].socket.stats.remote())["pid"]
+        seen["pid"] = ray.get(runs[0].socket.stats.remote())["pid"]
         seen["kill_ns"] = time.time_ns()
-        os.kill(pid, signal.SIGKILL)
-        seen["pid"] = pid
+        os.kill(seen["pid"], signal.SIGKILL)
 
-    def resumed(runs):                       # the restarted socket is connected and receiving again
+    def resumed(runs):
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
@@ -305,10 +301,45 @@ def test_socket_kill9_restarts_resubscribes_and_records_a_gap(tmp_path, ray_sess
                 time.sleep(0.2)
                 continue
             if stats["pid"] != seen["pid"] and \
-                    stats.get("venues", {}).get("binance", {}).get("frames_on_open_connections", 0) >= 200:
+                    stats.get("venues", {}).get(venue, {}).get("frames_on_open_connections", 0) >= frames:
                 seen["new_pid"] = stats["pid"]
                 return
             time.sleep(0.2)
+    return kill_socket, resumed
+
+
+def test_socket_kill9_hyperliquid_repeated_trades_written_once(tmp_path, ray_session):
+    """Hyperliquid repeats its recent trades on every subscribe. After a kill -9 of the socket
+    process, the new process learns the trade ids the writers already hold, so the repeats of
+    archived trades are not written again (and the repeats of trades lost with the process are)."""
+    root = tmp_path / "archive"
+    coins = ["BTC", "ETH"]
+    seen: dict = {}
+    kill_socket, resumed = socket_kill_actions(seen, "hyperliquid", frames=100)
+
+    # the simulator repeats its last 300 trades (~8 s of them) on subscribe: most were archived before the kill
+    settings = sim_settings(root, "archive.binance=[]", f"archive.hyperliquid=[{','.join(coins)}]",
+                            "source.repeated_trades=300")
+    report, run = run_with(settings, [(2.5, kill_socket), (0.0, resumed)], tail_s=2.0)
+    assert report.socket_restarts == {"hyperliquid": 1}
+    for coin in coins:
+        events = read_channel(root, "events", coin, "hyperliquid").to_pylist()
+        assert [e for e in events if e["kind"] == "gap" and "restarted" in e["detail"]]
+        ids = read_channel(root, "trades", coin, "hyperliquid").column("trade_id").to_pylist()
+        doubled = [i for i, n in Counter(ids).items() if n > 1]
+        assert not doubled, f"{coin}: {len(doubled)} trades written twice, e.g. {doubled[:3]}"
+        truth = {str(t.trade_id): t for t in run.server.truth(coin).trades}
+        assert set(ids) <= set(truth)
+        before_kill = {i for i, t in truth.items() if t.sent_ns < seen["kill_ns"] - 10**9}
+        assert before_kill and not before_kill - set(ids), f"{coin}: acknowledged trades lost"
+
+
+def test_socket_kill9_restarts_resubscribes_and_records_a_gap(tmp_path, ray_session):
+    """kill -9 of a venue's socket process: Ray restarts it, it subscribes again, every symbol gets a
+    gap event, the run goes on to the end, and every row acknowledged before the kill is kept."""
+    root = tmp_path / "archive"
+    seen: dict = {}
+    kill_socket, resumed = socket_kill_actions(seen, "binance", frames=200)
 
     report, run = run_with(sim_settings(root), [(2.5, kill_socket), (0.0, resumed)], tail_s=3.0)
     assert seen["new_pid"] != seen["pid"], "the socket was not restarted"

@@ -192,3 +192,18 @@ def test_durable_lag_is_measured_per_row(tmp_path):
     assert 50 <= lag["p50"] < 50 * 1.1 + 20          # bucket edge above 50 ms, plus the write itself
     assert 50 <= lag["p99"] < 50 * 1.1 + 20          # 99 of 100 rows are the 50 ms ones
     assert 2000 <= lag["max"] < 2100
+
+
+def test_recent_trade_ids_survive_a_writer_restart(tmp_path):
+    """The newest durable trade ids (what a restarted socket process seeds its duplicate filter
+    with) come from the writes, and after a crash from the recovered spool."""
+    from actors.storage.writer import RECENT_TRADE_IDS
+
+    core = make_core(tmp_path)
+    core.write("p", 1, call_batches(1, 600, T0))
+    core.write("p", 2, call_batches(601, 600, T0 + 6 * NS))
+    newest = [str(i) for i in range(1201 - RECENT_TRADE_IDS, 1201)]
+    assert core.recent_trade_ids(SYM) == newest
+    assert core.recent_trade_ids("ETHUSDT") == []
+    del core                                     # a crash: nothing sealed, the spool is all there is
+    assert make_core(tmp_path).recent_trade_ids(SYM) == newest
