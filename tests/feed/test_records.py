@@ -12,7 +12,7 @@ def test_book_rows_come_out_as_written_and_a_bad_row_leaves_no_trace():
     buffers.book("BTC", 5, None, None, [], [], [101.0, 102.0], [0.5, 0.25])
     batch = buffers.take()[("BTC", "l2book")]
     assert batch.schema == L2BOOK_SCHEMA
-    rows = batch.to_pylist()
+    rows = batch.drop_columns(["ts_local", "ts_exchange"]).to_pylist()   # (ns times need pandas as Python values)
     assert batch.column("ts_local").cast("int64").to_pylist() == [1, 5]
     assert batch.column("ts_exchange").cast("int64").to_pylist() == [2, None]
     assert [r["seq"] for r in rows] == [10, None]
