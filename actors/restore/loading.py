@@ -38,6 +38,7 @@ from actors.feed.records import SCHEMAS, TS_TYPE
 from actors.restore.timerange import TimeLike, hours_between, parse_range
 
 DEFAULT_MARKET = "perp"
+LOB_COLUMNS = ["ts_local", "bid_px", "bid_sz", "ask_px", "ask_sz"]      # what load_lob_archives reads
 CATALOG_DIR = ".catalog"
 log = get_logger("loading")
 
@@ -249,13 +250,14 @@ def load_lob_archives(exc: str, ticker: str, depth: int, start: TimeLike, end: T
     files = checked_files(path, key, start_ns, end_ns)
     rows: list[dict] = []
     # the next hour is read (Arrow decodes without the GIL) while this one becomes Python rows
-    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as reader, _no_cycle_collection():
-        for table in reader.map(lambda f: read_range([f], "l2book", start_ns, end_ns, LOB_COLUMNS), files):
-            rows += _lob_rows(table)
+    reader = ThreadPoolExecutor(1, thread_name_prefix="read-ahead")
+    try:
+        with _no_cycle_collection():
+            for table in reader.map(lambda f: read_range([f], "l2book", start_ns, end_ns, LOB_COLUMNS), files):
+                rows += _lob_rows(table)
+    finally:
+        reader.shutdown(cancel_futures=True)      # after an error, the hours not read yet are not read
     return rows
-
-
-LOB_COLUMNS = ["ts_local", "bid_px", "bid_sz", "ask_px", "ask_sz"]
 
 
 def _lob_rows(table: pa.Table) -> list[dict]:
