@@ -53,7 +53,7 @@ ROW_GROUP_ROWS = 65_536
 CALLS_METADATA = b"tickarchive.calls"
 WATERMARKS = "watermarks.json"
 MAX_PRODUCERS = 1000
-RECENT_TRADE_IDS = 1000          # trade ids a writer remembers per symbol (see recent_trade_ids)
+RECENT_TRADE_IDS = 500           # trade ids a writer remembers per symbol (Hyperliquid repeats ~30)
 
 
 @dataclass
