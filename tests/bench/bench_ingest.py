@@ -15,6 +15,9 @@ the client runs in its own process (tests/bench/ingest_clients.py):
 (c) cryptofeed 2.4.1 with callbacks appending a line per update to a file, and (d) the same
     with callbacks that only count.
 
+Every client runs on asyncio's standard event loop (``RAY_USE_UVLOOP=0`` for ours: Ray picks uvloop
+up when installed, and cryptofeed installs it; cryptofeed is told ``uvloop: False``).
+
 Printed per client: messages/s (first to last frame), CPU-seconds of the client's whole process
 tree (sampled from /proc through psutil every 0.1 s; for ours this includes Ray's start-up and
 shutdown, sealing and the catalog), messages per CPU-second and CPU µs per message; for ours
@@ -96,7 +99,10 @@ def run_client(client: str, symbols: int, events: int, work: Path, breakdown: bo
     scratch = work / client
     scratch.mkdir(exist_ok=True)
     env = {**os.environ, "SSL_CERT_FILE": str(tls / "cert.pem"), "REQUESTS_CA_BUNDLE": str(tls / "cert.pem"), "RAY_AUTH_MODE": "disabled",
-           "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(HERE.parents[1])}
+           "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(HERE.parents[1]),
+           # every client on asyncio's own loop: Ray would run our actors on uvloop if it is installed
+           # (cryptofeed brings it), which a default install of ours does not have
+           "RAY_USE_UVLOOP": "0"}
     try:
         t = time.perf_counter()
         proc = subprocess.Popen([PY, str(HERE / "ingest_clients.py"), client, "--port", str(port), "--symbols",
