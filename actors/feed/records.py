@@ -18,6 +18,8 @@ from typing import Iterable, Protocol, Sequence
 
 import pyarrow as pa
 
+from actors.feed.book import OrderBook
+
 TS_TYPE = pa.timestamp("ns", tz="UTC")
 FLOATS = pa.list_(pa.float64())
 
@@ -67,6 +69,10 @@ class RowSink(Protocol):
              bid_px: Sequence[float], bid_sz: Sequence[float],
              ask_px: Sequence[float], ask_sz: Sequence[float]) -> None: ...
 
+    def book_top(self, symbol: str, ts_local: int, ts_exchange: int | None, seq: int | None,
+                 book: OrderBook, depth: int) -> None:
+        """The same row as ``book(..., *book.top(depth))``; a sink may copy it more cheaply."""
+
     def trade(self, symbol: str, ts_local: int, ts_exchange: int | None, trade_id: str,
               price: float, size: float, side: int) -> None: ...
 
@@ -85,6 +91,9 @@ class ListSink:
     def book(self, symbol, ts_local, ts_exchange, seq, bid_px, bid_sz, ask_px, ask_sz) -> None:
         self.books.append((symbol, ts_local, ts_exchange, seq, list(bid_px), list(bid_sz),
                            list(ask_px), list(ask_sz)))
+
+    def book_top(self, symbol, ts_local, ts_exchange, seq, book, depth) -> None:
+        self.book(symbol, ts_local, ts_exchange, seq, *book.top(depth))
 
     def trade(self, symbol, ts_local, ts_exchange, trade_id, price, size, side) -> None:
         self.trades.append((symbol, ts_local, ts_exchange, trade_id, price, size, side))
@@ -118,8 +127,9 @@ class ColumnBuffer:
 
 
 class BookBuffer:
-    """l2book rows with their levels kept flat (one C double array per column plus offsets), so a
-    row costs four ``extend`` calls and ``take()`` hands each array to Arrow without a copy."""
+    """l2book rows with their levels kept flat (C doubles, one bytearray per column, plus offsets):
+    ``append_top`` copies a row straight out of a compiled book side (``top_into``, no Python
+    float per level), and ``take()`` hands each column to Arrow without a copy."""
 
     __slots__ = ("ts_local", "ts_exchange", "seq", "levels", "bid_offsets", "ask_offsets")
 
@@ -127,7 +137,7 @@ class BookBuffer:
         self.ts_local: list[int] = []
         self.ts_exchange: list[int | None] = []
         self.seq: list[int | None] = []
-        self.levels: tuple[array, array, array, array] = (array("d"), array("d"), array("d"), array("d"))
+        self.levels = (bytearray(), bytearray(), bytearray(), bytearray())   # bid_px, bid_sz, ask_px, ask_sz
         self.bid_offsets = array("i", (0,))
         self.ask_offsets = array("i", (0,))
 
@@ -136,37 +146,55 @@ class BookBuffer:
 
     def append(self, ts_local: int, ts_exchange: int | None, seq: int | None, bid_px: Sequence[float],
                bid_sz: Sequence[float], ask_px: Sequence[float], ask_sz: Sequence[float]) -> None:
+        """One row from level lists; a refused row leaves no half row behind."""
         bpx, bsz, apx, asz = self.levels
-        bpx.extend(bid_px)
-        bsz.extend(bid_sz)
-        apx.extend(ask_px)
-        asz.extend(ask_sz)
-        if len(bsz) != len(bpx) or len(asz) != len(apx):
-            for column, size in zip(self.levels, (self.bid_offsets[-1], self.bid_offsets[-1],
-                                                  self.ask_offsets[-1], self.ask_offsets[-1])):
-                del column[size:]               # the row is not written: no half row stays behind
-            raise ValueError("a book side has a different number of prices and sizes")
+        bids_end, asks_end = len(bpx), len(apx)
+        try:
+            bpx += array("d", bid_px)
+            bsz += array("d", bid_sz)
+            apx += array("d", ask_px)
+            asz += array("d", ask_sz)
+            if len(bsz) != len(bpx) or len(asz) != len(apx):
+                raise ValueError("a book side has a different number of prices and sizes")
+        except (TypeError, ValueError):
+            for column, end in zip(self.levels, (bids_end, bids_end, asks_end, asks_end)):
+                del column[end:]
+            raise
         self.ts_local.append(ts_local)
         self.ts_exchange.append(ts_exchange)
         self.seq.append(seq)
-        self.bid_offsets.append(len(bpx))
-        self.ask_offsets.append(len(apx))
+        self.bid_offsets.append(len(bpx) >> 3)
+        self.ask_offsets.append(len(apx) >> 3)
+
+    def append_top(self, ts_local: int, ts_exchange: int | None, seq: int | None, book: OrderBook,
+                   depth: int) -> None:
+        """One row of the best ``depth`` levels of ``book``, copied by its sides."""
+        bpx, bsz, apx, asz = self.levels
+        book.bids.top_into(depth, bpx, bsz)
+        book.asks.top_into(depth, apx, asz)
+        self.ts_local.append(ts_local)
+        self.ts_exchange.append(ts_exchange)
+        self.seq.append(seq)
+        self.bid_offsets.append(len(bpx) >> 3)
+        self.ask_offsets.append(len(apx) >> 3)
 
     def take(self) -> pa.RecordBatch | None:
         if not self.ts_local:
             return None
-        offsets = [_arrow(self.bid_offsets, pa.int32()), _arrow(self.ask_offsets, pa.int32())]
-        lists = [pa.ListArray.from_arrays(offsets[i // 2], _arrow(values, pa.float64()), type=FLOATS)
+        offsets = [_arrow(self.bid_offsets, len(self.bid_offsets), pa.int32()),
+                   _arrow(self.ask_offsets, len(self.ask_offsets), pa.int32())]
+        lists = [pa.ListArray.from_arrays(offsets[i // 2], _arrow(values, len(values) >> 3, pa.float64()),
+                                          type=FLOATS)
                  for i, values in enumerate(self.levels)]
         arrays = [pa.array(self.ts_local, TS_TYPE), pa.array(self.ts_exchange, TS_TYPE),
                   pa.array(self.seq, pa.int64()), *lists]
-        self.__init__()                          # fresh arrays: Arrow now owns the old ones
+        self.__init__()                          # fresh buffers: Arrow now owns the old ones
         return pa.RecordBatch.from_arrays(arrays, schema=L2BOOK_SCHEMA)
 
 
-def _arrow(values: array, type_: pa.DataType) -> pa.Array:
-    """A C array as an Arrow array of ``type_``, sharing its memory (no nulls)."""
-    return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(values)])
+def _arrow(values: array | bytearray, length: int, type_: pa.DataType) -> pa.Array:
+    """``length`` fixed-width values in a C buffer as an Arrow array of ``type_``, sharing its memory."""
+    return pa.Array.from_buffers(type_, length, [None, pa.py_buffer(values)])
 
 
 class StreamBuffers:
@@ -186,6 +214,11 @@ class StreamBuffers:
     def book(self, symbol, ts_local, ts_exchange, seq, bid_px, bid_sz, ask_px, ask_sz) -> None:
         buf = self.buffers.get((symbol, "l2book")) or self._buffer(symbol, "l2book")
         buf.append(ts_local, ts_exchange, seq, bid_px, bid_sz, ask_px, ask_sz)
+        self.rows += 1
+
+    def book_top(self, symbol, ts_local, ts_exchange, seq, book, depth) -> None:
+        buf = self.buffers.get((symbol, "l2book")) or self._buffer(symbol, "l2book")
+        buf.append_top(ts_local, ts_exchange, seq, book, depth)
         self.rows += 1
 
     def trade(self, symbol, ts_local, ts_exchange, trade_id, price, size, side) -> None:

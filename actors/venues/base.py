@@ -198,6 +198,8 @@ class VenueClient(ABC):
         #: the update id of the last book row written per symbol (kept across reconnects): a
         #: snapshot at that id is the same book, not a new row
         self.written_seq: dict[str, int | None] = {}
+        #: rows are the book's plain top levels (no venue ``top`` conversion): the sink copies them itself
+        self.plain_top = type(self).top is VenueClient.top
 
     # -- connection ----------------------------------------------------------------------
     def on_connect(self, ts_local: int) -> list[Action]:
@@ -364,7 +366,10 @@ class VenueClient(ABC):
             return self.recover(symbol, ts_local)
         self.written_seq[symbol] = seq
         self.market_rows += 1                  # book_row, inlined: this is the per-message path
-        self.sink.book(symbol, ts_local, ts_exchange, seq, *self.top(symbol, st))
+        if self.plain_top:                     # the sink copies the levels out of the book itself
+            self.sink.book_top(symbol, ts_local, ts_exchange, seq, st.book, self.depth)
+        else:
+            self.sink.book(symbol, ts_local, ts_exchange, seq, *self.top(symbol, st))
         return []
 
     def book_row(self, symbol: str, ts_local: int, ts_exchange: int | None, seq: int | None,

@@ -11,6 +11,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+import orjson  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
 from actors.feed.records import StreamBuffers  # noqa: E402
@@ -46,3 +47,16 @@ def archived_payloads() -> list[str]:
     """The raw JSON of every recorded frame that feeds the archive (depth diffs, trades, the snapshot)."""
     return [rec.payload for rec in read_recording(str(RECORDING))
             if "@bookTicker" not in rec.payload[:40]]
+
+
+def depth_diffs() -> tuple[dict, list[tuple[list, list]]]:
+    """The recording's first REST snapshot and the (bids, asks) of every depth diff after it."""
+    snapshot, diffs = None, []
+    for rec in read_recording(str(RECORDING)):
+        if is_snapshot(rec.payload):
+            snapshot = snapshot or orjson.loads(rec.payload)
+        elif snapshot is not None and '"depthUpdate"' in rec.payload[:80]:
+            diff = orjson.loads(rec.payload)["data"]
+            if diff["u"] >= snapshot["lastUpdateId"]:
+                diffs.append((diff["b"], diff["a"]))
+    return snapshot, diffs

@@ -1,9 +1,24 @@
-"""The order book against a naive reference (every level in a dict, sorted on every read)."""
+"""The order book against a naive reference (every level in a dict, sorted on every read).
+
+Both sides are checked: the compiled one (``actors/feed/_book.c``) and the pure-Python one it
+falls back to; they must give the same results level for level.
+"""
 from __future__ import annotations
 
+import math
 import random
 
-from actors.feed.book import WINDOW, OrderBook
+import pytest
+
+from actors.feed import book as book_module
+from actors.feed.book import WINDOW, OrderBook, PySide
+
+try:
+    from actors.feed._book import Side as CSide
+except ImportError:                      # reported by test_the_compiled_side_is_built
+    CSide = None
+
+SIDES = [pytest.param(PySide, id="python"), pytest.param(CSide, id="compiled")]
 
 
 class NaiveBook:
@@ -23,10 +38,17 @@ class NaiveBook:
         return bids, [self.sides["b"][p] for p in bids], asks, [self.sides["a"][p] for p in asks]
 
 
-def test_random_diffs_match_the_reference():
+def test_the_compiled_side_is_built():
+    """``pip install -e .`` compiles it (gcc and the Python headers are on every CI machine)."""
+    assert CSide is not None, "actors/feed/_book.c was not built: pip install -e . with a C compiler"
+    assert book_module.Side is CSide
+
+
+@pytest.mark.parametrize("side_type", SIDES)
+def test_random_diffs_match_the_reference(side_type):
     """Diffs deep in the book, sweeps that empty the window (rebuilds), snapshots, wide reads."""
     rng = random.Random(3)
-    book, ref = OrderBook(), NaiveBook()
+    book, ref = OrderBook(side_type), NaiveBook()
     for step in range(3000):
         mid = 1000 + rng.randint(-30, 30)
         if step % 500 == 0:              # a fresh snapshot: 1000 levels a side
@@ -53,3 +75,102 @@ def test_random_diffs_match_the_reference():
         assert book.top(n) == ref.top(n), f"step {step}"
         assert len(book) == len(ref.sides["b"]) + len(ref.sides["a"])
     assert book.bids.window >= WINDOW and book.bids.limit != float("inf")
+
+
+@pytest.mark.parametrize("side_type", SIDES)
+@pytest.mark.parametrize("window", [1, 2, 5])
+def test_tiny_windows_cut_and_rebuild_correctly(side_type, window):
+    """A window of a few levels is cut and rebuilt all the time; every read still matches."""
+    rng = random.Random(window)
+    side, ref = side_type(1, window), {}
+    for step in range(4000):
+        levels = [(float(rng.randint(1, 300)), 0.0 if rng.random() < 0.5 else float(rng.randint(1, 9)))
+                  for _ in range(rng.randint(1, 12))]
+        side.apply(levels)
+        for price, size in levels:
+            if size:
+                ref[price] = size
+            else:
+                ref.pop(price, None)
+        n = rng.choice([1, 3, window, 4 * window + 1])
+        best = sorted(ref)[:n]
+        assert side.top(n) == (best, [ref[p] for p in best]), f"step {step}"
+        assert side.best() == (best[0] if best else None)
+        assert len(side) == len(ref)
+    assert side.levels() == ref
+
+
+@pytest.mark.parametrize("side_type", SIDES)
+def test_bids_are_best_first_and_clear_empties(side_type):
+    bids = side_type(-1)
+    bids.apply([("100.5", "1"), ["101", "2"], [99, 3], ("101", "0"), ("102", "0")])
+    assert bids.top(5) == ([100.5, 99.0], [1.0, 3.0])
+    bids.set(105.0, 0.5)
+    assert bids.best() == 105.0 and len(bids) == 3
+    bids.clear()
+    assert bids.top(5) == ([], []) and bids.best() is None and len(bids) == 0
+
+
+@pytest.mark.parametrize("side_type", SIDES)
+def test_numbers_are_read_as_float_reads_them(side_type):
+    """Strings, ints, underscores and spaces convert exactly as ``float()`` does; -0.0 is 0.0."""
+    side = side_type(1)
+    side.apply([(" 65000.10 ", "1_000"), (65000.2, 3), ["0.1", "1e-8"], ("-0.0", "2"), ("0.0", "5")])
+    assert side.levels() == {65000.1: 1000.0, 65000.2: 3.0, 0.1: 1e-8, 0.0: 5.0}
+    assert side.top(2) == ([0.0, 0.1], [5.0, 1e-8])
+
+
+@pytest.mark.parametrize("side_type", SIDES)
+def test_bad_levels_raise_and_the_side_stays_usable(side_type):
+    """Unparsable or non-finite prices raise ValueError (what a venue client turns into an
+    ``error`` event); the levels before the bad one are set, the side keeps working."""
+    side = side_type(1)
+    with pytest.raises(ValueError):
+        side.apply([("1.5", "1"), ("abc", "1"), ("2.5", "1")])
+    with pytest.raises(ValueError):
+        side.apply([("nan", "1")])
+    with pytest.raises(ValueError):
+        side.apply([("inf", "1")])
+    with pytest.raises((TypeError, IndexError)):
+        side.apply([("3.5",)])
+    side.apply([("nan", "0"), ("2.0", "4")])        # removing a level that cannot exist is fine
+    assert side.levels() == {1.5: 1.0, 2.0: 4.0}
+    assert side.top(5) == ([1.5, 2.0], [1.0, 4.0])
+    assert not any(math.isnan(p) for p in side.levels())
+
+
+def test_both_sides_agree_on_a_real_binance_day():
+    """The real recording's diffs through both sides: the same top 20 after every diff."""
+    from bench.recorded import depth_diffs
+
+    snapshot, diffs = depth_diffs()
+    assert len(diffs) > 6000
+    compiled, python = OrderBook(CSide), OrderBook(PySide)
+    for book in (compiled, python):
+        book.load_snapshot(snapshot["bids"], snapshot["asks"])
+    for bids, asks in diffs:
+        compiled.apply_levels(bids, asks)
+        python.apply_levels(bids, asks)
+        assert compiled.top(20) == python.top(20)
+    assert len(compiled) == len(python) > 2000
+
+
+@pytest.mark.parametrize("side_type", SIDES)
+def test_decimal_strings_convert_exactly_as_float_does(side_type):
+    """Venue prices and sizes as decimal strings (up to 19 digits, any number of decimals, signs,
+    leading zeros, exponents): every one becomes the very double ``float()`` makes of it."""
+    rng = random.Random(11)
+    texts = []
+    for _ in range(20000):
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 19)))
+        point = rng.randint(0, len(digits))
+        text = digits[:point] + "." + digits[point:] if rng.random() < 0.8 else digits
+        if rng.random() < 0.1:
+            text += f"e{rng.randint(-12, 12)}"
+        texts.append(("-" if rng.random() < 0.2 else "") + text)
+    texts += ["0.1", "0.3", "65000.10", "1.", ".5", "-.5", "000000000000001.25", "9007199254740993",
+              "0.000000000000000000001", "123456789012345.6"]
+    side = side_type(1)
+    side.apply([(str(i), text) for i, text in enumerate(texts) if float(text)])
+    expected = {float(i): float(text) for i, text in enumerate(texts) if float(text)}
+    assert side.levels() == expected
