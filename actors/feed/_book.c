@@ -7,8 +7,9 @@
  * is <= ``limit``; it is cut back to 2 * window past 4 * window and rebuilt from the map (the
  * best 2 * window) when deletions leave fewer than ``window``.
  *
- * Prices and sizes are converted exactly as Python's float() converts them (strings through
- * PyOS_string_to_double, the function float() itself uses; anything else through float()).
+ * Prices and sizes are converted exactly as Python's float() converts them: short decimal
+ * strings by an exact fast path (decimal_fast_path), other strings through PyOS_string_to_double,
+ * the function float() itself uses, anything else through float() itself.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -22,7 +23,6 @@ typedef struct {
     double size;
 } Entry;
 
-#define CHUNK 32
 #define EMPTY(e) ((e).price != (e).price)
 
 typedef struct {
@@ -334,26 +334,11 @@ static PyObject *Side_apply(Side *s, PyObject *levels) {
     Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
     PyObject **items = PySequence_Fast_ITEMS(fast);
     int rc = 0;
-    double prices[CHUNK], sizes[CHUNK];
-    /* in chunks: convert and prefetch every level's slot first, so the (cache-missing) map
-       lookups overlap instead of waiting one after another */
-    for (Py_ssize_t start = 0; start < n && rc == 0; start += CHUNK) {
-        Py_ssize_t count = 0, end = start + CHUNK < n ? start + CHUNK : n;
-        Py_ssize_t mask = s->capacity - 1;
-        for (Py_ssize_t i = start; i < end; i++) {
-            if (level_values(items[i], &prices[count], &sizes[count]) < 0) {
-                rc = -1;                      /* the levels before it are still set, as in Python */
-                break;
-            }
-            __builtin_prefetch(&s->entries[hash_price(prices[count]) & (uint64_t)mask]);
-            count++;
-        }
-        for (Py_ssize_t i = 0; i < count; i++) {
-            if (set_level(s, prices[i], sizes[i]) < 0) {
-                rc = -1;
-                break;
-            }
-        }
+    for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
+        double price, size;
+        rc = level_values(items[i], &price, &size);   /* on an error the levels before stay set */
+        if (rc == 0)
+            rc = set_level(s, price, size);
     }
     Py_DECREF(fast);
     if (settle_window(s) < 0 || rc < 0)

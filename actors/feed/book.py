@@ -11,8 +11,9 @@ of the window.
 
 The same side is compiled from ``_book.c`` when the package is installed with a C compiler (the
 build only warns without one): ``Side`` is the compiled one when it was built, else ``PySide``
-(same algorithm, same results, ~8x slower on real Binance diffs: ``tests/bench/bench_book.py``).
-``TICKARCHIVE_PURE_PYTHON_BOOK=1`` forces ``PySide``.
+(same algorithm, same results, ~3.7x slower on real Binance diffs: ``tests/bench/bench_book.py``).
+``TICKARCHIVE_PURE_PYTHON_BOOK=1`` forces ``PySide``. After editing ``_book.c``, ``pip install -e .``
+rebuilds it; ``tests/feed/test_book.py`` checks that both sides agree.
 """
 from __future__ import annotations
 
