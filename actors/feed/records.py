@@ -160,11 +160,7 @@ class BookBuffer:
             for column, end in zip(self.levels, (bids_end, bids_end, asks_end, asks_end)):
                 del column[end:]
             raise
-        self.ts_local.append(ts_local)
-        self.ts_exchange.append(ts_exchange)
-        self.seq.append(seq)
-        self.bid_offsets.append(len(bpx) >> 3)
-        self.ask_offsets.append(len(apx) >> 3)
+        self._end_row(ts_local, ts_exchange, seq)
 
     def append_top(self, ts_local: int, ts_exchange: int | None, seq: int | None, book: OrderBook,
                    depth: int) -> None:
@@ -172,11 +168,15 @@ class BookBuffer:
         bpx, bsz, apx, asz = self.levels
         book.bids.top_into(depth, bpx, bsz)
         book.asks.top_into(depth, apx, asz)
+        self._end_row(ts_local, ts_exchange, seq)
+
+    def _end_row(self, ts_local: int, ts_exchange: int | None, seq: int | None) -> None:
+        """The row's scalar columns, and where its levels end (in doubles)."""
         self.ts_local.append(ts_local)
         self.ts_exchange.append(ts_exchange)
         self.seq.append(seq)
-        self.bid_offsets.append(len(bpx) >> 3)
-        self.ask_offsets.append(len(apx) >> 3)
+        self.bid_offsets.append(len(self.levels[0]) >> 3)
+        self.ask_offsets.append(len(self.levels[2]) >> 3)
 
     def take(self) -> pa.RecordBatch | None:
         if not self.ts_local:
