@@ -17,6 +17,9 @@
   it has verified the bytes it stored, and no ``HEAD`` is needed to count the upload; on any
   surprise the upload is done again through boto3. Measured on 2,000 files / 1 GB to a loopback
   SeaweedFS: see tests/bench/bench_backup.py.
+* :meth:`Bucket.put_sealed` sends a sealed file unread (``sendfile``) under the SHA-256 its
+  catalog row recorded at seal, to an endpoint that :meth:`Bucket.server_checks_sha256` (one
+  probe per bucket object): the server's check replaces hashing the file here.
   :meth:`Bucket.download` fetches one verified, through a hidden temp file renamed into place.
 * :meth:`Bucket.open_input_file` is a random-access file over an object for reading Parquet
   footers, through ``pyarrow.fs.S3FileSystem``: one ``HEAD`` and ranged GETs. Measured against
@@ -51,6 +54,7 @@ from actors.storage.spool import fsync_dir
 log = get_logger("backup")
 
 PARQUET = "application/vnd.apache.parquet"
+PROBE_KEY = ".tickarchive/checksum-probe"     # hidden: never an archive key, never listed as one
 CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 5, 60
 
 
@@ -103,6 +107,8 @@ class Bucket:
         # presigned PUTs bypass a client's event hooks and settings: only with our own client
         self.presigned_puts = client is None
         self._connections = threading.local()     # one kept-alive connection per upload thread
+        self._server_checks: bool | None = None    # see server_checks_sha256
+        self._probe_lock = threading.Lock()
 
     def key_of(self, rel: str) -> str:
         """The bucket key of a path relative to the archive root."""
@@ -238,28 +244,92 @@ class Bucket:
     def _put_presigned(self, key: str, body: bytes, extra: dict[str, Any]) -> str | None:
         """PUT through a presigned URL; the ETag when the server stored the bytes and echoed our
         SHA-256, else None (the caller uploads through boto3, which reports any error precisely)."""
+        resp = self._presigned_put(key, extra, body, len(body))
+        return _echoed_etag(resp, extra)
+
+    def _presigned_put(self, key: str, extra: dict[str, Any], body: bytes | Path,
+                       size: int) -> http.client.HTTPResponse | None:
+        """PUT ``body`` (bytes, or a file handed to the kernel with ``sendfile``) to a presigned URL
+        over this thread's kept-alive connection; the answer (already read), or None when the URL
+        could not be made or the connection failed."""
         headers = {"Content-Type": extra["ContentType"], "x-amz-checksum-sha256": extra["ChecksumSHA256"],
                    **{f"x-amz-meta-{k}": v for k, v in extra["Metadata"].items()}}
         try:
             url = urlsplit(self.client.generate_presigned_url("put_object", ExpiresIn=900, Params={
                 "Bucket": self.name, "Key": key, **extra}))
-            conn = getattr(self._connections, "conn", None)
-            if conn is None or (conn.host, conn.port) != (url.hostname, url.port):
-                kind = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
-                conn = self._connections.conn = kind(url.hostname, url.port, timeout=READ_TIMEOUT_S)
-            try:
-                conn.request("PUT", f"{url.path}?{url.query}", body=body, headers=headers)
-                resp = conn.getresponse()
-                resp.read()
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                self._connections.conn = None
-                return None
-            if resp.status != 200 or resp.getheader("x-amz-checksum-sha256") != extra["ChecksumSHA256"]:
-                return None
-            return (resp.getheader("ETag") or "").strip('"')
         except Exception:                  # no presigning, an odd endpoint: boto3 does it
             return None
+        conn = getattr(self._connections, "conn", None)
+        if conn is None or (conn.host, conn.port) != (url.hostname, url.port):
+            kind = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+            conn = self._connections.conn = kind(url.hostname, url.port, timeout=READ_TIMEOUT_S)
+        try:
+            if isinstance(body, bytes):
+                conn.request("PUT", f"{url.path}?{url.query}", body=body, headers=headers)
+            else:
+                conn.putrequest("PUT", f"{url.path}?{url.query}", skip_accept_encoding=True)
+                for name, value in {**headers, "Content-Length": str(size)}.items():
+                    conn.putheader(name, value)
+                conn.endheaders()
+                with open(body, "rb") as f:
+                    if conn.sock.sendfile(f, 0, size) != size:
+                        raise OSError(f"{body} is shorter than {size} bytes")
+            resp = conn.getresponse()
+            resp.read()
+            return resp
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            self._connections.conn = None
+            return None
+
+    # -- uploads checked by the server alone ---------------------------------------------------
+    def server_checks_sha256(self) -> bool:
+        """Whether this endpoint refuses a PUT whose ``x-amz-checksum-sha256`` contradicts its
+        bytes, and stores nothing then (asked once per :class:`Bucket`, see :meth:`put_sealed`).
+
+        The probe sends one byte under the wrong checksum to ``.tickarchive/checksum-probe``
+        (hidden, never an archive key): AWS S3, MinIO and SeaweedFS answer 400 ``BadDigest``
+        and store nothing. An endpoint that takes it is not trusted with :meth:`put_sealed`
+        (the probe object is deleted); so is one that cannot be asked (no presigned PUTs, no
+        checksums, an error).
+        """
+        with self._probe_lock:
+            if self._server_checks is None:
+                self._server_checks = self._probe_checksums()
+            return self._server_checks
+
+    def _probe_checksums(self) -> bool:
+        if not (self.presigned_puts and self.target.checksums):
+            return False
+        key = self.key_of(PROBE_KEY)
+        wrong = sha256_b64(hashlib.sha256(b"not the body").hexdigest())
+        resp = self._presigned_put(key, {"ContentType": "application/octet-stream", "ChecksumSHA256": wrong,
+                                         "Metadata": {}}, b"x", 1)
+        try:
+            stored = self.head(PROBE_KEY) is not None
+            if stored:
+                self.client.delete_object(Bucket=self.name, Key=key)
+        except Exception as exc:
+            log.info(f"checksum probe inconclusive ({self.describe(exc)}): every file is hashed before upload")
+            return False
+        checks = resp is not None and resp.status == 400 and not stored
+        if not checks:
+            log.info(f"{self.target.endpoint or 'the endpoint'} does not refuse bytes that contradict "
+                     "x-amz-checksum-sha256: every file is hashed here before upload")
+        return checks
+
+    def put_sealed(self, path: Path, rel: str, size: int, sha: str) -> str | None:
+        """Send a sealed file under the SHA-256 recorded when it was sealed, without reading it
+        here (``sendfile``): the server checks the bytes it receives against ``sha``.
+
+        Only for an endpoint that :meth:`server_checks_sha256`. Returns the ETag when the server
+        stored the bytes and echoed ``sha``: the file is intact and its copy verified. Returns
+        None for anything else, a refusal above all (the file no longer hashes to its seal
+        record: damaged, or re-sealed by a late merge whose catalog row lags): the caller then
+        hashes the file and uploads it the usual way, or reports it damaged.
+        """
+        extra = {"Metadata": {"sha256": sha}, "ContentType": PARQUET, "ChecksumSHA256": sha256_b64(sha)}
+        return _echoed_etag(self._presigned_put(self.key_of(rel), extra, Path(path), size), extra)
 
     def record_sha256(self, rel: str, sha: str) -> str:
         """Store our ``sha256`` metadata on an existing object (server-side copy onto itself); its ETag."""
@@ -325,6 +395,13 @@ def _copy_hashing(chunks: Iterator[bytes], out: Any) -> tuple[str, int]:
         size += len(chunk)
         out.write(chunk)
     return digest.hexdigest(), size
+
+
+def _echoed_etag(resp: http.client.HTTPResponse | None, extra: dict[str, Any]) -> str | None:
+    """The ETag of a PUT the server stored after checking our SHA-256 (it echoes it), else None."""
+    if resp is None or resp.status != 200 or resp.getheader("x-amz-checksum-sha256") != extra["ChecksumSHA256"]:
+        return None
+    return (resp.getheader("ETag") or "").strip('"')
 
 
 def _ns(modified: Any) -> int | None:

@@ -13,7 +13,10 @@ One pass:
    request per object; an object whose size or ETag changed is checked again with ``HEAD``;
 3. uploads what is missing or differs, concurrently (multipart from ``multipart_mb`` up), and
    verifies every upload before it counts (the server's answer echoing the SHA-256 it checked
-   against the bytes it stored, else a ``HEAD``). Only then is the object recorded
+   against the bytes it stored, else a ``HEAD``). A file new to the bucket whose SHA-256 the
+   catalog recorded at seal is sent unread (``sendfile``) under that SHA-256 to an endpoint
+   that refuses contradicting bytes (probed once a pass): the server's check is then the
+   check that the file is intact, and only a refused file is hashed here. Only then is the object recorded
    as verified, and ``backed_up_at`` plus the checksum set in the catalog (rows are optional:
    a file without one is backed up all the same; a row left unmarked by an earlier pass is
    marked from the local record). A local file that contradicts the SHA-256 recorded at seal
@@ -111,6 +114,7 @@ class _Pass:
         self.verified: dict[str, str] = {}       # key -> SHA-256 verified in this pass
         self.records: dict[str, dict] = {}       # catalog rows of the files to hash (seal SHA-256)
         self.abort = threading.Event()           # set when the endpoint stays down (see retry.py)
+        self.server_checks = False               # the endpoint refuses bytes that contradict their SHA-256
 
     def triage(self, local: dict[str, os.stat_result], remote: dict[str, RemoteObject]) -> list[Todo]:
         """Skip what is verified in the bucket and refuse damaged files; returns what to upload."""
@@ -176,6 +180,8 @@ class _Pass:
         (By time, not by file count: the record grows with the archive, and saving it every 200
         files made a first backup of 100,000 files write it 500 times.)"""
         saved_at = time.monotonic()
+        self.server_checks = any(sha is None and rel in self.records for rel, _, sha in todo) and \
+            self.bucket.server_checks_sha256()
         with ThreadPoolExecutor(max_workers=self.bucket.target.workers) as pool:
             futures = {pool.submit(self._upload, rel, st, sha): (rel, st) for rel, st, sha in todo}
             for future in as_completed(futures):
@@ -191,7 +197,9 @@ class _Pass:
     def _upload(self, rel: str, st: os.stat_result, sha: str | None) -> tuple[str, str]:
         """Upload one file and verify it; returns (ETag, SHA-256).
 
-        ``sha`` None: hash the file here first, and refuse it (:class:`LocalDamage`) when it
+        ``sha`` None: a file with a catalog row goes to an endpoint that checks checksums
+        unread, under its seal SHA-256 (see :meth:`_seal_sha`); otherwise, or when the server
+        refuses it, the file is hashed here first and refused (:class:`LocalDamage`) when it
         contradicts the catalog row made at seal.
         """
         path = Path(self.root) / rel
@@ -199,6 +207,13 @@ class _Pass:
         if sha is None:
             if self.abort.is_set():
                 raise EndpointDown()
+            sealed = self._seal_sha(rel, st)
+            if sealed is not None:
+                etag = self.bucket.put_sealed(path, rel, st.st_size, sealed)
+                if etag is not None:
+                    self._unchanged(rel, path, st)
+                    self.state.remember_hash(rel, st, sealed)      # the server just hashed its bytes
+                    return etag, sealed
             if st.st_size < self.bucket.target.multipart_mb << 20:    # read once: hashed, then sent
                 body = path.read_bytes()
             sha = self.state.local_sha(rel, path, st, body)
@@ -215,10 +230,24 @@ class _Pass:
             etag = self.bucket.verified_etag(rel, st.st_size, sha, uploaded.expected_etag)
         if etag is None:
             raise BackupError(f"{rel}: uploaded object does not verify (size, SHA-256 or ETag differ)")
+        self._unchanged(rel, path, st)
+        return etag
+
+    def _seal_sha(self, rel: str, st: os.stat_result) -> str | None:
+        """The SHA-256 recorded at seal, when the file can go to the server unread and be checked
+        there alone (:meth:`~actors.backup.bucket.Bucket.put_sealed`): a catalog row, a
+        single-PUT size, an endpoint that refuses bytes contradicting their checksum."""
+        record = self.records.get(rel)
+        sha = record.get("sha256") if record else None
+        if not sha or st.st_size >= self.bucket.target.multipart_mb << 20 or not self.server_checks:
+            return None
+        return sha
+
+    @staticmethod
+    def _unchanged(rel: str, path: Path, st: os.stat_result) -> None:
         now = path.stat()
         if (now.st_size, now.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
             raise BackupError(f"{rel}: the local file changed during the upload; it is uploaded next pass")
-        return etag
 
     def _settle_upload(self, rel: str, st: os.stat_result, future: Future) -> None:
         key = self.bucket.key_of(rel)

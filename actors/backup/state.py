@@ -70,9 +70,13 @@ class VerifiedState:
         if known and known[0] == st.st_size and known[1] == st.st_mtime_ns:
             return known[2]
         sha = hashlib.sha256(body).hexdigest() if body is not None else sha256_file(path)
+        self.remember_hash(rel, st, sha)
+        return sha
+
+    def remember_hash(self, rel: str, st: os.stat_result, sha: str) -> None:
+        """The file (as of ``st``) hashes to ``sha``."""
         with self.lock:
             self.hashes[rel] = [st.st_size, st.st_mtime_ns, sha]
-        return sha
 
     def hash_known(self, rel: str, st: os.stat_result) -> bool:
         known = self.hashes.get(rel)

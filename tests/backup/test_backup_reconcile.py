@@ -451,6 +451,60 @@ def test_locally_damaged_file_is_not_uploaded_over_the_good_copy(tmp_path, seawe
     assert (again.uploaded, again.damaged, again.failed) == (0, [], 0)
 
 
+@pytest.mark.s3
+def test_sealed_files_go_unread_and_the_server_checks_them(tmp_path, seaweed, bucket_target, monkeypatch):
+    """Files with catalog rows are sent unread under their seal SHA-256, and every copy verifies;
+    a file damaged before its first backup is refused by the server, then hashed here, reported
+    damaged, and nothing is stored under its key."""
+    root = tmp_path / "archive"
+    files = build_archive(root)
+    bad = files[len(files) // 2]
+    data = bytearray((root / bad).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (root / bad).write_bytes(bytes(data))
+    hashed = []
+    hash_here = VerifiedState.local_sha
+
+    def spy(self, rel, *args, **kwargs):
+        hashed.append(rel)
+        return hash_here(self, rel, *args, **kwargs)
+
+    monkeypatch.setattr(VerifiedState, "local_sha", spy)
+    summary = reconcile(str(root), bucket_target, Catalog(str(root)))
+    assert (summary.uploaded, summary.damaged, summary.failed) == (len(files) - 1, [bad], 0), summary.line()
+    assert hashed == [bad]
+    good = [rel for rel in files if rel != bad]
+    client = seaweed.client()
+    assert set(bucket_keys(bucket_target, client)) == set(good)
+    assert all(verifies(client, bucket_target, root, rel) for rel in good)
+    state = VerifiedState(str(root), bucket_target)
+    assert {rel: state.hashes[rel][2] for rel in good} == {rel: sha256_of(root / rel) for rel in good}
+    assert backed_up(root) == {rel: sha256_of(root / rel) for rel in good}
+
+
+@pytest.mark.s3
+def test_an_endpoint_that_ignores_checksums_gets_every_file_hashed_here(tmp_path, seaweed, bucket_target):
+    """Behind a proxy that drops the checksum headers, the probe finds the server does not check
+    them (and leaves no object behind); every file is hashed here and verified by its ETag."""
+    from dataclasses import replace
+
+    from s3fixtures import ChecksumBlindProxy
+
+    root = tmp_path / "archive"
+    files = build_archive(root, periods=2)
+    proxy = ChecksumBlindProxy(seaweed.endpoint)
+    try:
+        blind = replace(bucket_target, endpoint=proxy.endpoint)
+        assert Bucket(bucket_target).server_checks_sha256() and not Bucket(blind).server_checks_sha256()
+        assert bucket_keys(bucket_target, seaweed.client()) == {}          # no probe object left
+        summary = reconcile(str(root), blind, Catalog(str(root)))
+    finally:
+        proxy.close()
+    assert (summary.uploaded, summary.failed) == (len(files), 0), summary.line()
+    assert all(verifies(seaweed.client(), bucket_target, root, rel) for rel in files)
+    assert VerifiedState(str(root), blind).hashes.keys() == set(files)
+
+
 def sha256_of_bytes(data: bytes) -> str:
     import hashlib
     return hashlib.sha256(data).hexdigest()
