@@ -40,6 +40,8 @@ class ChecksumBlindProxy:
 
         up = urlsplit(upstream)
         drop = self.DROP
+        self.requests: list[tuple[str, str]] = []        # (method, path without the query) forwarded
+        requests = self.requests
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -48,6 +50,7 @@ class ChecksumBlindProxy:
                 pass
 
             def forward(self) -> None:
+                requests.append((self.command, self.path.split("?")[0]))
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 headers = {k: v for k, v in self.headers.items() if not k.lower().startswith(drop)}

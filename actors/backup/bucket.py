@@ -18,8 +18,8 @@
   surprise the upload is done again through boto3. Measured on 2,000 files / 1 GB to a loopback
   SeaweedFS: see tests/bench/bench_backup.py.
 * :meth:`Bucket.put_sealed` sends a sealed file unread (``sendfile``) under the SHA-256 its
-  catalog row recorded at seal, to an endpoint that :meth:`Bucket.server_checks_sha256` (one
-  probe per bucket object): the server's check replaces hashing the file here.
+  catalog row recorded at seal, to an endpoint that :meth:`Bucket.server_checks_sha256` (a
+  probe, its answer kept an hour): the server's check replaces hashing the file here.
   :meth:`Bucket.download` fetches one verified, through a hidden temp file renamed into place.
 * :meth:`Bucket.open_input_file` is a random-access file over an object for reading Parquet
   footers, through ``pyarrow.fs.S3FileSystem``: one ``HEAD`` and ranged GETs. Measured against
@@ -34,6 +34,7 @@ import hashlib
 import http.client
 import os
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -55,6 +56,9 @@ log = get_logger("backup")
 
 PARQUET = "application/vnd.apache.parquet"
 PROBE_KEY = ".tickarchive/checksum-probe"     # hidden: never an archive key, never listed as one
+PROBE_TTL_S = 3600.0          # how long a checksum probe's answer is kept (per bucket and prefix)
+_probed: dict[str, tuple[bool, float]] = {}    # Target.scope -> (server checks, monotonic time asked)
+_probe_lock = threading.Lock()
 CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 5, 60
 
 
@@ -107,8 +111,6 @@ class Bucket:
         # presigned PUTs bypass a client's event hooks and settings: only with our own client
         self.presigned_puts = client is None
         self._connections = threading.local()     # one kept-alive connection per upload thread
-        self._server_checks: bool | None = None    # see server_checks_sha256
-        self._probe_lock = threading.Lock()
 
     def key_of(self, rel: str) -> str:
         """The bucket key of a path relative to the archive root."""
@@ -285,22 +287,29 @@ class Bucket:
     # -- uploads checked by the server alone ---------------------------------------------------
     def server_checks_sha256(self) -> bool:
         """Whether this endpoint refuses a PUT whose ``x-amz-checksum-sha256`` contradicts its
-        bytes, and stores nothing then (asked once per :class:`Bucket`, see :meth:`put_sealed`).
+        bytes, and stores nothing then (see :meth:`put_sealed`).
 
         The probe sends one byte under the wrong checksum to ``.tickarchive/checksum-probe``
         (hidden, never an archive key): AWS S3, MinIO and SeaweedFS answer 400 ``BadDigest``
         and store nothing. An endpoint that takes it is not trusted with :meth:`put_sealed`
-        (the probe object is deleted); so is one that cannot be asked (no presigned PUTs, no
-        checksums, an error).
+        (the probe object is deleted); nor is one that cannot be asked (no presigned PUTs, no
+        checksums) or whose answer was unclear (an error: asked again next time). An answer is
+        kept for :data:`PROBE_TTL_S` per bucket and prefix in this process, so the frequent
+        small passes after each sealed file do not each pay for a probe.
         """
-        with self._probe_lock:
-            if self._server_checks is None:
-                self._server_checks = self._probe_checksums()
-            return self._server_checks
-
-    def _probe_checksums(self) -> bool:
         if not (self.presigned_puts and self.target.checksums):
             return False
+        scope = self.target.scope
+        with _probe_lock:
+            known = _probed.get(scope)
+            if known is not None and time.monotonic() - known[1] < PROBE_TTL_S:
+                return known[0]
+            checks = self._probe_checksums()
+            if checks is not None:
+                _probed[scope] = (checks, time.monotonic())
+            return bool(checks)
+
+    def _probe_checksums(self) -> bool | None:
         key = self.key_of(PROBE_KEY)
         wrong = sha256_b64(hashlib.sha256(b"not the body").hexdigest())
         resp = self._presigned_put(key, {"ContentType": "application/octet-stream", "ChecksumSHA256": wrong,
@@ -310,9 +319,11 @@ class Bucket:
             if stored:
                 self.client.delete_object(Bucket=self.name, Key=key)
         except Exception as exc:
-            log.info(f"checksum probe inconclusive ({self.describe(exc)}): every file is hashed before upload")
-            return False
-        checks = resp is not None and resp.status == 400 and not stored
+            log.info(f"checksum probe inconclusive ({self.describe(exc)}): files are hashed here before upload")
+            return None
+        if resp is None or resp.status >= 500:
+            return None
+        checks = resp.status == 400 and not stored
         if not checks:
             log.info(f"{self.target.endpoint or 'the endpoint'} does not refuse bytes that contradict "
                      "x-amz-checksum-sha256: every file is hashed here before upload")

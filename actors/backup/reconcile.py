@@ -13,14 +13,15 @@ One pass:
    request per object; an object whose size or ETag changed is checked again with ``HEAD``;
 3. uploads what is missing or differs, concurrently (multipart from ``multipart_mb`` up), and
    verifies every upload before it counts (the server's answer echoing the SHA-256 it checked
-   against the bytes it stored, else a ``HEAD``). A file new to the bucket whose SHA-256 the
-   catalog recorded at seal is sent unread (``sendfile``) under that SHA-256 to an endpoint
-   that refuses contradicting bytes (probed once a pass): the server's check is then the
-   check that the file is intact, and only a refused file is hashed here. Only then is the object recorded
+   against the bytes it stored, else a ``HEAD``). Only then is the object recorded
    as verified, and ``backed_up_at`` plus the checksum set in the catalog (rows are optional:
    a file without one is backed up all the same; a row left unmarked by an earlier pass is
    marked from the local record). A local file that contradicts the SHA-256 recorded at seal
-   is never uploaded: it is reported as damaged and the bucket copy is kept. Transient errors
+   is never uploaded: it is reported as damaged and the bucket copy is kept. A file new to
+   the bucket whose SHA-256 the catalog recorded at seal is sent unread (``sendfile``) under
+   that SHA-256 to an endpoint that refuses contradicting bytes (probed once an hour): the
+   server's check is then the check that the file is intact, and only a file the server
+   refuses is hashed here (and reported damaged if it contradicts its seal). Transient errors
    are retried (:mod:`actors.backup.retry`); when the endpoint stays down the rest of the pass
    is skipped; a pass interrupted at any point resumes next time;
 4. optionally (``backup.retention.local_days``) deletes local files whose period ended more

@@ -485,7 +485,8 @@ def test_sealed_files_go_unread_and_the_server_checks_them(tmp_path, seaweed, bu
 @pytest.mark.s3
 def test_an_endpoint_that_ignores_checksums_gets_every_file_hashed_here(tmp_path, seaweed, bucket_target):
     """Behind a proxy that drops the checksum headers, the probe finds the server does not check
-    them (and leaves no object behind); every file is hashed here and verified by its ETag."""
+    them (and leaves no object behind), once: its answer is kept. Every file is hashed here and
+    verified by its ETag."""
     from dataclasses import replace
 
     from s3fixtures import ChecksumBlindProxy
@@ -498,8 +499,11 @@ def test_an_endpoint_that_ignores_checksums_gets_every_file_hashed_here(tmp_path
         assert Bucket(bucket_target).server_checks_sha256() and not Bucket(blind).server_checks_sha256()
         assert bucket_keys(bucket_target, seaweed.client()) == {}          # no probe object left
         summary = reconcile(str(root), blind, Catalog(str(root)))
+        assert not Bucket(blind).server_checks_sha256()
+        probes = [path for method, path in proxy.requests if method == "PUT" and path.endswith("checksum-probe")]
     finally:
         proxy.close()
+    assert len(probes) == 1
     assert (summary.uploaded, summary.failed) == (len(files), 0), summary.line()
     assert all(verifies(seaweed.client(), bucket_target, root, rel) for rel in files)
     assert VerifiedState(str(root), blind).hashes.keys() == set(files)

@@ -1,6 +1,6 @@
 """Our reconcile pass vs a quantpylib-style backup, side by side against a local SeaweedFS.
 
-    nice -n 10 .venv/bin/python tests/bench/bench_backup.py [--files 2000] [--mb 1000] [--noop-objects 100000] [--workers 8]
+    nice -n 10 .venv/bin/python tests/bench/bench_backup.py [--files 2000] [--mb 1000] [--noop-objects 100000] [--workers 8] [--rounds 1]
     (bench-only: pip install psutil)
 
 1. Upload ``--files`` archive files totalling ``--mb`` MB, each pass into a fresh server with an
@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -94,16 +95,34 @@ def timed(fn, label: str = ""):
     return seconds, out
 
 
+def upload_pass(label: str, work: Path, root: Path, files: int, workers: int) -> float:
+    """Seconds one upload pass of ``root`` takes into a fresh server: ``quantpylib``, ``ours``
+    (with the catalog's seal hashes) or ``unsealed`` (ours without catalog rows)."""
+    with fresh_server(work, f"s3-{label}") as server:
+        if label == "quantpylib":
+            seconds, uploaded = timed(lambda: quantpylib_pass(server.client(), "bench", root), label)
+            assert uploaded == files
+            return seconds
+        target = Target("s3", server.endpoint, "bench", access_key="any", secret_key="any", workers=workers)
+        catalog = Catalog(root) if label == "ours" else None
+        shutil.rmtree(root / ".backup", ignore_errors=True)      # no file hashes remembered from a pass
+        seconds, summary = timed(lambda: reconcile(str(root), target, catalog), label)
+        assert summary.failed == 0 and summary.uploaded == files
+        return seconds
+
+
 @contextlib.contextmanager
 def fresh_server(work: Path, name: str) -> Iterator[SeaweedS3]:
     """A new SeaweedFS with one empty bucket ``bench``, removed afterwards.
 
     Each pass gets its own: on one long-lived server, identical passes cost it more CPU the
     more it already holds (8.3 -> 10.4 CPU-s for the 1st -> 4th pass of the same 1 GB here),
-    which would favour whichever pass runs first.
+    which would favour whichever pass runs first. One small object is written first: a new
+    bucket's first writes wait ~1 s while SeaweedFS grows its volumes, when they come at once.
     """
     server = SeaweedS3(work / name, buckets=("bench",)).start()
     try:
+        server.client().put_object(Bucket="bench", Key=".warm-up", Body=b"x")
         yield server
     finally:
         server.stop()
@@ -116,6 +135,8 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=1000)
     parser.add_argument("--noop-objects", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=Target.workers, help="concurrent uploads (the archive's default)")
+    parser.add_argument("--rounds", type=int, default=1, help="upload rounds (each pass on a fresh server); "
+                        "the median ratio is printed")
     args = parser.parse_args()
     from actors.logs import setup_logging
     setup_logging("WARNING")                  # no JSON line per upload in the measurements
@@ -124,31 +145,29 @@ def main() -> None:
         root = work / "archive"
         make_tree(root, args.files, int(args.mb * 1e6), catalog=True)
         n = len(sealed_files(str(root)))
-        seconds = {}
-        for label, catalog in (("quantpylib", None), ("ours", Catalog(root)), ("unsealed", None)):
-            with fresh_server(work, f"s3-{label}") as server:
-                if label == "quantpylib":
-                    seconds[label], uploaded = timed(lambda: quantpylib_pass(server.client(), "bench", root), label)
-                    assert uploaded == n
-                    continue
-                target = Target("s3", server.endpoint, "bench", access_key="any", secret_key="any",
-                                workers=args.workers)
-                shutil.rmtree(root / ".backup", ignore_errors=True)      # no file hashes remembered from a pass
-                seconds[label], summary = timed(lambda: reconcile(str(root), target, catalog), label)
-                assert summary.failed == 0 and summary.uploaded == n
-        q_s = seconds["quantpylib"]
-        print(f"upload {n} files, {args.mb:.0f} MB (SeaweedFS on loopback, a fresh server per pass, 2 cores):")
-        print(f"  quantpylib-style (head + sequential put)           {q_s:6.1f} s")
-        print(f"  ours ({args.workers} workers, catalog rows: checked by the server) {seconds['ours']:6.1f} s"
-              f"   ratio {q_s / seconds['ours']:.2f}x")
-        print(f"  ours without catalog rows (every file hashed here) {seconds['unsealed']:6.1f} s"
-              f"   ratio {q_s / seconds['unsealed']:.2f}x")
-        cores = os.cpu_count() or 1
-        for label in seconds:
-            print(f"  CPU seconds, {label:10}: SeaweedFS {CPU[label + ' server']:5.1f}, client {CPU[label + ' client']:5.1f}")
-        floor = CPU["ours server"] / cores
-        print(f"  SeaweedFS alone needs {floor:.1f} s of this machine's {cores} cores for our pass: no client can "
-              f"beat {q_s / floor:.2f}x here")
+        rows = {"quantpylib": "quantpylib-style (head + sequential put)",
+                "ours": f"ours ({args.workers} workers; catalog rows, checked by the server)",
+                "unsealed": "ours without catalog rows (every file hashed here)"}
+        print(f"upload {n} files, {args.mb:.0f} MB (SeaweedFS on loopback, a fresh server per pass, "
+              f"{os.cpu_count()} cores):")
+        ratios: dict[str, list[float]] = {"ours": [], "unsealed": []}
+        for round_no in range(1, args.rounds + 1):
+            seconds = {label: upload_pass(label, work, root, n, args.workers) for label in rows}
+            q_s = seconds["quantpylib"]
+            print(f" round {round_no}:")
+            for label, what in rows.items():
+                ratio = ""
+                if label != "quantpylib":
+                    ratios[label].append(q_s / seconds[label])
+                    ratio = f"   ratio quantpylib / this {ratios[label][-1]:.2f}x"
+                print(f"  {what:56} {seconds[label]:6.1f} s{ratio}   CPU-s: SeaweedFS "
+                      f"{CPU[label + ' server']:4.1f}, client {CPU[label + ' client']:4.1f}")
+            floor = CPU["ours server"] / (os.cpu_count() or 1)
+            print(f"  SeaweedFS alone needs {floor:.1f} s of the cores for our pass: no client can beat "
+                  f"{q_s / floor:.2f}x here")
+        if args.rounds > 1:
+            print(f" median ratio over {args.rounds} rounds: ours {statistics.median(ratios['ours']):.2f}x, "
+                  f"without catalog rows {statistics.median(ratios['unsealed']):.2f}x")
         shutil.rmtree(root)
         if not args.noop_objects:
             return
