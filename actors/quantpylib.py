@@ -4,10 +4,14 @@
         load_lob_archives, load_trade_archives
 
     s3 = await get_boto_client(os.getenv("BACKBLAZE_ENDPOINT"), os.getenv("BACKBLAZE_ID"), os.getenv("BACKBLAZE_KEY"))
-    await backup_folder(s3, "archives", "my-bucket")
-    paths = load_lob_archives("binance", "BTCUSDT", 20, "2025-01-05:22", "2025-01-06:02", path="archives", only_paths=True)
-    await restore_folder(s3, "archives", "my-bucket", paths)
+    await backup_folder(s3=s3, local="archives", bucket="my-bucket")
+    search_files = load_lob_archives("binance", "BTCUSDT", 20, "2025-01-05:22", "2025-01-06:02", path="archives",
+                                     only_paths=True)
+    await restore_folder(s3=s3, local="archives", bucket="my-bucket", match_files=search_files)
     lobs = load_lob_archives("binance", "BTCUSDT", 20, "2025-01-05:22", "2025-01-06:02", path="archives")
+
+The parameters and defaults are quantpylib's own (``local``; ``ignore=['.*', '*.parquet.*']`` on backup;
+``remote_subpaths=['']`` and ``match_files=[]`` on restore), so the tutorial's keyword calls run unchanged.
 
 These are thin wrappers over tickarchive's own verified code, not a second implementation:
 ``backup_folder`` is one reconcile pass (checksummed uploads verified with a ``HEAD``; objects
@@ -29,6 +33,7 @@ from typing import Iterable
 from actors.backup import Bucket, PassSummary, Target, reconcile
 from actors.restore.loading import load_lob_archives, load_trade_archives
 from actors.restore.restorer import safe_relpath
+from actors.storage.layout import LayoutError, parse_relpath
 from actors.storage.catalog import CATALOG_DIR, Catalog
 
 __all__ = ["S3Client", "get_boto_client", "backup_folder", "restore_folder", "load_lob_archives",
@@ -61,31 +66,60 @@ async def get_boto_client(endpoint_url: str | None, aws_access_key_id: str | Non
     return S3Client(endpoint_url, aws_access_key_id, aws_secret_access_key)
 
 
-async def backup_folder(s3: S3Client, local_folder: str | Path, bucket: str) -> PassSummary:
-    """Mirror the archive under ``local_folder`` to ``bucket`` (one verified reconcile pass)."""
-    root = str(local_folder)
+QUANTPYLIB_IGNORE = (".*", "*.parquet.*")       # hidden files and folders, temp files
+
+
+async def backup_folder(s3: S3Client, local: str | Path, bucket: str,
+                        ignore: Iterable[str] = QUANTPYLIB_IGNORE) -> PassSummary:
+    """Mirror the archive under ``local`` to ``bucket`` (one verified reconcile pass).
+
+    ``ignore``: file-name patterns (``fnmatch``, matched against every part of a file's path) that
+    are not backed up. Hidden folders and temp files are never backed up, whatever ``ignore`` says.
+    """
+    root = str(local)
     catalog = Catalog(root) if (Path(root) / CATALOG_DIR).is_dir() else None
-    return await asyncio.to_thread(reconcile, root, s3.bucket(bucket).target, catalog)
+    return await asyncio.to_thread(reconcile, root, s3.bucket(bucket).target, catalog, ignore=tuple(ignore))
 
 
-async def restore_folder(s3: S3Client, local_folder: str | Path, bucket: str,
-                         match_files: Iterable[str | Path]) -> list[str]:
-    """Download the objects behind ``match_files`` (paths under ``local_folder``, e.g. from
-    ``only_paths=True``) that the bucket holds, each verified; returns the local paths restored.
-    Files the bucket does not hold are skipped, as quantpylib does; unsafe names are refused."""
-    root = Path(local_folder)
+async def restore_folder(s3: S3Client, local: str | Path, bucket: str, remote_subpaths: Iterable[str] = ("",),
+                         match_files: Iterable[str | Path] = ()) -> list[str]:
+    """Download the archive objects under ``remote_subpaths`` (folders relative to the archive root;
+    ``''`` is all of it) into ``local``, each verified; returns the local paths restored.
+
+    ``match_files`` (paths under ``local``, e.g. from ``only_paths=True``) narrows it to those files;
+    the ones the bucket does not hold are skipped, as quantpylib does. Unsafe names are refused.
+    """
+    root = Path(local)
     rels = [Path(p).relative_to(root).as_posix() if Path(p).is_absolute() or str(p).startswith(str(root))
             else Path(p).as_posix() for p in match_files]
-    return await asyncio.to_thread(_restore, s3.bucket(bucket), root, rels)
+    subpaths = [str(s).strip("/") for s in remote_subpaths]
+    return await asyncio.to_thread(_restore, s3.bucket(bucket), root, rels, subpaths)
 
 
-def _restore(bucket: Bucket, root: Path, rels: list[str]) -> list[str]:
+def _under(rel: str, subpaths: list[str]) -> bool:
+    return any(not sub or rel == sub or rel.startswith(sub + "/") for sub in subpaths)
+
+
+def _restore(bucket: Bucket, root: Path, rels: list[str], subpaths: list[str]) -> list[str]:
     held: set[str] = set()
-    for folder in sorted({rel.rsplit("/", 1)[0] + "/" for rel in rels}):     # one listing per month folder
-        held.update(bucket.list(folder))
-    wanted = [rel for rel in rels if rel in held]
+    if rels:
+        for folder in sorted({rel.rsplit("/", 1)[0] + "/" for rel in rels}):     # one listing per month folder
+            held.update(bucket.list(folder))
+        wanted = [rel for rel in rels if rel in held and _under(rel, subpaths)]
+    else:                                      # everything under the subpaths that is an archive file
+        for sub in subpaths:
+            held.update(rel for rel in bucket.list(f"{sub}/" if sub else "") if _is_archive_file(rel))
+        wanted = sorted(held)
     for rel in wanted:
         safe_relpath(rel, root)
     with ThreadPoolExecutor(max_workers=bucket.target.workers) as pool:
         list(pool.map(lambda rel: bucket.download(rel, root / rel), wanted))
     return [str(root / rel) for rel in wanted]
+
+
+def _is_archive_file(rel: str) -> bool:
+    try:
+        parse_relpath(rel)
+    except LayoutError:
+        return False
+    return not any(part.startswith(".") for part in rel.split("/"))

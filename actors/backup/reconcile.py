@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import threading
+from fnmatch import fnmatch
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -82,8 +83,11 @@ class PassSummary:
 
 def reconcile(root: str, target: Target, catalog: Any = None, progress: Callable[[int, int], None] | None = None,
               on_total: Callable[[int, int], None] | None = None, client: Any = None,
-              retention_days: float | None = None) -> PassSummary:
+              retention_days: float | None = None, ignore: tuple[str, ...] = ()) -> PassSummary:
     """One reconcile pass (see module docstring). Raises BackupError for endpoint/bucket problems.
+
+    ``ignore``: file-name patterns (``fnmatch``) of local files not to back up, matched against every
+    part of the file's relative path (quantpylib's ``backup_folder(ignore=...)``).
 
     ``on_total(files, bytes)`` is called once the work is known, ``progress(1, bytes)`` after
     each upload; ``client`` replaces the boto3 client made from ``target``.
@@ -96,6 +100,9 @@ def reconcile(root: str, target: Target, catalog: Any = None, progress: Callable
     except Exception as exc:
         raise BackupError(bucket.describe(exc)) from None
     local = sealed_files(root)
+    if ignore:
+        local = {rel: st for rel, st in local.items()
+                 if not any(fnmatch(part, pattern) for part in rel.split("/") for pattern in ignore)}
     run = _Pass(root, bucket, VerifiedState(root, target), catalog)
     todo = run.triage(local, remote)
     if on_total is not None:

@@ -80,12 +80,16 @@ def test_backup_and_restore_folder_round_trip(tmp_path, seaweed, bucket_target):
     fresh = tmp_path / "workstation"
 
     async def recipe():
+        # the tutorial's calls, keywords exactly as written there
         s3 = await get_boto_client(seaweed.endpoint, "any", "any")
-        summary = await backup_folder(s3, tmp_path / "archives", bucket_target.bucket)
-        paths = q_lobs("binance", "BTCUSDT", 20, "2025-01-05:22", "2025-01-06:02", path=fresh, only_paths=True) + \
-            q_trades("binance", "BTCUSDT", "2025-01-05:22", "2025-01-06:02", path=fresh, only_paths=True)
-        restored = await restore_folder(s3, fresh, bucket_target.bucket, paths)
-        return summary, paths, restored
+        local, bucket = tmp_path / "archives", bucket_target.bucket
+        summary = await backup_folder(s3=s3, local=local, bucket=bucket)
+        local = fresh
+        search_files = q_lobs("binance", "BTCUSDT", 20, "2025-01-05:22", "2025-01-06:02", path=local,
+                              only_paths=True) + \
+            q_trades("binance", "BTCUSDT", "2025-01-05:22", "2025-01-06:02", path=local, only_paths=True)
+        restored = await restore_folder(s3=s3, local=local, bucket=bucket, match_files=search_files)
+        return summary, search_files, restored
 
     summary, paths, restored = asyncio.run(recipe())
     assert (summary.uploaded, summary.failed) == (2, 0) and len(paths) == 10
@@ -95,3 +99,35 @@ def test_backup_and_restore_folder_round_trip(tmp_path, seaweed, bucket_target):
     assert len(after) == len(before_lobs) and all(
         a["ts"] == b["ts"] and a["b"].tolist() == b["b"].tolist() and a["a"].tolist() == b["a"].tolist()
         for a, b in zip(after, before_lobs))
+
+
+@pytest.mark.s3
+def test_quantpylib_defaults_ignore_on_backup_and_everything_on_restore(tmp_path, seaweed, bucket_target):
+    """quantpylib's defaults: ``ignore=['.*', '*.parquet.*']`` on backup (a caller's own patterns are
+    honoured too), ``remote_subpaths=['']`` and ``match_files=[]`` on restore: everything under the
+    subpaths comes back."""
+    import asyncio
+
+    from actors.quantpylib import backup_folder, get_boto_client, restore_folder
+
+    archives = tmp_path / "archives"
+    write_quantpylib_files(archives)
+    eth = StreamKey("binance", "perp", "trades", "ETHUSDT").relpath(T0)
+    (archives / eth).write_bytes((archives / StreamKey("binance", "perp", "trades", "BTCUSDT").relpath(T0)).read_bytes())
+
+    async def recipe():
+        s3 = await get_boto_client(seaweed.endpoint, "any", "any")
+        summary = await backup_folder(s3=s3, local=archives, bucket=bucket_target.bucket, ignore=[".*", "ETH*"])
+        everything = await restore_folder(s3=s3, local=tmp_path / "all", bucket=bucket_target.bucket)
+        trades = await restore_folder(s3=s3, local=tmp_path / "trades", bucket=bucket_target.bucket,
+                                      remote_subpaths=["binance/perp/trades"])
+        return summary, everything, trades
+
+    summary, everything, trades = asyncio.run(recipe())
+    assert (summary.uploaded, summary.failed) == (2, 0)          # the ETHUSDT file was ignored
+    rel = lambda paths, root: sorted(Path(p).relative_to(root).as_posix() for p in paths)
+    book = StreamKey("binance", "perp", "l2book", "BTCUSDT", 20).relpath(T0)
+    btc = StreamKey("binance", "perp", "trades", "BTCUSDT").relpath(T0)
+    assert rel(everything, tmp_path / "all") == sorted([book, btc])
+    assert rel(trades, tmp_path / "trades") == [btc]
+    assert (tmp_path / "all" / book).read_bytes() == (archives / book).read_bytes()
