@@ -47,26 +47,42 @@ def run_restore(settings: Settings) -> int:
     try:
         req = _request(settings)
         restorer = _restorer(settings)
-        refs = []
-        missing: dict[str, list[int]] = {}
-        for channel in req.get("channels") or ["l2book", "trades"]:
-            args = (req["exchange"], str(req["symbol"]), channel, str(req["start"]), str(req["end"]),
-                    req.get("depth"), req.get("market") or "perp")
-            refs.extend(restorer.paths(*args))
-            missing[channel] = restorer.missing_hours(*args)
+        channels = list(req.get("channels") or ["l2book", "trades"])
+        exchange, symbol, start, end = req["exchange"], str(req["symbol"]), str(req["start"]), str(req["end"])
+        depth, market = req.get("depth"), req.get("market") or "perp"
+        refs = [ref for channel in channels
+                for ref in restorer.paths(exchange, symbol, channel, start, end, depth, market)]
         total = sum(r.size or 0 for r in refs if not r.local)
         with tqdm(total=total, unit="B", unit_scale=True, desc="restore", file=sys.stderr,
                   disable=total == 0) as bar:
             paths = restorer.restore_refs(refs, progress=bar.update)
+        cells = restorer.hour_cells(exchange, symbol, start, end, list(dict.fromkeys([*channels, "events"])), depth,
+                                    market)
     except (RestoreError, RangeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     _print_paths(paths, req, f"under {settings.root}")
-    for channel, hours in missing.items():
-        if hours:
-            print(f"missing: no {channel} file anywhere for {len(hours)} hour(s): {_hour_list(hours)}",
-                  file=sys.stderr)
+    _print_holes(restorer, cells, exchange, symbol, channels, start, end, depth, market)
     return 0
+
+
+def _print_holes(restorer: Restorer, cells: dict, exchange: str, symbol: str, channels: list[str], start: str,
+                 end: str, depth, market: str) -> None:
+    """The range's hours without a file, and hours whose events record a hole (the coverage rule)."""
+    from actors.restore.coverage import uncovered_hours
+    from actors.restore.timerange import hours_between
+
+    hours = hours_between(*parse_range(start, end))
+    for channel in channels:
+        stream = restorer.stream_key(exchange, symbol, channel, depth, market).id
+        missing = uncovered_hours(cells, stream, hours)
+        if missing:
+            print(f"missing: no {channel} file anywhere for {len(missing)} hour(s): {_hour_list(missing)}",
+                  file=sys.stderr)
+        holes = sorted(c.hour for c in cells.values() if c.stream == stream and c.gaps)
+        if holes:
+            print(f"gaps: {channel} rows may be missing around recorded gap/lost events in {len(holes)} hour(s): "
+                  f"{_hour_list(holes)}", file=sys.stderr)
 
 
 def _run_restore_in_cluster(settings: Settings) -> int:
@@ -118,8 +134,9 @@ def run_status(settings: Settings) -> int:
         return 2
     rows = table.to_pylist()
     print_table([("stream", "<44"), ("hour (UTC)", "<16"), ("rows", ">10"), ("bytes", ">12"), ("where", "<8"),
-                 ("gaps", ">5")],
-                [(r["stream"], _hour(r["hour"]), r["rows"], r["bytes"], r["where"], r["gaps"]) for r in rows])
+                 ("gaps", ">5"), ("disconn", ">7")],
+                [(r["stream"], _hour(r["hour"]), r["rows"], r["bytes"], r["where"], r["gaps"], r["disconnects"])
+                 for r in rows])
     if not rows:
         print("(no archived files in this range)")
     return 0
@@ -151,9 +168,9 @@ def run_overview(settings: Settings) -> int:
     print(f"archive {settings.root}: {len(streams)} stream(s); archiver: "
           + (f"running (pid {live['pid']}) — {live['line']}" if live else "not running"))
     print_table([("stream", "<40"), ("first hour", "<16"), ("last hour", "<16"), ("rows last h", ">11"),
-                 ("missing h", ">9"), ("gaps", ">5"), ("disconn", ">7"), ("backup", "<7")],
+                 ("missing h", ">9"), ("gaps", ">5"), ("disconn", ">7"), ("where", "<7")],
                 [(st.stream, _hour(st.first_hour), _hour(st.last_hour), st.rows_last_hour, st.missing_hours,
-                  st.gaps, st.disconnects, st.backup) for st in streams])
+                  st.gaps, st.disconnects, st.where) for st in streams])
     if not streams:
         print("(no archived streams" + (" match the filters" if req.exchange or req.symbol or start_ns else "") + ")")
     if settings.status_plot:

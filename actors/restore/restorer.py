@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from actors.backup.bucket import Bucket, open_bucket
 from actors.backup.verify import MismatchError
 from actors.errors import TickarchiveError
 from actors.storage.catalog import Catalog, CatalogError, as_ns_ints, sql_str
 from actors.storage.layout import HOUR_NS, LayoutError, StreamKey, file_in_range, parse_relpath
+from actors.restore.coverage import FileFacts, HourCoverage, hour_coverage, read_marks, uncovered_hours
 from actors.restore.loading import DEFAULT_MARKET, local_files, month_of, read_range
 from actors.logs import get_logger
 from actors.feed.records import SCHEMAS
@@ -104,8 +104,9 @@ class Restorer:
         self._catalog_warned = False
 
     # -- requests ------------------------------------------------------------------------
-    def _stream(self, exchange: str, symbol: str, channel: str, depth: int | None,
-                market: str) -> StreamKey:
+    def stream_key(self, exchange: str, symbol: str, channel: str, depth: int | None,
+                   market: str) -> StreamKey:
+        """The stream a request names (an unknown venue or channel is a :class:`RestoreError`)."""
         if self.venues is not None and exchange not in self.venues:
             raise RestoreError(f"unknown venue {exchange!r} (supported: {', '.join(sorted(self.venues))})")
         if channel not in SCHEMAS:
@@ -136,7 +137,7 @@ class Restorer:
         being rebuilt or damaged), and each source adds what the others miss.
         """
         start_ns, end_ns = parse_range(start, end)
-        stream = self._stream(exchange, symbol, channel, depth, market)
+        stream = self.stream_key(exchange, symbol, channel, depth, market)
         found: dict[str, FileRef] = {}
         for ref in self._from_catalog(stream, start_ns, end_ns) + self._from_listings(stream, start_ns, end_ns):
             known = found.get(ref.rel)
@@ -155,14 +156,15 @@ class Restorer:
 
     def missing_hours(self, exchange: str, symbol: str, channel: str, start: TimeLike, end: TimeLike,
                       depth: int | None = None, market: str = DEFAULT_MARKET) -> list[int]:
-        """Start (ns) of every hour of the range that no file covers, locally or in the bucket."""
+        """Start (ns) of every hour of the range that no file covers, locally or in the bucket (the
+        coverage rule of :mod:`actors.restore.coverage`)."""
         start_ns, end_ns = parse_range(start, end)
         try:
-            refs = self.paths(exchange, symbol, channel, start_ns, end_ns, depth, market)
+            cells = self.hour_cells(exchange, symbol, start_ns, end_ns, [channel], depth, market)
         except RestoreError:
-            refs = []
-        covered = {h for ref in refs for h in hours_between(ref.period_start, ref.period_end)}
-        return [h for h in hours_between(start_ns, end_ns) if h not in covered]
+            cells = {}
+        stream = self.stream_key(exchange, symbol, channel, depth, market).id
+        return uncovered_hours(cells, stream, hours_between(start_ns, end_ns))
 
     def _from_catalog(self, stream: StreamKey, start_ns: int, end_ns: int) -> list[FileRef]:
         try:
@@ -317,53 +319,46 @@ class Restorer:
         return read_range(files, channel, start_ns, end_ns, columns)
 
     # -- coverage ------------------------------------------------------------------------
-    def coverage(self, exchange: str, symbol: str, start: TimeLike, end: TimeLike,
-                 channels: Iterable[str] = ("l2book", "trades", "events"), depth: int | None = None,
-                 market: str = DEFAULT_MARKET) -> pa.Table:
-        """Per stream and hour: files, rows, bytes, where (local/remote/both), gap events."""
+    def hour_cells(self, exchange: str, symbol: str, start: TimeLike, end: TimeLike,
+                   channels: Iterable[str] = ("l2book", "trades", "events"), depth: int | None = None,
+                   market: str = DEFAULT_MARKET) -> dict[tuple[str, int], HourCoverage]:
+        """The covered stream-hours of the range (:func:`actors.restore.coverage.hour_coverage`), by
+        ``(stream id, hour)``; raises :class:`RestoreError` when no channel has any file and one was refused."""
         start_ns, end_ns = parse_range(start, end)
-        gaps_by_hour: dict[int, int] = {}
-        out: dict[tuple[str, int], dict] = {}
+        facts: list[FileFacts] = []
+        events: list[str] = []
         refused: list[RestoreError] = []
         for channel in channels:
             try:
                 refs = self.paths(exchange, symbol, channel, start_ns, end_ns, depth, market)
-            except RestoreError as exc:       # e.g. unknown symbol: said below unless other channels have data
+            except RestoreError as exc:       # e.g. unknown symbol: said unless other channels have data
                 refused.append(exc)
-                refs = []
+                continue
+            stream = self.stream_key(exchange, symbol, channel, depth, market).id
             for ref in refs:
-                hour = ref.period_start - ref.period_start % HOUR_NS
-                stream = self._stream(exchange, symbol, channel, depth, market).id
-                row = out.setdefault((stream, hour), {"stream": stream, "hour": hour, "files": 0, "rows": 0,
-                                                      "bytes": 0, "local": 0, "remote": 0,
-                                                      "damaged": 0})
-                row["files"] += 1
-                row["rows"] += ref.rows or 0
-                row["bytes"] += ref.size or 0
-                row["local"] += int(ref.local)
-                row["remote"] += int(ref.remote)
-                row["damaged"] += int(ref.local and self._damaged(ref))
+                facts.append(FileFacts(stream, exchange, symbol, channel, ref.period_start, ref.rows or 0,
+                                       ref.size or 0, ref.local, ref.remote, ref.local and self._damaged(ref)))
                 if channel == "events" and ref.local:
-                    events = read_range([str(Path(self.root) / ref.rel)], "events", start_ns, end_ns,
-                                        ["ts_local", "kind"])
-                    mask = pc.equal(events.column("kind"), "gap")
-                    for ts in events.filter(mask).column("ts_local").cast(pa.int64()).to_pylist():
-                        h = ts - ts % HOUR_NS
-                        gaps_by_hour[h] = gaps_by_hour.get(h, 0) + 1
-        if not out and refused:
+                    events.append(str(Path(self.root) / ref.rel))
+        if not facts and refused:
             raise refused[0]
-        rows = []
-        for (stream, hour), row in sorted(out.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-            files = row.pop("files")
-            local, remote, damaged = row.pop("local"), row.pop("remote"), row.pop("damaged")
-            row["where"] = ("damaged" if damaged else "both" if local == files and remote == files else
-                            "local" if local == files else "remote" if remote == files else "partial")
-            row["gaps"] = gaps_by_hour.get(hour, 0) if stream.split("/")[2] == "events" else 0
-            row["files"] = files
-            rows.append(row)
-        return pa.Table.from_pylist(rows, schema=pa.schema([
-            ("stream", pa.string()), ("hour", pa.timestamp("ns", tz="UTC")), ("rows", pa.int64()),
-            ("bytes", pa.int64()), ("where", pa.string()), ("gaps", pa.int64()), ("files", pa.int64())]))
+        return hour_coverage(facts, {(exchange, symbol): read_marks(events, start_ns, end_ns)})
+
+    def coverage(self, exchange: str, symbol: str, start: TimeLike, end: TimeLike,
+                 channels: Iterable[str] = ("l2book", "trades", "events"), depth: int | None = None,
+                 market: str = DEFAULT_MARKET) -> pa.Table:
+        """Per stream and hour: rows, bytes, where (local/remote/both/partial/damaged), holes (gap and lost
+        events) and disconnects, files."""
+        cells = self.hour_cells(exchange, symbol, start, end, channels, depth, market)
+        rows = [{"stream": c.stream, "hour": c.hour, "rows": c.rows, "bytes": c.bytes, "where": c.where,
+                 "gaps": c.gaps, "disconnects": c.disconnects, "files": c.files}
+                for c in sorted(cells.values(), key=lambda c: (c.hour, c.stream))]
+        return pa.Table.from_pylist(rows, schema=COVERAGE_SCHEMA)
+
+
+COVERAGE_SCHEMA = pa.schema([
+    ("stream", pa.string()), ("hour", pa.timestamp("ns", tz="UTC")), ("rows", pa.int64()), ("bytes", pa.int64()),
+    ("where", pa.string()), ("gaps", pa.int64()), ("disconnects", pa.int64()), ("files", pa.int64())])
 
 
 def reindex(root: str | Path, catalog: Catalog, bucket: Bucket | None = None,

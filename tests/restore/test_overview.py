@@ -19,6 +19,7 @@ SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "DYDXUSDT", "XRPUSDT"]
 HOURS = 48
 MISSING = range(30, 33)                 # ETHUSDT: no data at all in hours 30..32 (the archiver was down)
 GAP_HOUR, DISCONNECT_HOUR = 40, 44      # SOLUSDT: a sequence gap, then a disconnect
+LOST_HOUR = 46                          # SOLUSDT: a damaged spool frame (a `lost` event for the whole symbol)
 
 
 def build_archive(root) -> None:
@@ -40,6 +41,8 @@ def build_archive(root) -> None:
                 sink.event(symbol, T0 + hour * HOUR_NS + 5 * NS, "l2book", "gap", "pu 7 != previous u 5", 5, 7)
             if symbol == "SOLUSDT" and hour == DISCONNECT_HOUR:
                 sink.event(symbol, T0 + hour * HOUR_NS + 9 * NS, "", "disconnect", "simulated disconnect")
+            if symbol == "SOLUSDT" and hour == LOST_HOUR:
+                sink.event(symbol, T0 + hour * HOUR_NS + 3 * NS, "", "lost", "spool damage: 120 bytes unreadable")
             core.write("p", hour + 1, sink.take())
         core.seal_all()
 
@@ -58,11 +61,11 @@ def test_overview_lists_every_stream_with_its_health(two_days):
     eth = streams["binance/perp/trades/ETHUSDT"]
     assert (eth.first_hour, eth.last_hour, eth.missing_hours) == (T0, T0 + (HOURS - 1) * HOUR_NS, len(MISSING))
     sol_book = streams["binance/perp/l2book/SOLUSDT_depth20"]
-    assert (sol_book.gaps, sol_book.disconnects) == (1, 1)
+    assert (sol_book.gaps, sol_book.disconnects) == (2, 1)           # the book gap and the symbol's lost frame
     sol_trades = streams["binance/perp/trades/SOLUSDT"]
-    assert (sol_trades.gaps, sol_trades.disconnects) == (0, 1)       # the gap was a book gap
+    assert (sol_trades.gaps, sol_trades.disconnects) == (1, 1)       # the gap was a book gap; `lost` is everyone's
     btc = streams["binance/perp/trades/BTCUSDT"]
-    assert btc.rows_last_hour == 10 + ((HOURS - 1) * 7 + 7) % 40 and btc.backup == "local"
+    assert btc.rows_last_hour == 10 + ((HOURS - 1) * 7 + 7) % 40 and btc.where == "local"
     assert [s.symbol for s in archive_overview(str(tmp_path), Catalog(str(tmp_path)), symbol="XRPUSDT")] == \
         ["XRPUSDT", "XRPUSDT"]
 
@@ -74,7 +77,7 @@ def test_coverage_picture_shows_the_gap(two_days):
     eth = grid.streams.index("binance/perp/l2book/ETHUSDT_depth20")
     assert [h for h in range(HOURS) if grid.rows[eth, h] == 0] == list(MISSING)
     sol = grid.streams.index("binance/perp/l2book/SOLUSDT_depth20")
-    assert np.nonzero(grid.gaps[sol])[0].tolist() == [GAP_HOUR]
+    assert np.nonzero(grid.gaps[sol])[0].tolist() == [GAP_HOUR, LOST_HOUR]
     assert np.nonzero(grid.disconnects[sol])[0].tolist() == [DISCONNECT_HOUR]
     assert not grid.backed_up.any() and (grid.rows > 0).sum() == 10 * HOURS - 2 * len(MISSING)
     for name in ("coverage.png", "coverage.html"):
@@ -85,6 +88,33 @@ def test_coverage_picture_shows_the_gap(two_days):
         assert (tmp_path / name).stat().st_size > 1000
     assert "binance/perp/trades/ETHUSDT" in proc.stdout and "not running" in proc.stdout
     page = (tmp_path / "coverage.html").read_text()
-    assert page.count('class="gap"') == 1 and page.count('class="disconnect"') == 2    # book + trades row
+    assert page.count('class="gap"') == 1 + 2 and page.count('class="disconnect"') == 2    # book + trades row
     from PIL import Image
     assert Image.open(tmp_path / "coverage.png").size[0] > 400
+
+
+def test_status_restore_and_the_picture_apply_one_coverage_rule(two_days):
+    """The same stream-hours give the same holes, disconnects and place in every view: the overview's
+    coverage grid, Restorer.coverage (mode=status for one stream) and mode=restore's lists."""
+    from actors.restore.restorer import Restorer
+
+    root = str(two_days)
+    grid = coverage_grid(root, Catalog(root), symbol="SOLUSDT")
+    table = Restorer(root).coverage("binance", "SOLUSDT", T0, T0 + HOURS * HOUR_NS).to_pylist()
+    by_cell = {(r["stream"], int(r["hour"].timestamp()) * NS): r for r in table}
+    for i, stream in enumerate(grid.streams):
+        for j, hour in enumerate(grid.hours):
+            row = by_cell[(stream, hour)]
+            assert (row["gaps"], row["disconnects"]) == (grid.gaps[i, j], grid.disconnects[i, j]), (stream, hour)
+            assert row["where"] == "local" and row["rows"] == grid.rows[i, j]
+    events = [r for r in table if r["stream"] == "binance/perp/events/SOLUSDT"]
+    assert sum(r["gaps"] for r in events) == 2 and sum(r["disconnects"] for r in events) == 1
+    proc = subprocess.run([sys.executable, "launch.py", "mode=restore", f"storage.root={root}",
+                           "restore.exchange=binance", "restore.symbol=SOLUSDT", "restore.start=2025-01-02:14",
+                           "restore.end=2025-01-02:23", "restore.depth=20"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "gaps: l2book rows may be missing around recorded gap/lost events in 2 hour(s): 2025-01-02:16, " \
+           "2025-01-02:22" in proc.stderr
+    assert "gaps: trades rows may be missing around recorded gap/lost events in 1 hour(s): 2025-01-02:22" \
+        in proc.stderr
