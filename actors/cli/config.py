@@ -160,6 +160,7 @@ def _validate(app: AppConfig) -> Settings:
     root = _root(app.storage.root, mode, cluster=bool(app.ray.address))
     if app.storage.symbols_per_writer < 0:
         raise ConfigError("storage.symbols_per_writer: must be >= 0 (0 = automatic)")
+    _check_ray_address(app.ray.address)
     if (app.ray.detach or mode == "stop") and not app.ray.address:
         raise ConfigError("ray.detach / mode=stop: only with a running cluster (add ray=cluster)")
     if app.socket.symbols_per_process < 0:
@@ -188,6 +189,22 @@ def _validate(app: AppConfig) -> Settings:
         console=app.log.console.value if app.log.console else ("live" if sys.stderr.isatty() else "plain"),
         status_every_s=parse_duration(app.log.status_every, "log.status_every"),
         placement=tuple(sorted((str(k), str(v).strip()) for k, v in app.placement.items() if v is not None)))
+
+
+_HOST_PORT = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?):(\d{1,5})$")
+
+
+def _check_ray_address(address: str | None) -> None:
+    """``ray.address``: ``auto`` or ``HOST:PORT`` of the cluster's GCS (one clear line otherwise)."""
+    if address is None or address == "auto":
+        return
+    if str(address).startswith("ray://"):
+        raise ConfigError(f"ray.address: {address!r} is a Ray Client address; launch.py joins as a driver: use "
+                          "the head's GCS address HOST:6379 (ray.address=auto on a cluster node)")
+    m = _HOST_PORT.match(str(address))
+    if not m or not 0 < int(m.group(1)) < 65536:
+        raise ConfigError(f"ray.address: {address!r} is not HOST:PORT (e.g. ray.address=10.0.0.5:6379, the port "
+                          "`ray start --head` printed) or auto")
 
 
 def _venue_specs(app: AppConfig, mode: str, channels: tuple[str, ...]) -> list[VenueSpec]:

@@ -53,13 +53,30 @@ def venue_rows(now: Snapshot, before: Snapshot | None) -> list[VenueRow]:
         old = (before.venues.get(venue) if before else None) or {}
         conns = st.get("connected") or []
         lag = st.get("lag_s")
-        connected = "waiting" if st.get("waiting") else f"{sum(conns)}/{len(conns)}"   # node lost, none eligible
-        rows.append(VenueRow(venue, connected, max(0, st.get("connects", 0) - len(conns)),
+        rows.append(VenueRow(venue, venue_state(st), max(0, st.get("connects", 0) - len(conns)),
                              _rate(st.get("frames", 0), old.get("frames"), seconds),
                              None if lag is None else lag * 1000.0,
                              _rate(st.get("sent_rows", 0), old.get("sent_rows"), seconds),
                              st.get("pending_rows", 0)))
     return rows
+
+
+SILENT_AFTER = 3          # connections in a row without a market row before a venue shows as silent
+
+
+def venue_state(st: dict[str, Any]) -> str:
+    """``1/1``, or why the venue is not delivering: ``waiting`` (its node is lost, none eligible),
+    ``refused (HTTP 400)`` (every connection refused), ``0/1 silent`` (acknowledged, no market data)."""
+    conns = st.get("connected") or []
+    if st.get("waiting"):
+        return "waiting"
+    refused = st.get("refused") or []
+    if refused and not any(conns):
+        return f"refused ({refused[0]})"
+    text = f"{sum(conns)}/{len(conns)}"
+    if st.get("silent_reconnects", 0) >= SILENT_AFTER:
+        text += " silent"
+    return text
 
 
 def totals(now: Snapshot, before: Snapshot | None) -> dict[str, float]:

@@ -7,6 +7,13 @@ reconnects on purpose before the venue's connection lifetime runs out. A connect
 delivers no market data (book or trade rows) for ``idle_timeout_s`` is treated as dead (a
 stalled feed): acks, pongs and errors keep a socket open but do not make a feed alive.
 
+A venue that refuses the connection with an HTTP 4xx (401, 403, 400, 404: a configuration or
+protocol problem, not a network blip) is retried with the capped backoff and said at ERROR, naming
+the URL and the status, at most once a minute (``FeedStats.refused``). A connection that is
+acknowledged but never yields a market row is closed by the watchdog each ``idle_timeout_s``; after
+``silent_reconnects_error`` such connections in a row that is said at ERROR too
+(``FeedStats.silent_reconnects``): a wrong stream name or route looks exactly like this.
+
 Backpressure (the writers are behind) pauses reading. The websocket's own keepalive pings go
 on, but a missing pong never closes the connection (its pong waits unread behind the queued
 data); a dead connection is found by the idle watchdog instead, which does not count paused
@@ -26,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
+from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI, WebSocketException
 
 from actors.logs import get_logger
 from actors.venues.base import ConnectionPlan, FetchSnapshot, Reconnect, Send, VenueClient
@@ -49,6 +56,8 @@ class FeedStats:
     snapshots: int = 0
     connected: bool = False
     last_error: str = ""
+    refused: str = ""                  # "HTTP 400" while the venue refuses every connection attempt
+    silent_reconnects: int = 0         # connections in a row closed for yielding no market row
 
 
 @dataclass
@@ -59,6 +68,8 @@ class FeedOptions:
     idle_timeout_s: float = 60.0
     snapshot_timeout_s: float = 15.0
     open_timeout_s: float = 10.0
+    silent_reconnects_error: int = 3
+    error_every_s: float = 60.0        # a refusal or a silent venue is said at ERROR at most this often
     tags: dict = field(default_factory=dict)
 
 
@@ -90,6 +101,13 @@ class FeedConnection:
         self._tasks: set[asyncio.Task] = set()
         self._gated = False
         self._close_reason = ""
+        self._error_said_at = -float("inf")
+
+    @property
+    def label(self) -> str:
+        """``okx public-0``: the venue and the connection, for log lines."""
+        venue = self.options.tags.get("exchange")
+        return f"{venue} {self.plan.name}" if venue else self.plan.name
 
     def now(self) -> int:
         """Receive time in ns: wall clock, or the replay's recorded clock."""
@@ -103,12 +121,17 @@ class FeedConnection:
         while not stop.is_set():
             reason = "closed"
             planned = False
+            refused = ""
             try:
                 planned = await self._session(stop)
                 attempt = 0
                 reason = "planned reconnect (connection lifetime)" if planned else "stopped"
             except _ReconnectNow as exc:
                 reason = f"reconnect: {exc}"
+            except InvalidStatus as exc:
+                reason = f"{type(exc).__name__}: {exc}"[:300]
+                code = exc.response.status_code
+                refused = f"HTTP {code}" if 400 <= code < 500 and code != 429 else ""
             except (OSError, asyncio.TimeoutError, WebSocketException, InvalidURI, InvalidHandshake) as exc:
                 reason = f"{type(exc).__name__}: {exc}"[:300]
             finally:
@@ -124,16 +147,34 @@ class FeedConnection:
                 break
             if planned:
                 continue
+            self.stats.refused = refused
             delay = random.uniform(self.options.backoff_min_s,
                                    min(self.options.backoff_max_s,
                                        self.options.backoff_min_s * (2 ** attempt)))
             attempt = min(attempt + 1, 20)
-            log.warning(f"{self.plan.name}: {reason}; reconnecting in {delay:.1f}s",
-                        extra={**self.options.tags, "url": self.plan.url})
+            if refused:
+                self._say_error(f"{self.label}: {self.plan.url} refused the connection ({refused}): a "
+                                "configuration or protocol problem, not a network blip (check the venue's URL, "
+                                f"symbols and protocol settings); retrying with backoff up to "
+                                f"{self.options.backoff_max_s:.0f}s")
+            elif self.stats.silent_reconnects >= self.options.silent_reconnects_error:
+                self._say_error(f"{self.label}: {self.stats.silent_reconnects} connections in a row to "
+                                f"{self.plan.url} were acknowledged but delivered no market data within "
+                                f"{self.options.idle_timeout_s:.0f}s (wrong stream names or route?); reconnecting")
+            else:
+                log.warning(f"{self.plan.name}: {reason}; reconnecting in {delay:.1f}s",
+                            extra={**self.options.tags, "url": self.plan.url})
             try:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             except asyncio.TimeoutError:
                 pass
+
+    def _say_error(self, message: str) -> None:
+        """Log ``message`` at ERROR unless one was said less than ``error_every_s`` ago."""
+        now = time.monotonic()
+        if now - self._error_said_at >= self.options.error_every_s:
+            self._error_said_at = now
+            log.error(message, extra={**self.options.tags, "url": self.plan.url})
 
     async def _session(self, stop: asyncio.Event) -> bool:
         """One connection; returns True for a planned (lifetime) reconnect."""
@@ -144,6 +185,7 @@ class FeedConnection:
             self.stats.connects += 1
             self.stats.frames_this_connection = 0
             self.stats.connected = True
+            self.stats.refused = ""
             first = None
             if self.options.replay_clock:   # a replay server opens with its clock: stamp connect with it
                 try:
@@ -178,7 +220,7 @@ class FeedConnection:
         """Close the socket on stop, on a stalled feed, or when the planned lifetime is over."""
         opened = last_data = time.monotonic()
         lifetime = self.client.max_lifetime_s
-        rows_seen = self.client.market_rows
+        rows_seen = rows_at_open = self.client.market_rows
         while True:
             try:
                 await asyncio.wait_for(stop.wait(), timeout=0.5)
@@ -190,6 +232,7 @@ class FeedConnection:
             now = time.monotonic()
             if self.client.market_rows != rows_seen:
                 rows_seen, last_data = self.client.market_rows, now
+                self.stats.silent_reconnects = 0
             if lifetime and now - opened >= lifetime:
                 self._close_reason = "lifetime"
             elif self._gated:
@@ -197,6 +240,8 @@ class FeedConnection:
                 continue
             elif now - last_data > self.options.idle_timeout_s:
                 self._close_reason = f"no market data for {self.options.idle_timeout_s:.0f}s (stalled feed)"
+                silent = self.client.market_rows == rows_at_open
+                self.stats.silent_reconnects = self.stats.silent_reconnects + 1 if silent else 0
             else:
                 continue
             await ws.close()

@@ -40,6 +40,9 @@ class FeedObserver:
     def lag(self, seconds: float) -> None:
         """``ts_local - ts_exchange`` of the newest row."""
 
+    def connected(self, count: int) -> None:
+        """``count`` of the venue's connections are open now (every flush)."""
+
 
 class VenueFeed:
     """Connections + buffers + outbox of one venue (see module docstring)."""
@@ -110,6 +113,7 @@ class VenueFeed:
         if frames > self._frames_seen:
             self.observer.frames(frames - self._frames_seen)
             self._frames_seen = frames
+        self.observer.connected(sum(c.stats.connected for c in self.connections))
 
     def _observe(self, channel: str, batch) -> None:
         if channel == "events":
@@ -153,6 +157,9 @@ class VenueFeed:
             "connects": sum(s.connects for s in conns),
             "disconnects": sum(s.disconnects for s in conns),
             "connected": [s.connected for s in conns],
+            "refused": [s.refused for s in conns if s.refused],
+            "silent_reconnects": max((s.silent_reconnects for s in conns), default=0),
+            "market_rows": sum(c.client.market_rows for c in self.connections),
             "frames_on_open_connections": sum(s.frames_this_connection for s in conns if s.connected),
             "pending_rows": self.buffers.rows + self.outbox.pending_rows,
             "sent_rows": self.outbox.sent_rows,

@@ -96,11 +96,22 @@ class RunReport:
     moves: list[dict] = field(default_factory=list)      # venues moved off a lost node
     handed_over: dict = field(default_factory=dict)      # spool calls/rows handed over by returning nodes
     venues: dict[str, Any] = field(default_factory=dict)
+    finite: bool = False                                 # duration_s or a replay: every venue must deliver
+
+    @property
+    def silent_venues(self) -> dict[str, str]:
+        """Venues of a finite run that delivered no market row, with why (refused, silent, ...)."""
+        from actors.cli.console import venue_state
+
+        if not self.finite:
+            return {}
+        return {venue: venue_state(st) for venue, st in sorted(self.venues.items()) if not st.get("market_rows")}
 
     @property
     def ok(self) -> bool:
-        """False when the final backup pass failed (the run itself stops on errors)."""
-        return not self.backup or bool(self.backup.get("ok"))
+        """False when the final backup pass failed or a venue of a finite run delivered no market row
+        (the run itself stops on errors)."""
+        return (not self.backup or bool(self.backup.get("ok"))) and not self.silent_venues
 
     @property
     def frames_per_s(self) -> float:
@@ -116,6 +127,8 @@ class RunReport:
             text += f", {len(self.moves)} move(s) off lost nodes"
         if self.backup:
             text += f"; backup: {self.backup.get('summary') or self.backup.get('error')}"
+        for venue, state in self.silent_venues.items():
+            text += f"; error: {venue} delivered no market data ({state})"
         return text
 
 
@@ -251,7 +264,7 @@ def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
                   else "plain", console_level=console_level)
     os.makedirs(settings.root, exist_ok=True)
     runs = plan_sources(settings)
-    report = RunReport()
+    report = RunReport(finite=bool(settings.duration_s) or settings.source == "replay")
     stop_flag = stop_flag or threading.Event()
     interrupted = False
     services = Services()
@@ -307,6 +320,8 @@ def run_archive(settings: Settings, stop_flag: threading.Event | None = None,
         for run in runs:
             if run.server_thread is not None:
                 run.server_thread.stop()
+    for venue, state in report.silent_venues.items():
+        log.error(f"{venue} delivered no market data during this run ({state}); see the venue's log lines above")
     log.info(report.summary(), extra={"console": False})     # launch.py prints it on stdout
     return report
 

@@ -63,6 +63,7 @@ def check_cluster(address: str, dashboard_port: int = 8265) -> str:
     """
     gcs = gcs_address(address)
     host = gcs.rsplit(":", 1)[0]
+    check_reachable(gcs, "set by `ray start` on this machine" if address == "auto" else "ray.address")
     base = f"http://{host}:{dashboard_port}"
     answer = _get(f"{base}/api/authentication_mode")
     if answer is None or answer[0] != 200:
@@ -86,6 +87,22 @@ def check_cluster(address: str, dashboard_port: int = 8265) -> str:
         os.environ["RAY_AUTH_MODE"] = "token"
         enable_token_mode()
     return gcs
+
+
+def check_reachable(gcs: str, origin: str, timeout_s: float = 3.0) -> None:
+    """Raise :class:`ConfigError` at once when nothing accepts connections at the GCS address
+    (Ray itself would retry with time-out warnings for minutes)."""
+    import socket
+
+    host, _, port = gcs.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+    raise ConfigError(f"ray=cluster: no Ray cluster answers at {gcs} ({origin}: {reason}); start one with "
+                      "`ray start --head` on the head node, or find its address with `ray status` there and pass "
+                      "ray.address=HOST:6379")
 
 
 def enable_token_mode() -> None:

@@ -44,6 +44,8 @@ class RayMetrics(FeedObserver):
                                tag_keys=("exchange", "kind"))
         self._lag = Gauge("tickarchive_feed_lag_seconds", "ts_local - ts_exchange of the newest row",
                           tag_keys=("exchange",))
+        self._connected = Gauge("tickarchive_connected", "open websocket connections of the venue (0: alert)",
+                                tag_keys=("exchange",))
 
     def frames(self, count: int) -> None:
         self._frames.inc(float(count), tags=self.tags)
@@ -53,6 +55,9 @@ class RayMetrics(FeedObserver):
 
     def lag(self, seconds: float) -> None:
         self._lag.set(seconds, tags=self.tags)
+
+    def connected(self, count: int) -> None:
+        self._connected.set(float(count), tags=self.tags)
 
 
 @dataclass

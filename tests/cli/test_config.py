@@ -127,3 +127,27 @@ def test_bucket_names_a_provider_would_refuse_are_one_clear_error(kind, bucket):
     with pytest.raises(ConfigError, match="backup.bucket") as err:
         load_settings([f"backup={kind}", f"backup.bucket={bucket}"])
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("address", ["garbage:::", "10.0.0.5", "host:99999", "ray://10.0.0.5:10001", ":6379"])
+def test_a_bad_cluster_address_is_one_line_before_anything_starts(address):
+    proc = subprocess.run([sys.executable, "launch.py", "ray=cluster", f"ray.address={address}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ray.address: ") and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_an_unreachable_cluster_is_one_line_with_how_to_start_one():
+    from conftest import free_port
+
+    port = free_port()               # nothing listens there
+    for mode in ("archive", "status"):
+        args = ["mode=status", "restore.exchange=binance", "restore.symbol=BTCUSDT", "restore.start=2025-01-05:22",
+                "restore.end=2025-01-05:23"] if mode == "status" else []
+        proc = subprocess.run([sys.executable, "launch.py", "ray=cluster", f"ray.address=127.0.0.1:{port}", *args],
+                              cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"no Ray cluster answers at 127.0.0.1:{port}" in lines[0], proc.stderr
+        assert "ray start --head" in lines[0] and "ray status" in lines[0]

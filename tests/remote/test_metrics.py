@@ -21,6 +21,7 @@ EXPECTED = {  # metric -> labels every series must carry
     "ray_tickarchive_files_sealed_total": {"exchange", "channel"},
     "ray_tickarchive_bytes_sealed_total": {"exchange", "channel"},
     "ray_tickarchive_spool_bytes": {"writer"},
+    "ray_tickarchive_connected": {"exchange"},
 }
 SERIES = re.compile(r"^(ray_tickarchive_\w+)\{([^}]*)\} ([0-9.e+-]+)$", re.M)
 
@@ -76,3 +77,80 @@ def test_the_grafana_dashboard_only_charts_metrics_we_export():
     assert charted and charted <= set(defined), sorted(charted - set(defined))
     assert len(charted) >= 9 and {t["name"] for t in dashboard["templating"]["list"]} == {"datasource", "SessionName"}
     assert Path(REPO / "conf" / "monitoring" / "prometheus.yml").read_text().count("prom_metrics_service_discovery.json") == 1
+
+
+class _Refusing:
+    """A loopback websocket endpoint answering HTTP 400 to every handshake (a venue refusing us)."""
+
+    def __enter__(self):
+        import asyncio
+        import threading
+        from http import HTTPStatus
+
+        from websockets.asyncio.server import serve
+
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def main():
+            self.server = await serve(lambda ws: None, "127.0.0.1", 0,
+                                      process_request=lambda c, r: c.respond(HTTPStatus.BAD_REQUEST, "no\n"))
+            self.port = self.server.sockets[0].getsockname()[1]
+            ready.set()
+            await self.server.serve_forever()
+
+        self.thread = threading.Thread(target=lambda: self.loop.run_until_complete(main()), daemon=True)
+        self.thread.start()
+        ready.wait(10)
+        return self
+
+    def __exit__(self, *exc):
+        self.loop.call_soon_threadsafe(self.server.close)
+
+
+def test_a_venue_that_refuses_every_connection_fails_a_finite_run(tmp_path, ray_cluster, ray_session):
+    """okx refuses (HTTP 400), binance delivers: the run says which venue delivered nothing and is not
+    ok (launch.py exits 1); meanwhile the `connected` gauge is 0 for okx and 1 for binance."""
+    from actors.venues import get_venue
+    from actors.venues.sim.server import ServerThread
+
+    binance = get_venue("binance").make_sim_server(["BTCUSDT"], {"messages_per_s": 100}, 10)
+    thread = ServerThread(binance).start()
+    seen: dict[str, float] = {}
+    try:
+        with _Refusing() as refusing:
+            others = [f"archive.{v}=[]" for v in supported_venues() if v not in ("binance", "okx")]
+            settings = load_settings([
+                "source=live", "archive.binance=[BTCUSDT]", "archive.okx=[BTC-USDT-SWAP]", *others, "duration_s=12",
+                f"venues.binance.ws_base={binance.ws_base}", f"venues.binance.rest_base={binance.rest_base}",
+                f"venues.okx.ws_base=ws://127.0.0.1:{refusing.port}", "socket.backoff_max_s=1", "depth=10",
+                "storage.rollover=2s", "storage.seal_grace=0.2s", f"storage.root={tmp_path}", "log.status_every=2s"])
+
+            def watch(runs):
+                import threading
+
+                def poll():
+                    deadline = time.monotonic() + 11
+                    while time.monotonic() < deadline and len(seen) < 2:
+                        try:
+                            text = urllib.request.urlopen(ray_cluster["metrics"], timeout=5).read().decode()
+                        except OSError:
+                            text = ""
+                        for labels, value in re.findall(r'^ray_tickarchive_connected\{([^}]*)\} ([0-9.e+-]+)$', text,
+                                                        re.M):
+                            exchange = dict(re.findall(r'(\w+)="([^"]*)"', labels)).get("exchange")
+                            if exchange in ("okx", "binance") and (exchange != "binance" or float(value) > 0):
+                                seen[exchange] = float(value)
+                        time.sleep(0.5)
+                threading.Thread(target=poll, daemon=True).start()
+
+            report = run_archive(settings, on_started=watch)
+    finally:
+        thread.stop()
+    assert not report.ok and report.silent_venues == {"okx": "refused (HTTP 400)"}
+    assert "error: okx delivered no market data (refused (HTTP 400))" in report.summary()
+    assert report.venues["binance"]["market_rows"] > 0
+    assert seen == {"okx": 0.0, "binance": 1.0}
+    import json
+    line = json.loads((tmp_path / "logs" / "live-status.json").read_text())["line"]    # what mode=status shows
+    assert "okx refused (HTTP 400) 0 msg/s" in line and "binance 1/1" in line, line
