@@ -11,7 +11,6 @@ and bytes as metrics and pokes this node's backup actor after each seal.
 """
 from __future__ import annotations
 
-import glob
 import os
 from typing import Any
 
@@ -24,7 +23,8 @@ from actors.remote import NAMESPACE, core_id
 from actors.remote.backup import poke_backup
 from actors.remote.catalog import RemoteCatalog
 from actors.remote.placement import node_name, node_root
-from actors.storage.sealing import CatalogBuffer, WriterGroup, discard_spools, unsealed_calls
+from actors.storage.recovery import discard_spools, sealed_in_spools, unsealed_calls
+from actors.storage.sealing import CatalogBuffer, WriterGroup
 from actors.storage.writer import SymbolWriterCore
 
 TAGS = ("exchange", "channel")
@@ -52,7 +52,7 @@ class WriterProcess:
 
         self.group = WriterGroup(make_core, list(market), seal_grace_ns, clock, on_sealed=self._sealed,
                                  catalog=catalog)
-        self.group.heal_catalog()
+        self.group.commit_recovered()
 
     def _sealed(self, records: list[dict]) -> None:
         poke_backup()
@@ -90,20 +90,33 @@ def hand_over_spools(root: str, streams: list[tuple[str, str, str, str]], depth:
     """On a node that came back: hand its unsealed spools to the streams' current writers.
 
     ``streams``: (venue, market, symbol, writer name) of the streams now written elsewhere.
-    Each acknowledged call left in this node's spools is written again through the stream's
-    writer with its original producer and sequence number (exactly once, also if this task is
-    retried), then the spool folder is deleted. Returns the calls and rows handed over.
+    Files this node sealed whose catalog commit its loss cut short (named in the seal journal, or
+    sealed for a period whose spool is still here) are recorded in the catalog first. Then each
+    acknowledged call left in this node's spools is written again through the stream's writer with
+    its original producer and sequence number (exactly once, also if this task is retried), and
+    the spool folder is deleted. Returns the files recorded, the calls and rows handed over.
     """
+    from actors.storage.footer import describe_file
     from actors.storage.writer import SPOOL_DIR
 
     root, node = node_root(root), node_name()
-    done = {"streams": 0, "calls": 0, "rows": 0}
+    done = {"streams": 0, "calls": 0, "rows": 0, "recorded": 0}
+    catalog = CatalogBuffer(RemoteCatalog())
     for venue, market, symbol, writer in streams:
         ident = core_id(venue, market, symbol)
-        if not glob.glob(os.path.join(root, SPOOL_DIR, ident, "*.spool")):
+        folder = os.path.join(root, SPOOL_DIR, ident)
+        if not os.path.isdir(folder):
             continue
-        core = SymbolWriterCore(root, venue, market, [symbol], depth, rollover_ns, ident, None, node=node)
+        core = SymbolWriterCore(root, venue, market, [symbol], depth, rollover_ns, ident, catalog, node=node)
         core.recover()
+        leftovers = [rel for rel in sealed_in_spools(core) if rel not in {r["key"] for r in core.pending_records}]
+        known = catalog.catalog.get_many(leftovers) if leftovers else {}
+        core.pending_records += [describe_file(root, rel) for rel in leftovers if rel not in known]
+        recorded = len(core.pending_records)
+        core.commit_catalog()
+        if catalog.flush() < recorded:       # the catalog did not take them: keep the folder for next time
+            raise RuntimeError(f"{ident}: the catalog did not record {recorded} sealed file(s); spools kept")
+        done["recorded"] += recorded
         handle = ray.get_actor(writer, namespace=NAMESPACE)
         for producer, seq, batches in unsealed_calls(core):
             ray.get(handle.write.remote(venue, producer, seq, batches))

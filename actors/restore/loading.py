@@ -21,7 +21,6 @@ from __future__ import annotations
 import gc
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -32,7 +31,7 @@ import pyarrow.dataset as ds
 
 from actors.storage.fileformat import file_schema_of, from_file
 from actors.storage.integrity import DamagedFileError, check_files  # noqa: F401  (DamagedFileError: re-exported)
-from actors.storage.layout import NS, StreamKey, file_in_range
+from actors.storage.layout import NS, StreamKey, stream_files
 from actors.logs import get_logger
 from actors.feed.records import SCHEMAS, TS_TYPE
 from actors.restore.timerange import TimeLike, hours_between, parse_range
@@ -46,33 +45,7 @@ log = get_logger("loading")
 def stream_key(exchange: str, channel: str, symbol: str, depth: int | None = None,
                market: str = DEFAULT_MARKET) -> StreamKey:
     """The StreamKey of a query (depth only matters for l2book)."""
-    return StreamKey(exchange, market, channel, symbol, depth if channel == "l2book" else None)
-
-
-def local_files(root: str | Path, key: StreamKey, start_ns: int, end_ns: int) -> list[str]:
-    """Sealed files of one stream that may hold rows in ``[start_ns, end_ns)``, in time order.
-
-    Only the month folders that exist and overlap the range are listed (a range of decades
-    costs what the archive holds, not one step per hour). Hidden and temporary files are
-    never returned.
-    """
-    base = Path(root) / key.exchange / key.market / key.channel
-    first, last = month_of(start_ns), month_of(end_ns - 1)
-    found: dict[str, int] = {}
-    for folder in sorted(base.glob("[0-9][0-9][0-9][0-9]/[0-9][0-9]")):
-        if not (folder.is_dir() and first <= (int(folder.parent.name), int(folder.name)) <= last):
-            continue
-        for path in folder.glob(f"{key.name}_*.parquet"):
-            parsed = file_in_range(path.relative_to(root).as_posix(), key, start_ns, end_ns)
-            if parsed is not None:
-                found[str(path)] = parsed.period_start_ns
-    return sorted(found, key=lambda p: (found[p], p))
-
-
-def month_of(ts_ns: int) -> tuple[int, int]:
-    """(year, month) of a time, UTC."""
-    t = datetime.fromtimestamp(ts_ns // NS, tz=timezone.utc)
-    return t.year, t.month
+    return StreamKey.of(exchange, market, channel, symbol, depth)
 
 
 def verify_local(root: str | Path, files: Iterable[str]) -> None:
@@ -143,8 +116,8 @@ def from_quantpylib(table: pa.Table, channel: str) -> pa.Table:
 
 
 def checked_files(root: str | Path, key: StreamKey, start_ns: int, end_ns: int, verify: bool = True) -> list[str]:
-    """:func:`local_files`, each checked against its seal hash when ``verify``."""
-    files = local_files(root, key, start_ns, end_ns)
+    """:func:`~actors.storage.layout.stream_files`, each checked against its seal hash when ``verify``."""
+    files = stream_files(root, key, start_ns, end_ns)
     if verify:
         verify_local(root, files)
     return files

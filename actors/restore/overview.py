@@ -74,8 +74,9 @@ def _files(root: str, catalog: Catalog | None, where: list[str]) -> list[dict[st
 
 
 def _tree_files(root: str, where: list[str]) -> list[dict[str, Any]]:
-    from actors.backup.state import sealed_files
     import pyarrow.parquet as pq
+
+    from actors.storage.layout import sealed_files
 
     out = []
     for rel in sorted(sealed_files(root)):

@@ -35,9 +35,10 @@ from actors.backup.bucket import Bucket, open_bucket
 from actors.backup.verify import MismatchError
 from actors.errors import TickarchiveError
 from actors.storage.catalog import Catalog, CatalogError, as_ns_ints, sql_str
-from actors.storage.layout import HOUR_NS, LayoutError, StreamKey, file_in_range, parse_relpath
+from actors.storage.layout import (HOUR_NS, LayoutError, StreamKey, file_in_range, month_of, parse_relpath,
+                                   sealed_files, stream_files)
 from actors.restore.coverage import FileFacts, HourCoverage, hour_coverage, read_marks, uncovered_hours
-from actors.restore.loading import DEFAULT_MARKET, local_files, month_of, read_range
+from actors.restore.loading import DEFAULT_MARKET, read_range
 from actors.logs import get_logger
 from actors.feed.records import SCHEMAS
 from actors.restore.timerange import TimeLike, hours_between, parse_range
@@ -113,7 +114,7 @@ class Restorer:
             raise RestoreError(f"unknown channel {channel!r} (allowed: {', '.join(SCHEMAS)})")
         if channel == "l2book" and not depth:
             depth = self._default_depth(exchange, symbol, market)
-        return StreamKey(exchange, market, channel, symbol, depth if channel == "l2book" else None)
+        return StreamKey.of(exchange, market, channel, symbol, depth)
 
     def _default_depth(self, exchange: str, symbol: str, market: str) -> int:
         try:
@@ -185,7 +186,7 @@ class Restorer:
 
     def _from_listings(self, stream: StreamKey, start_ns: int, end_ns: int) -> list[FileRef]:
         found: dict[str, FileRef] = {}
-        for path in local_files(self.root, stream, start_ns, end_ns):
+        for path in stream_files(self.root, stream, start_ns, end_ns):
             rel = Path(path).relative_to(self.root).as_posix()
             parsed = parse_relpath(rel)
             found[rel] = FileRef(rel, parsed.period_start_ns, parsed.period_end_ns or parsed.period_start_ns + HOUR_NS,
@@ -296,7 +297,7 @@ class Restorer:
     def _catalog_restored(self, restored: list[dict]) -> None:
         if not restored:
             return
-        from actors.storage.writer import describe_file
+        from actors.storage.footer import describe_file
         try:
             known = set(self.catalog.get_many(r["rel"] for r in restored))
             self.catalog.mark_local([r["rel"] for r in restored if r["rel"] in known])
@@ -381,18 +382,11 @@ _UNREADABLE = (OSError, ValueError, KeyError, pa.ArrowException)     # truncated
 
 
 def _index_local(root: Path, progress: Callable[[int], None] | None) -> tuple[dict[str, dict], list[str]]:
-    from actors.storage.writer import describe_file
+    from actors.storage.footer import describe_file
 
     records: dict[str, dict] = {}
     unreadable: list[str] = []
-    for path in sorted(root.rglob("*.parquet")):
-        rel = path.relative_to(root).as_posix()
-        if any(part.startswith(".") for part in rel.split("/")):
-            continue
-        try:
-            parse_relpath(rel)
-        except LayoutError:
-            continue
+    for rel in sorted(sealed_files(root)):
         try:
             records[rel] = describe_file(str(root), rel)
         except _UNREADABLE as exc:
@@ -407,7 +401,7 @@ def _index_bucket(root: Path, bucket: Bucket, records: dict[str, dict], unreadab
                   progress: Callable[[int], None] | None) -> int:
     """Add the bucket's objects to ``records`` (and mark the local ones backed up); returns how
     many are only in the bucket."""
-    from actors.storage.writer import describe_file
+    from actors.storage.footer import describe_file
 
     remote = 0
     for rel, obj in bucket.list().items():

@@ -24,7 +24,7 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -182,8 +182,8 @@ class Catalog:
             return False
 
     # -- writes --------------------------------------------------------------------------
-    def upsert(self, records: list[dict[str, Any]]) -> None:
-        """Insert or replace rows by key (one commit)."""
+    def upsert(self, records: list[dict[str, Any]], on_committed: Callable[[list[dict]], None] | None = None) -> None:
+        """Insert or replace rows by key (one commit); ``on_committed(records)`` once they are durable."""
         if not records:
             return
         table = self._open()
@@ -192,11 +192,13 @@ class Catalog:
             try:
                 (table.merge_insert("key").when_matched_update_all()
                  .when_not_matched_insert_all().execute(data))
-                return
+                break
             except Exception as exc:
                 if attempt == 5:
                     raise CatalogError(f"catalog upsert of {len(records)} rows failed: {exc}") from None
                 time.sleep(0.05 * 2 ** attempt)
+        if on_committed is not None:
+            on_committed(records)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Rows of these files (times as ns ints) by key; unknown keys are absent."""
@@ -419,13 +421,15 @@ class IndexedCatalog(Catalog):
         with self.lock:
             self.index.replace(super().query())
 
-    def upsert(self, records: list[dict[str, Any]]) -> None:
+    def upsert(self, records: list[dict[str, Any]], on_committed: Callable[[list[dict]], None] | None = None) -> None:
         if not records:
             return
         with self.lock:
             super().upsert(records)
             self.index.update(records_table(records))
             self.commits += 1
+        if on_committed is not None:
+            on_committed(records)
 
     def _update_rows(self, keys: Iterable[str], change) -> int:
         with self.lock:           # read-modify-write of rows: one at a time

@@ -5,12 +5,20 @@
 Hourly files end in ``_{DDHH}``. A shorter rollover (tests, demos) must divide one hour
 and names its files ``_{DDHHMMSS}``: those sort by time among themselves, and can never
 collide with an hourly name (different length).
+
+This module is also the one place that answers "which files are on disk": every sealed file
+of a root (:func:`sealed_files`, for a rebuild or an audit), the files of one stream in a range
+(:func:`stream_files`), and a stream's newest files (:func:`newest_files`). What the catalog
+knows is not rediscovered from disk on every pass: these are for rebuilds, audits and archives
+without a catalog.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 from actors.errors import TickarchiveError
 
@@ -71,6 +79,11 @@ class StreamKey:
     channel: str
     symbol: str
     depth: int | None = None
+
+    @classmethod
+    def of(cls, exchange: str, market: str, channel: str, symbol: str, depth: int | None = None) -> "StreamKey":
+        """The stream of a symbol's channel: ``depth`` only names l2book streams."""
+        return cls(exchange, market, channel, symbol, depth if channel == "l2book" else None)
 
     @property
     def name(self) -> str:
@@ -135,3 +148,81 @@ def file_in_range(relpath: str, stream: StreamKey, start_ns: int, end_ns: int) -
     if parsed.stream != stream or not (parsed.period_start_ns < end_ns and end > start_ns):
         return None
     return parsed
+
+
+def is_sealed_relpath(relpath: str) -> bool:
+    """A sealed archive file: fits the layout and has no hidden part (spools, temp files, the catalog)."""
+    if any(part.startswith(".") for part in relpath.split("/")):
+        return False
+    try:
+        parse_relpath(relpath)
+    except LayoutError:
+        return False
+    return True
+
+
+def sealed_files(root: str | Path) -> dict[str, os.stat_result]:
+    """Every sealed archive file under ``root``: relative path -> stat (one walk of the whole tree)."""
+    out = {}
+    root_path = Path(root)
+    for dirpath, dirnames, filenames in os.walk(root_path):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if name.startswith(".") or not name.endswith(".parquet"):
+                continue
+            path = Path(dirpath) / name
+            rel = path.relative_to(root_path).as_posix()
+            if is_sealed_relpath(rel):
+                try:
+                    out[rel] = path.stat()
+                except FileNotFoundError:       # deleted while walking (retention)
+                    continue
+    return out
+
+
+def month_of(ts_ns: int) -> tuple[int, int]:
+    """(year, month) of a time, UTC."""
+    t = datetime.fromtimestamp(ts_ns // NS, tz=timezone.utc)
+    return t.year, t.month
+
+
+def _month_folders(root: str | Path, stream: StreamKey) -> list[Path]:
+    base = Path(root) / stream.exchange / stream.market / stream.channel
+    return sorted(p for p in base.glob("[0-9][0-9][0-9][0-9]/[0-9][0-9]") if p.is_dir())
+
+
+def stream_files(root: str | Path, stream: StreamKey, start_ns: int, end_ns: int) -> list[str]:
+    """Sealed files of one stream that may hold rows in ``[start_ns, end_ns)``, in time order.
+
+    Only the month folders that exist and overlap the range are listed (a range of decades
+    costs what the archive holds, not one step per hour).
+    """
+    first, last = month_of(start_ns), month_of(end_ns - 1)
+    found: dict[str, int] = {}
+    for folder in _month_folders(root, stream):
+        if not first <= (int(folder.parent.name), int(folder.name)) <= last:
+            continue
+        for path in folder.glob(f"{stream.name}_*.parquet"):
+            parsed = file_in_range(path.relative_to(root).as_posix(), stream, start_ns, end_ns)
+            if parsed is not None:
+                found[str(path)] = parsed.period_start_ns
+    return sorted(found, key=lambda p: (found[p], p))
+
+
+def newest_files(root: str | Path, stream: StreamKey, count: int = 2) -> list[str]:
+    """The ``count`` newest sealed files of a stream (from the newest month folder that has any)."""
+    for month in reversed(_month_folders(root, stream)):
+        files = sorted(str(p) for p in month.glob(f"{stream.name}_*.parquet")
+                       if parse_or_none(p.relative_to(root).as_posix(), stream))
+        if files:
+            return files[-count:]
+    return []
+
+
+def parse_or_none(relpath: str, stream: StreamKey) -> ParsedPath | None:
+    """The parsed path when ``relpath`` is a file of ``stream``, else None."""
+    try:
+        parsed = parse_relpath(relpath)
+    except LayoutError:
+        return None
+    return parsed if parsed.stream == stream else None

@@ -102,24 +102,23 @@ class CatalogBuffer:
     """The catalog as the writers of a :class:`WriterGroup` see it: sealed-file rows are collected
     and committed in one ``upsert`` per sealing round (:meth:`flush`), not one per symbol.
 
-    A failed commit keeps the rows and retries at the next round, like a core's own retry
-    (files are sealed and safe either way; ``mode=reindex`` rebuilds a catalog from them). Rows
-    of a round cut short by a crash are recorded when the process starts again
-    (:meth:`WriterGroup.heal_catalog`).
+    A failed commit keeps the rows and retries at the next round (files are sealed and safe
+    either way). Each core's seal journal forgets its rows once they are committed; rows of a
+    round cut short by a crash are in the journal and committed when the folder is recovered.
     """
 
     def __init__(self, catalog: Any) -> None:
         self.catalog = catalog
-        self.pending: list[dict] = []
+        self.pending: list[tuple[dict, Callable[[list[dict]], None] | None]] = []
         self.lock = threading.Lock()
 
-    def upsert(self, records: list[dict]) -> None:
+    def upsert(self, records: list[dict], on_committed: Callable[[list[dict]], None] | None = None) -> None:
         with self.lock:
-            self.pending.extend(records)
+            self.pending.extend((rec, on_committed) for rec in records)
 
     def get(self, key: str) -> dict | None:
         with self.lock:
-            for rec in self.pending:
+            for rec, _ in self.pending:
                 if rec["key"] == key:
                     return rec
         return self.catalog.get(key)
@@ -127,17 +126,23 @@ class CatalogBuffer:
     def flush(self) -> int:
         """Commit the collected rows (one call); the number committed (0 on failure, kept for later)."""
         with self.lock:
-            records, self.pending = self.pending, []
-        if not records:
+            pending, self.pending = self.pending, []
+        if not pending:
             return 0
         try:
-            self.catalog.upsert(records)
-            return len(records)
+            self.catalog.upsert([rec for rec, _ in pending])
         except Exception as exc:
-            log.error(f"catalog update failed for {len(records)} file(s), will retry: {exc}")
+            log.error(f"catalog update failed for {len(pending)} file(s), will retry: {exc}")
             with self.lock:
-                self.pending[:0] = records
+                self.pending[:0] = pending
             return 0
+        by_callback: dict[Any, list[dict]] = {}
+        for rec, callback in pending:
+            if callback is not None:
+                by_callback.setdefault(callback, []).append(rec)
+        for callback, records in by_callback.items():
+            callback(records)
+        return len(pending)
 
 
 class WriterGroup:
@@ -202,33 +207,17 @@ class WriterGroup:
             self.catalog.flush()
         return records
 
-    def heal_catalog(self) -> int:
-        """Record the newest sealed files of every stream that the catalog lacks (a crash between a
-        seal and its round's commit); the number recorded. Failures are logged, never raised."""
-        from actors.storage.layout import StreamKey
-        from actors.storage.writer import _newest_sealed, describe_file
-
-        if self.catalog is None:
-            return 0
-        files: dict[str, str] = {}
+    def commit_recovered(self) -> int:
+        """Commit what the writers' journals still name (a round cut short by a crash); how many."""
+        count = 0
         for writer in self.writers.values():
-            core = writer.core
-            for symbol in core.symbols:
-                for channel in ("l2book", "trades", "events"):
-                    stream = StreamKey(core.exchange, core.market, channel, symbol,
-                                       core.depth if channel == "l2book" else None)
-                    for path in _newest_sealed(core.root, stream):
-                        files[os.path.relpath(path, core.root)] = core.root
-        try:
-            known = self.catalog.catalog.get_many(list(files)) if files else {}
-            missing = [describe_file(root, rel) for rel, root in files.items() if rel not in known]
-            if missing:
-                self.catalog.catalog.upsert(missing)
-                log.warning(f"recorded {len(missing)} sealed file(s) the catalog did not have yet")
-            return len(missing)
-        except Exception as exc:     # the files are safe; mode=reindex also records them
-            log.error(f"catalog check of the newest sealed files failed: {exc}")
-            return 0
+            count += len(writer.core.pending_records)
+            writer.core.commit_catalog()
+        if self.catalog is not None:
+            self.catalog.flush()
+        if count:
+            log.warning(f"recorded {count} sealed file(s) the catalog did not have yet (seal journal)")
+        return count
 
     @property
     def spool_bytes(self) -> int:
@@ -251,58 +240,3 @@ class WriterGroup:
 
     def stop(self) -> None:
         self._stop.set()
-
-
-def unsealed_calls(core: SymbolWriterCore) -> list[tuple[str, int, dict[tuple[str, str], pa.RecordBatch]]]:
-    """The acknowledged rows a recovered core still holds only in its spools, call by call.
-
-    For a node that comes back after its streams moved to another node: every complete call in
-    the spools, in ``(producer, seq)`` order, its parts of several periods joined, without the
-    streams whose sealed file in this root already holds the call (a seal cut short by the
-    crash). Handing these calls to the stream's current writer (same producer and sequence
-    number, so a repeated hand-over is dropped there) puts every row in the archive once.
-    Call :meth:`SymbolWriterCore.recover` first.
-    """
-    import pyarrow.parquet as pq
-
-    from actors.storage.layout import StreamKey
-    from actors.storage.spool import read_frames
-    from actors.storage.writer import _decode_calls
-
-    calls: dict[tuple[str, int], dict[tuple[str, str], list[pa.RecordBatch]]] = {}
-    for period, spool in sorted(core.spools.items()):
-        held: dict[str, set] = {}
-        for symbol in core.symbols:
-            for channel in ("l2book", "trades", "events"):
-                stream = StreamKey(core.exchange, core.market, channel, symbol,
-                                   core.depth if channel == "l2book" else None)
-                path = os.path.join(core.root, stream.relpath(period, core.rollover_ns))
-                if os.path.exists(path):
-                    held[channel] = _decode_calls(pq.ParquetFile(path).schema_arrow.metadata or {})
-        seen: set[tuple[str, int, int]] = set()
-        frames, _, _ = read_frames(spool.path)
-        for frame in frames:
-            call = core.calls.get(frame.call)
-            ident = (frame.producer, frame.seq, frame.part)
-            if call is None or not call.complete or ident in seen:
-                continue
-            seen.add(ident)
-            for (symbol, channel), batch in frame.batches.items():
-                if frame.call not in held.get(channel, ()):
-                    calls.setdefault(frame.call, {}).setdefault((symbol, channel), []).append(batch)
-    return [(producer, seq, {key: parts[0] if len(parts) == 1 else pa.concat_batches(parts)
-                             for key, parts in batches.items()})
-            for (producer, seq), batches in sorted(calls.items())]
-
-
-def discard_spools(core: SymbolWriterCore) -> None:
-    """Delete a core's spools and watermarks (after :func:`unsealed_calls` were handed over)."""
-    import shutil
-
-    from actors.storage.spool import fsync_dir
-
-    for spool in core.spools.values():
-        spool.close()
-    core.spools.clear()
-    shutil.rmtree(core.spool_dir, ignore_errors=True)
-    fsync_dir(os.path.dirname(core.spool_dir))

@@ -8,7 +8,8 @@ import pyarrow as pa
 from actors.feed.records import StreamBuffers
 from actors.storage.catalog import Catalog
 from actors.storage.layout import NS
-from actors.storage.sealing import CatalogBuffer, WriterGroup, discard_spools, unsealed_calls
+from actors.storage.recovery import discard_spools, unsealed_calls
+from actors.storage.sealing import CatalogBuffer, WriterGroup
 from actors.storage.writer import SymbolWriterCore
 from archive_reading import read_channel
 from writer_fixtures import T0
@@ -58,7 +59,7 @@ def test_files_sealed_just_before_a_crash_reach_the_catalog_at_restart(tmp_path)
     writer.seal_all()                                               # sealed, its round never committed
     assert lost.pending and len(Catalog(str(tmp_path)).all()) < len(list(tmp_path.rglob("*.parquet")))
     restarted = group_on(CatalogBuffer(Catalog(str(tmp_path))))
-    assert restarted.heal_catalog() == len(lost.pending)
+    assert restarted.commit_recovered() == len(lost.pending)
     keys = {r["key"] for r in Catalog(str(tmp_path)).rows()}
     assert keys == {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.parquet")}
 
@@ -85,3 +86,35 @@ def test_hand_over_moves_every_acknowledged_row_once(tmp_path):
     assert Counter(ids) == Counter([f"AUSDT-{i}" for i in range(1, 21)] + [f"AUSDT-{100 + i}" for i in range(1, 6)])
     assert not (lost / ".spool" / "writer_binance_perp_AUSDT").exists()
     assert isinstance(calls[0][2][("AUSDT", "trades")], pa.RecordBatch)
+
+
+def test_files_a_lost_node_sealed_reach_the_catalog_when_it_returns(tmp_path):
+    """The node dies after renaming files into place but before its round's catalog commit; its
+    streams moved on. When it comes back, recovering its spool folder commits them (the seal
+    journal), so the one catalog lists exactly the files of every node."""
+    head, lost_root = tmp_path / "head", tmp_path / "lost"
+    lost = CatalogBuffer(Catalog(str(head)))
+    core = core_for(lost_root, "AUSDT", lost)
+    core.recover()
+    for seq in range(1, 26):
+        core.write("p1", seq, trades_call(["AUSDT"], seq, T0 + seq * NS))
+    core.seal_due(T0 + 30 * NS)                          # two periods sealed ...
+    core.write("p1", 26, trades_call(["AUSDT"], 26, T0 + 31 * NS))
+    assert lost.pending and not Catalog(str(head)).count()   # ... and the node is gone before the commit
+    on_disk = {p.relative_to(lost_root).as_posix() for p in lost_root.rglob("*.parquet")}
+    assert len(on_disk) == 3
+    buffer = CatalogBuffer(Catalog(str(head)))
+    returned = core_for(lost_root, "AUSDT", buffer)       # what the hand-over does on the returned node
+    assert returned.recover()["journal"] == 3
+    returned.commit_catalog()
+    assert buffer.flush() == 3 and not returned.journal.records
+    assert {r["key"] for r in Catalog(str(head)).rows()} == on_disk
+    again = core_for(lost_root, "AUSDT", CatalogBuffer(Catalog(str(head))))
+    assert again.recover()["journal"] == 0               # committed: nothing named twice
+
+
+def test_a_journal_entry_whose_rename_never_happened_is_dropped(tmp_path):
+    core = core_for(tmp_path, "AUSDT")
+    core.journal.add([{"key": "binance/perp/trades/2025/01/AUSDT_01000000.parquet", "bytes": 10, "sha256": "x"}])
+    fresh = core_for(tmp_path, "AUSDT")
+    assert fresh.recover()["journal"] == 0 and not fresh.journal.records

@@ -149,7 +149,7 @@ def test_catalog_concurrent_writers_do_not_duplicate(tmp_path):
 
 
 def test_describe_file_rebuilds_the_catalog_row(tmp_path):
-    from actors.storage.writer import describe_file
+    from actors.storage.footer import describe_file
     core = make_core(tmp_path)
     for i in range(3):
         core.write("p1", i + 1, call_batches(i * 10, 10, T0 + i * NS + 123))
