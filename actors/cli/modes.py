@@ -28,7 +28,8 @@ def run(settings: Settings) -> int:
 
 
 def run_backup(settings: Settings) -> int:
-    """One reconcile pass with a progress bar and a one-line summary (exit 1 if anything failed)."""
+    """The audit of the whole bucket, then every upload it made due, with a progress bar and a
+    one-line summary (exit 1 if anything failed)."""
     from tqdm import tqdm
 
     from actors.backup import BackupError, reconcile, resolve_target, stop_embedded
@@ -63,6 +64,8 @@ def run_backup(settings: Settings) -> int:
 
             # JSON log lines (one per upload) print above the bar instead of through it
             with logging_redirect_tqdm(loggers=[logging.getLogger("tickarchive")]):
+                if sys.stderr.isatty():
+                    print("backup: auditing the bucket against the catalog ...", file=sys.stderr)
                 summary = reconcile(settings.root, target, Catalog(settings.root), progress=progress,
                                     on_total=on_total, retention_days=float(retention) if retention else None)
         finally:

@@ -148,6 +148,7 @@ class BackupConfig:
     prefix: str = ""
     region: Optional[str] = None
     interval: str = "10m"
+    audit_interval: str = "1d"
     settle_s: float = 1.0
     workers: int = 8
     multipart_mb: int = 64

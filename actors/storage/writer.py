@@ -43,6 +43,7 @@ from actors.storage.footer import CALLS_METADATA, calls_in, column_stats, descri
 from actors.storage.integrity import FILE_METADATA, sha256_file
 from actors.storage.journal import SealJournal
 from actors.storage.lag import LagHistogram
+from actors.storage.marks import event_marks
 from actors.storage.layout import NS, StreamKey, parse_relpath
 from actors.storage.recovery import Call, max_ts, recover, save_watermarks
 from actors.storage.spool import SpoolFile, encode_frame, fsync_dir, read_frames
@@ -253,6 +254,8 @@ class SymbolWriterCore:
         metadata = {CALLS_METADATA: encode_calls(calls), FILE_METADATA: orjson.dumps(info),
                     FORMAT_KEY: str(FORMAT_VERSION).encode()}
         stats = _write_parquet(tmp, table, channel, metadata)
+        if channel == "events":
+            stats["marks"] = event_marks(table)
         rec = file_record(rel, parse_relpath(rel), info["period_end"], stats, os.path.getsize(tmp),
                           sha256_file(tmp), self.node)
         rec["sealed_at"] = sealed_at
