@@ -46,7 +46,7 @@ class SbeError(ValueError):
     """A binary frame that does not follow the SBE schema."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Header:
     """The message header."""
 
@@ -56,7 +56,7 @@ class Header:
     version: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TradeEvent:
     """Template 1 (``trades.{market}``); prices and sizes as mantissas (exponent -8)."""
 
@@ -76,7 +76,7 @@ class TradeEvent:
         return FILL_TYPES.get(self.trade_type, f"TYPE_{self.trade_type}")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class BookEvent:
     """Template 3 (``order_book.{market}...``): a SNAPSHOT or a DELTA (size 0 removes a level)."""
 
@@ -134,18 +134,21 @@ def decode(frame: bytes) -> TradeEvent | BookEvent | None:
     """One binary frame: a TradeEvent or BookEvent, None for any other template (skipped).
 
     Raises SbeError for a frame of another schema id or one that does not follow the schema."""
-    head = read_header(frame)
-    if head.schema_id != SCHEMA_ID:
-        raise SbeError(f"schema id {head.schema_id} (expected {SCHEMA_ID})")
-    if head.template_id not in NAMES:
+    if len(frame) < HEADER.size:
+        raise SbeError(f"truncated: {len(frame)} bytes, the message header needs {HEADER.size}")
+    block_length, template_id, schema_id, _ = HEADER.unpack_from(frame, 0)
+    if schema_id != SCHEMA_ID:
+        raise SbeError(f"schema id {schema_id} (expected {SCHEMA_ID})")
+    known = NAMES.get(template_id)
+    if known is None:
         return None
-    name, minimum = NAMES[head.template_id]
-    if head.block_length < minimum:
-        raise SbeError(f"{name} block length {head.block_length} is shorter than its {minimum} bytes")
-    end = HEADER.size + head.block_length
+    name, minimum = known
+    if block_length < minimum:
+        raise SbeError(f"{name} block length {block_length} is shorter than its {minimum} bytes")
+    end = HEADER.size + block_length
     if len(frame) < end:
         raise SbeError(f"truncated {name}: {len(frame)} bytes, its block ends at {end}")
-    if head.template_id == TRADE_EVENT:
+    if template_id == TRADE_EVENT:
         ts, seq, trade_id, side, price, size, created, kind = TRADE_BLOCK.unpack_from(frame, HEADER.size)
         if price == NULL or size == NULL:
             raise SbeError(f"TradeEvent {trade_id}: null price or size")
@@ -175,7 +178,7 @@ def _read_levels(frame: bytes, pos: int, group: str) -> tuple[list[tuple[int, in
         levels = list(LEVEL.iter_unpack(memoryview(frame)[pos:end]))
     else:       # entries a later version made longer: the first 16 bytes are still price, size
         levels = [LEVEL.unpack_from(frame, at) for at in range(pos, end, entry)]
-    if any(price == NULL or size == NULL for price, size in levels):
+    if levels and min(map(min, levels)) == NULL:       # INT64_MIN is the smallest int64
         raise SbeError(f"BookEvent {group}: a level with a null price or size")
     return levels, end
 
