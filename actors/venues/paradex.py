@@ -104,7 +104,7 @@ class ParadexClient(VenueClient):
             self.event_all(ts_local, "error", f"malformed frame ({exc}): {quote(data)}"[:500])
             return None
 
-    def handle(self, msg, ts_local: int) -> list[Action]:
+    def handle(self, msg: dict | sbe.TradeEvent | sbe.BookEvent, ts_local: int) -> list[Action]:
         if isinstance(msg, sbe.BookEvent):
             return self._on_book(msg.market, ts_local, msg.ts_us * US, msg.seq, msg.pkg_type == sbe.SNAPSHOT,
                                  levels(msg.bids), levels(msg.asks))

@@ -11,6 +11,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from actors.cli.config import load_settings
+from actors.errors import ConfigError
 from actors.feed.records import ListSink, StreamBuffers
 from actors.storage.catalog import Catalog
 from actors.storage.writer import SymbolWriterCore
@@ -317,3 +319,6 @@ def test_json_mode_simulator_for_the_old_payloads():
     assert all(sink.types[str(t)] == server.trade_types[t] for t in map(int, sink.types))
     with pytest.raises(ValueError, match="paradex_payloads"):
         paradex.make_sim_server(symbols, {"paradex_payloads": "xml"}, 10)
+    assert load_settings(["source=sim", "source.paradex_payloads=json"]).sim_section()["paradex_payloads"] == "json"
+    with pytest.raises(ConfigError, match="source.paradex_payloads: 'xml' is not allowed"):
+        load_settings(["source=sim", "source.paradex_payloads=xml"])
