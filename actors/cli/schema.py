@@ -32,6 +32,11 @@ class SourceKind(str, Enum):
     replay = "replay"
 
 
+class ParadexPayloads(str, Enum):
+    sbe = "sbe"
+    json = "json"
+
+
 class DataChannel(str, Enum):
     l2book = "l2book"
     trades = "trades"
@@ -97,6 +102,7 @@ class SourceConfig:
     faults: List[FaultConfig] = field(default_factory=list)
     record_truth: bool = False
     repeated_trades: int = 10            # recent trades the Hyperliquid simulator repeats on subscribe
+    paradex_payloads: ParadexPayloads = ParadexPayloads.sbe   # the Paradex simulator's data frames: SBE binary, or the old JSON
 
 
 @dataclass
