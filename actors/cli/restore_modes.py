@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 
 from actors.storage.catalog import Catalog
 from actors.cli.config import Settings, plain
+from actors.errors import ConfigError
 from actors.venues import supported_venues
 from actors.storage.layout import NS
 from actors.restore.restorer import Restorer, RestoreError, bucket_from_section, reindex
@@ -163,10 +164,22 @@ def run_overview(settings: Settings) -> int:
         start_ns, end_ns = parse_range(req.start or "0", req.end or str(MAX_NS))
     filters = dict(exchange=req.exchange, symbol=req.symbol, start_ns=start_ns, end_ns=end_ns)
     catalog = Catalog(settings.root)
-    streams = archive_overview(settings.root, catalog, **filters)
-    live = read_live_status(settings.root)
-    print(f"archive {settings.root}: {len(streams)} stream(s); archiver: "
-          + (f"running (pid {live['pid']}) — {live['line']}" if live else "not running"))
+    if settings.ray.address:            # ray=cluster: the cluster's catalog, and its detached run's state
+        from actors.remote.restore import RestoreClient
+        from actors.remote.runner import run_state
+        from actors.restore.overview import StreamStatus
+
+        try:
+            streams = [StreamStatus(**st) for st in RestoreClient(settings).overview(**filters)]
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"cluster archive: {len(streams)} stream(s); archiver: {run_state()}")
+    else:
+        streams = archive_overview(settings.root, catalog, **filters)
+        live = read_live_status(settings.root)
+        print(f"archive {settings.root}: {len(streams)} stream(s); archiver: "
+              + (f"running (pid {live['pid']}) — {live['line']}" if live else "not running"))
     print_table([("stream", "<40"), ("first hour", "<16"), ("last hour", "<16"), ("rows last h", ">11"),
                  ("missing h", ">9"), ("gaps", ">5"), ("disconn", ">7"), ("where", "<7")],
                 [(st.stream, _hour(st.first_hour), _hour(st.last_hour), st.rows_last_hour, st.missing_hours,

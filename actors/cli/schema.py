@@ -137,6 +137,8 @@ class RayConfig:
     num_cpus: Optional[int] = None
     dashboard_port: int = 8265           # ray=cluster: where the head's dashboard answers the token check
     detach: bool = False                 # ray=cluster: the archive runs as a detached actor (mode=stop ends it)
+    orchestration: Optional[str] = None  # where the runner and the catalog live: null = the head node, else a
+                                         # node offering this Ray resource or label
 
 
 @dataclass

@@ -26,11 +26,12 @@ from actors.backup.schedule import BackupSchedule, BackupService, audit_is_due, 
 from actors.logs import setup_actor_logging
 from actors.remote import BACKUP, NAMESPACE, backup_name
 from actors.remote.catalog import RemoteCatalog
+from actors.remote.options import POLICIES, on_node
 from actors.remote.placement import node_name, node_root
 from actors.storage.layout import parse_duration
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)
+@ray.remote(**POLICIES["backup"])
 class BackupActor:
     """Backs up this node's archive root (see module docstring)."""
 
@@ -91,9 +92,7 @@ def start_backup_actor(root: str, section: dict, log_level: str = "INFO", node_i
     """The backup actor of one node (``node_id``: pinned there), reused if it exists."""
     options: dict[str, Any] = {"name": backup_name(node_id, driver_node), "namespace": NAMESPACE,
                                "get_if_exists": True}
-    if node_id:
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
+    options.update(on_node(node_id))
     return BackupActor.options(**options).remote(root, section, log_level)
 
 
