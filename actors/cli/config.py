@@ -234,9 +234,9 @@ def _root(text: str, mode: str, cluster: bool = False) -> str:
     root = Path(os.path.expanduser(str(text))).absolute()
     if root.exists() and not root.is_dir():
         raise ConfigError(f"storage.root: {root} is a file, not a folder")
-    if mode in ("status", "reindex", "backup") and not root.is_dir() and not (cluster and mode == "status"):
+    if mode in ("status", "reindex", "backup", "migrate") and not root.is_dir() and not (cluster and mode == "status"):
         raise ConfigError(f"storage.root: {root} does not exist (nothing archived there; check the path)")
-    if mode in ("archive", "restore", "reindex", "backup"):
+    if mode in ("archive", "restore", "reindex", "backup", "migrate"):
         try:                                    # the honest test: create the folder and a file in it
             root.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):

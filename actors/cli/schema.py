@@ -23,6 +23,7 @@ class Mode(str, Enum):
     restore = "restore"
     status = "status"
     reindex = "reindex"
+    migrate = "migrate"
     stop = "stop"
 
 

@@ -330,6 +330,14 @@ class Restorer:
         return read_range(files, channel, start_ns, end_ns, columns)
 
     # -- coverage ------------------------------------------------------------------------
+    def dataset(self, channel: str, *, start: TimeLike | None = None, end: TimeLike | None = None,
+                exchange: str | None = None, market: str | None = None, symbol: str | None = None):
+        """Every local file of ``channel`` as one ``pyarrow.dataset.Dataset``
+        (:func:`actors.restore.dataset.dataset` on this root)."""
+        from actors.restore.dataset import dataset
+
+        return dataset(self.root, channel, start=start, end=end, exchange=exchange, market=market, symbol=symbol)
+
     def hour_cells(self, exchange: str, symbol: str, start: TimeLike, end: TimeLike,
                    channels: Iterable[str] = ("l2book", "trades", "events"), depth: int | None = None,
                    market: str = DEFAULT_MARKET) -> dict[tuple[str, int], HourCoverage]:
