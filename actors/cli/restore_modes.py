@@ -20,7 +20,7 @@ from actors.cli.config import Settings, plain
 from actors.venues import supported_venues
 from actors.storage.layout import NS
 from actors.restore.restorer import Restorer, RestoreError, bucket_from_section, reindex
-from actors.restore.timerange import MAX_NS, RangeError, parse_range
+from actors.restore.timerange import MAX_NS, RangeError, hour_list, parse_range
 
 
 def _restorer(settings: Settings) -> Restorer:
@@ -77,12 +77,12 @@ def _print_holes(restorer: Restorer, cells: dict, exchange: str, symbol: str, ch
         stream = restorer.stream_key(exchange, symbol, channel, depth, market).id
         missing = uncovered_hours(cells, stream, hours)
         if missing:
-            print(f"missing: no {channel} file anywhere for {len(missing)} hour(s): {_hour_list(missing)}",
+            print(f"missing: no {channel} file anywhere for {len(missing)} hour(s): {hour_list(missing)}",
                   file=sys.stderr)
         holes = sorted(c.hour for c in cells.values() if c.stream == stream and c.gaps)
         if holes:
             print(f"gaps: {channel} rows may be missing around recorded gap/lost events in {len(holes)} hour(s): "
-                  f"{_hour_list(holes)}", file=sys.stderr)
+                  f"{hour_list(holes)}", file=sys.stderr)
 
 
 def _run_restore_in_cluster(settings: Settings) -> int:
@@ -105,11 +105,6 @@ def _print_paths(paths: list[str], req: dict, where: str) -> None:
     for path in paths:
         print(path)
     print(f"{len(paths)} file(s) for {req['exchange']} {req['symbol']} are local {where}", file=sys.stderr)
-
-
-def _hour_list(hours: list[int], limit: int = 12) -> str:
-    text = ", ".join(f"{datetime.fromtimestamp(h / NS, tz=timezone.utc):%Y-%m-%d:%H}" for h in hours[:limit])
-    return text + (f" (+{len(hours) - limit} more)" if len(hours) > limit else "")
 
 
 def run_status(settings: Settings) -> int:
