@@ -5,6 +5,9 @@ with ``ray=cluster`` restore and status ask the cluster's ``restore`` actor).
         restore.start=2025-01-05:22 restore.end=2025-01-06:02 [restore.channels=[l2book,trades]] [restore.depth=20]
     python launch.py mode=status restore.exchange=binance restore.symbol=BTCUSDT restore.start=... restore.end=...
     python launch.py mode=reindex [backup=s3 ...]
+    python launch.py mode=export export.format=hftbacktest|nautilus|tardis restore.exchange=binance \
+        restore.symbol=BTCUSDT restore.start=2025-01-05:22 restore.end=2025-01-06:02 export.out=btc.npz \
+        [export.allow_gaps=true]
 
 Errors (unknown venue or symbol, bad range, checksum mismatch) print one ``error:`` line and
 exit with status 2.
@@ -197,3 +200,22 @@ def run_reindex(settings: Settings) -> int:
     for key in result["unreadable"]:
         print(f"unreadable (not indexed): {key}", file=sys.stderr)
     return 1 if result["unreadable"] else 0
+
+
+def run_export(settings: Settings) -> int:
+    """Export one stream's range to hftbacktest, a Nautilus catalog or Tardis CSV, hour by hour."""
+    from actors.export import ExportError, export
+
+    try:
+        req = _request(settings)
+        summary = export(settings.root, settings.export.format.value, req["exchange"], str(req["symbol"]),
+                         str(req["start"]), str(req["end"]), settings.export.out, req.get("depth"),
+                         req.get("market") or "perp", settings.export.allow_gaps, restorer=_restorer(settings))
+    except (RestoreError, RangeError, ExportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for channel, hours in summary.missing_hours.items():
+        print(f"missing: no {channel} file for {len(hours)} hour(s), not exported: {hour_list(hours)}",
+              file=sys.stderr)
+    print(summary.line())
+    return 0
