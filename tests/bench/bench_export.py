@@ -5,7 +5,7 @@
 An archive of depth-20 books (a random walk on a 0.1 tick, a few levels changing per row) and trades,
 ``rows-per-hour`` of each per hour, is written by the real writer core. Each format then exports the first
 day and the whole range in a fresh process; the table shows rows/s and the process's peak RSS
-(``resource.getrusage``), and the month/day ratio of the peak (about 1: memory does not grow with the range).
+(``VmHWM``), and the month/day ratio of the peak (about 1: memory does not grow with the range).
 """
 from __future__ import annotations
 
@@ -59,14 +59,16 @@ def build(root: Path, hours: int, per_hour: int) -> None:
 
 
 def one(root: str, fmt: str, hours: int, out: str) -> None:
-    """Child process: export ``hours`` hours in ``fmt``, print rows, seconds and peak RSS as JSON."""
-    import resource
+    """Child process: export ``hours`` hours in ``fmt``, print rows, seconds and peak RSS as JSON.
 
+    The peak is this process's own high-water mark (``VmHWM``): ``getrusage``'s ``ru_maxrss`` would keep
+    the parent's size from before ``exec``."""
     from actors.export import export
 
     summary = export(root, fmt, "binance", SYM, T0, T0 + hours * HOUR_NS, out, progress=False)
-    print(json.dumps({"rows": summary.rows, "seconds": summary.seconds,
-                      "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    status = Path("/proc/self/status").read_text()
+    peak_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+    print(json.dumps({"rows": summary.rows, "seconds": summary.seconds, "peak_mb": peak_kb / 1024}))
 
 
 def main() -> None:
