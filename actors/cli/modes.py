@@ -1,4 +1,4 @@
-"""Modes other than ``archive``: backup, restore, status, reindex, migrate (plain processes, no Ray)."""
+"""Modes other than ``archive``: backup, restore, status, reindex, migrate, export (plain processes, no Ray)."""
 from __future__ import annotations
 
 import sys
@@ -17,7 +17,7 @@ def run(settings: Settings) -> int:
     from actors.backup.embedded import SeaweedError
 
     modes = {"backup": run_backup, "restore": restore_modes.run_restore, "status": restore_modes.run_status,
-             "reindex": restore_modes.run_reindex, "migrate": run_migrate}
+             "reindex": restore_modes.run_reindex, "migrate": run_migrate, "export": restore_modes.run_export}
     try:
         return modes[settings.mode](settings)
     except SeaweedError as exc:

@@ -24,6 +24,7 @@ class Mode(str, Enum):
     status = "status"
     reindex = "reindex"
     migrate = "migrate"
+    export = "export"
     stop = "stop"
 
 
@@ -179,6 +180,22 @@ class RestoreConfig:
     workers: int = 8
 
 
+class ExportFormat(str, Enum):
+    hftbacktest = "hftbacktest"
+    nautilus = "nautilus"
+    tardis = "tardis"
+
+
+@dataclass
+class ExportConfig:
+    """``mode=export``: the stream and range are ``restore.*``; ``out`` is a ``.npz`` (hftbacktest) or a
+    folder (nautilus catalog, tardis CSV files)."""
+
+    format: Optional[ExportFormat] = None
+    out: Optional[str] = None
+    allow_gaps: bool = False          # export a range with missing hours (they are listed)
+
+
 @dataclass
 class StatusConfig:
     """``mode=status``: with no ``restore.symbol`` it lists every stream; ``plot`` draws the coverage."""
@@ -216,6 +233,7 @@ class AppConfig:
     backup: BackupConfig = field(default_factory=BackupConfig)
     restore: RestoreConfig = field(default_factory=RestoreConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     venues: Dict[str, Any] = field(default_factory=dict)
 
 

@@ -329,6 +329,17 @@ class Restorer:
         files = self.restore(exchange, symbol, channel, start_ns, end_ns, depth, market)
         return read_range(files, channel, start_ns, end_ns, columns)
 
+    # -- export --------------------------------------------------------------------------
+    def export(self, format: str, exchange: str, symbol: str, start: TimeLike, end: TimeLike, out: str | Path,
+               depth: int | None = None, market: str = DEFAULT_MARKET, allow_gaps: bool = False,
+               progress: bool = True):
+        """Export one symbol's books and trades in a range to ``format`` (hftbacktest, nautilus, tardis) at
+        ``out``, hour by hour, restoring missing files first (:func:`actors.export.export`)."""
+        from actors.export import export
+
+        return export(self.root, format, exchange, symbol, start, end, out, depth, market, allow_gaps,
+                      restorer=self, progress=progress)
+
     # -- coverage ------------------------------------------------------------------------
     def dataset(self, channel: str, *, start: TimeLike | None = None, end: TimeLike | None = None,
                 exchange: str | None = None, market: str | None = None, symbol: str | None = None):
