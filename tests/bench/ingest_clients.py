@@ -1,6 +1,6 @@
 """The three clients of bench_ingest.py, each run in its own process against loadgen.py.
 
-    python tests/bench/ingest_clients.py bare|ours|cryptofeed|cryptofeed-count --port P --symbols N --out FILE
+    python tests/bench/ingest_clients.py bare|ours|feed|cryptofeed|cryptofeed-count --port P --symbols N --out FILE
 
 Each reads every frame the generator sends (it stops once the generator finished and everything
 it sent has been read) and writes a JSON result to ``--out``:
@@ -10,6 +10,9 @@ it sent has been read) and writes a JSON result to ``--out``:
   writer actors, spool, sealing, catalog) with the generator as its live Binance endpoints;
   rows are counted in the sealed Parquet files afterwards, and the writers' receive-to-durable
   lag is read from their stats;
+* ``feed``: our socket process's path without Ray in this process (Binance client, VenueFeed,
+  StreamBuffers, Outbox; the writers' call only takes the batches): where the socket's CPU goes
+  (``TICKARCHIVE_BENCH_PROFILE=FILE`` writes a cProfile of it);
 * ``cryptofeed``: cryptofeed 2.4.1's BinanceFutures pointed at the generator (l2_book depth 20
   and trades), callbacks appending one line per book update (its delta, the form cryptofeed's
   own backends archive) / trade to a file; ``cryptofeed-count`` the same with callbacks that
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 import urllib.request
@@ -37,6 +41,31 @@ import orjson  # noqa: E402
 def generator_stats(port: int) -> dict:
     with urllib.request.urlopen(f"https://127.0.0.1:{port}/stats", timeout=10) as resp:
         return orjson.loads(resp.read())
+
+
+class Progress:
+    """Our two connections' frame count, sampled: when it grew first and last, and whether it stopped."""
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+        self.last = 0.0
+        self.frames = 0
+
+    def stalled(self, frames: int) -> bool:
+        """Record a sample; True once frames came and then stopped coming."""
+        if frames > self.frames:
+            self.frames, self.last = frames, time.perf_counter()
+            self.first = self.first or self.last
+            return False
+        return self.first is not None
+
+    def done(self, stats: dict) -> bool:
+        """Both connections were sent everything, and it was read (+ the 2 SUBSCRIBE acks)."""
+        return stats["finished"] >= 2 and self.frames >= stats["depth"] + stats["trades"] + 2
+
+    @property
+    def seconds(self) -> float:
+        return self.last - (self.first or self.last)
 
 
 def streams(symbols: int) -> list[str]:
@@ -94,21 +123,14 @@ def run_ours(port: int, symbols: int, root: str, overrides: list[str]) -> dict:
     def watch(runs) -> None:
         run = runs[0]
         writers = list(run.writers.values())
-        first = last = None
-        frames = 0
+        progress = Progress()
         while True:
             time.sleep(0.1)
-            before, frames = frames, run.socket_stats().get("frames", 0)
-            if frames > before:
-                last = time.perf_counter()
-                first = first or last
+            if not progress.stalled(run.socket_stats().get("frames", 0)):
                 continue
-            if first is None:
-                continue
-            st = generator_stats(port)      # only once the frames stopped: asking costs CPU
-            if st["finished"] >= 2 and frames >= st["depth"] + st["trades"] + 2:   # + the 2 SUBSCRIBE acks
-                seen["seconds"] = last - first
-                seen["frames"] = frames - 2
+            if progress.done(generator_stats(port)):      # only once the frames stopped: asking costs CPU
+                seen["seconds"] = progress.seconds
+                seen["frames"] = progress.frames - 2
                 time.sleep(0.5)                                 # the last flush reaches the writers
                 seen["writers"] = ray.get([w.stats.remote() for w in {w._actor_id: w for w in writers}.values()])
                 stop.set()
@@ -126,6 +148,47 @@ def run_ours(port: int, symbols: int, root: str, overrides: list[str]) -> dict:
     lags = [w.get("durable_lag_ms") or {} for w in seen.get("writers", [])]
     return {"frames": seen.get("frames", report.frames), "seconds": seen.get("seconds", report.seconds),
             "rows": rows, "lag_ms": {k: max(x.get(k, 0) for x in lags) for k in ("p50", "p99", "max")} if lags else {}}
+
+
+def run_feed(port: int, symbols: int, profile: str | None = None) -> dict:
+    """Our socket process's path without Ray: the Binance client, VenueFeed, StreamBuffers and the
+    Outbox in this process, the writers replaced by a call that takes the batches and acknowledges.
+    ``profile``: write a cProfile of the run there (``python -m pstats`` reads it)."""
+    from actors.feed.connection import FeedOptions
+    from actors.feed.venue_feed import VenueFeed
+    from actors.venues import get_venue
+    from actors.venues.base import Endpoints
+
+    venue = get_venue("binance")
+    settings = venue.settings({"depth_stream": "depth@100ms", "trade_stream": "aggTrade"})
+    names = [f"S{i}USDT" for i in range(symbols)]
+    plans = venue.plan_connections(settings, Endpoints(f"wss://127.0.0.1:{port}", f"https://127.0.0.1:{port}"),
+                                   names, ["l2book", "trades"], 20)
+    rows = {"l2book": 0, "trades": 0, "events": 0}
+
+    async def send(writer, producer, seq, batches) -> None:
+        for (_, channel), batch in batches.items():
+            rows[channel] += batch.num_rows
+
+    async def main() -> dict:
+        feed = VenueFeed("binance", plans, lambda plan, sink: venue.make_client(plan, settings, sink, 20),
+                         {n: "writer" for n in names}, send, "bench", FeedOptions(tags={"exchange": "binance"}))
+        feed.start()
+        progress = Progress()
+        while True:
+            await asyncio.sleep(0.1)
+            if progress.stalled(feed.frames) and progress.done(await asyncio.to_thread(generator_stats, port)):
+                await feed.stop()
+                return {"frames": progress.frames - 2, "seconds": progress.seconds, "rows": rows}
+
+    if not profile:
+        return asyncio.run(main())
+    import cProfile
+
+    with cProfile.Profile() as prof:
+        result = asyncio.run(main())
+    prof.dump_stats(profile)
+    return result
 
 
 def run_cryptofeed(port: int, symbols: int, out_file: str | None) -> dict:
@@ -195,7 +258,7 @@ def run_cryptofeed(port: int, symbols: int, out_file: str | None) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("client", choices=["bare", "ours", "cryptofeed", "cryptofeed-count"])
+    parser.add_argument("client", choices=["bare", "ours", "feed", "cryptofeed", "cryptofeed-count"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--symbols", type=int, default=4)
     parser.add_argument("--out", required=True)
@@ -204,6 +267,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.client == "bare":
         result = run_bare(args.port, args.symbols)
+    elif args.client == "feed":
+        result = run_feed(args.port, args.symbols, os.environ.get("TICKARCHIVE_BENCH_PROFILE"))
     elif args.client == "ours":
         result = run_ours(args.port, args.symbols, str(Path(args.work) / "archive"), args.set)
     else:

@@ -1,6 +1,7 @@
 """A Binance USD-M load generator in its own process: real recorded frames, as fast as the socket takes them.
 
-    python tests/bench/loadgen.py --symbols 4 --events 100000 [--tls DIR]   (prints "PORT <n>" when ready)
+    python tests/bench/loadgen.py --symbols 4 --events 100000 [--tls DIR] [--frames real|small]
+    (prints "PORT <n>" when ready)
 
 The real recording (tests/fixtures/real/binance-usdm/btcusdt_20240808.gz) is turned into one
 loop of events: every depth diff from the one that bridges the recorded REST snapshot on, and
@@ -11,6 +12,10 @@ turns the book at the loop's end back into the recorded snapshot. The REST depth
 (``/fapi/v1/depth``) is the recorded one with the ids of the loop a symbol is in, so a client
 that syncs by Binance's documented rules always has a true book, and
 ``/fapi/v1/exchangeInfo`` lists the symbols.
+
+``--frames small`` serves small diffs instead (``build_small_loop``): 2 levels a side, drawn
+from the recorded snapshot's own prices, mostly near the top, 3 diffs : 1 trade, on the same
+recorded snapshot and with the same id rules (quiet symbols, Bybit and OKX deltas look like this).
 
 Frames are pre-encoded (templates with the ids filled in) and written straight into the
 socket's transport in batches, pausing while its buffer is full: the generator sends as fast
@@ -49,6 +54,7 @@ RECORDING = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "real" 
 DIFFS_PER_TRADE = 3
 HIGH_WATER = 1 << 20
 BATCH = 128
+SMALL_LEVELS = 2                 # levels a side of --frames small
 
 
 @dataclass
@@ -95,10 +101,65 @@ def build_loop(path: Path = RECORDING) -> Loop:
             loop.events.append((False, t))
             t += 1
         loop.events.append((True, i))
-        loop.diffs.append((d["U"], d["u"], d["pu"], levels_json(d["b"], d["a"])))
     for _, tr in kept:
         loop.trades.append((tr["t"], tr["p"].encode(), tr["q"].encode(), tr["m"]))
-    # the book at the loop's end, and the diff that turns it back into the snapshot
+    return close_loop(loop, diffs)
+
+
+def build_small_loop(path: Path = RECORDING, diffs: int = 60_000, levels: int = SMALL_LEVELS,
+                     seed: int = 24) -> Loop:
+    """A loop of small diffs (``levels`` levels a side) on the recording's REST snapshot book.
+
+    Each diff sets ``levels`` bid and ``levels`` ask levels, drawn from the snapshot's own prices
+    (a bid price stays a bid price, so the book never crosses), mostly near the top: the level's
+    rank is exponential with mean 15 (about 3 in 4 land in the best 20), a fifth of them removing
+    the level (size 0), the others a new size. One trade (at the snapshot's best bid or ask) per
+    ``DIFFS_PER_TRADE`` diffs. Seeded: every run serves the same frames."""
+    import random
+
+    rng = random.Random(seed)
+    snap_id, bids, asks = recorded_snapshot(path)
+    loop = Loop((snap_id, bids, asks))
+    book_diffs = []
+    prev = snap_id - 1
+    for i in range(diffs):
+        first = prev + 1
+        last = first + 1 + rng.randrange(3)      # the first diff bridges the snapshot: U <= id <= u
+        sides = {}
+        for side, book in (("b", bids), ("a", asks)):
+            ranks = sorted({min(int(rng.expovariate(1 / 15)), len(book) - 1) for _ in range(levels)})
+            while len(ranks) < levels:
+                ranks = sorted(set(ranks) | {rng.randrange(min(len(book), 200))})
+            sides[side] = [[book[r][0], "0.000" if rng.random() < 0.2 else f"{rng.randrange(1, 50000) / 1000:.3f}"]
+                           for r in ranks]
+        sides["b"].reverse()                    # as Binance sends them: both sides by ascending price
+        book_diffs.append({"U": first, "u": last, "pu": prev, "b": sides["b"], "a": sides["a"]})
+        prev = last
+        if i % DIFFS_PER_TRADE == DIFFS_PER_TRADE - 1:
+            maker = rng.random() < 0.5
+            price = (bids if maker else asks)[0][0]
+            loop.trades.append((1_000_000 + len(loop.trades), price.encode(),
+                                f"{rng.randrange(1, 5000) / 1000:.3f}".encode(), maker))
+            loop.events.append((False, len(loop.trades) - 1))
+        loop.events.append((True, i))
+    return close_loop(loop, book_diffs)
+
+
+def recorded_snapshot(path: Path = RECORDING) -> tuple[int, list, list]:
+    """The recording's first REST snapshot: ``(lastUpdateId, bids, asks)`` (price/size strings)."""
+    for rec in read_recording(str(path)):
+        if is_snapshot(rec.payload):
+            snap = orjson.loads(rec.payload)
+            return snap["lastUpdateId"], snap["bids"], snap["asks"]
+    raise AssertionError("the recording holds no REST snapshot")
+
+
+def close_loop(loop: Loop, diffs: list[dict]) -> Loop:
+    """Fill in the diffs' frames, the diff that turns the book at the loop's end back into the
+    snapshot, and the id steps between loops."""
+    snapshot = loop.snapshot
+    for d in diffs:
+        loop.diffs.append((d["U"], d["u"], d["pu"], levels_json(d["b"], d["a"])))
     book = {"b": {p: q for p, q in snapshot[1]}, "a": {p: q for p, q in snapshot[2]}}
     for d in diffs:
         for side in ("b", "a"):
@@ -114,7 +175,7 @@ def build_loop(path: Path = RECORDING) -> Loop:
     loop.reset_levels = levels_json(reset["b"], reset["a"])
     last_u, first_pu = diffs[-1]["u"], diffs[0]["pu"]
     loop.id_step = last_u + 1 - first_pu          # the reset diff takes id last_u + 1
-    loop.trade_step = kept[-1][1]["t"] - kept[0][1]["t"] + 1
+    loop.trade_step = loop.trades[-1][0] - loop.trades[0][0] + 1
     return loop
 
 
@@ -300,8 +361,10 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=4)
     parser.add_argument("--events", type=int, default=100_000, help="events per stream kind and symbol")
     parser.add_argument("--tls", help="serve wss/https; the certificate goes into this folder")
+    parser.add_argument("--frames", choices=("real", "small"), default="real",
+                        help="real: the recording's diffs (~68 levels each); small: 2 levels a side")
     args = parser.parse_args()
-    loop = build_loop()
+    loop = build_loop() if args.frames == "real" else build_small_loop()
     tls = self_signed(Path(args.tls)) if args.tls else None
     asyncio.run(serve_forever(Generator(loop, args.symbols, args.events), tls))
 
