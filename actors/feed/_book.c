@@ -398,25 +398,24 @@ static int append_doubles(PyObject *target, const double *values, Py_ssize_t cou
     return 0;
 }
 
-static PyObject *Side_top_into(Side *s, PyObject *args) {
-    Py_ssize_t n;
-    PyObject *prices_out, *sizes_out;
-    if (!PyArg_ParseTuple(args, "nO!O!", &n, &PyByteArray_Type, &prices_out, &PyByteArray_Type, &sizes_out))
-        return NULL;
+/* Append the best n levels of a side to two bytearrays as C doubles; the count, or -1. */
+static Py_ssize_t top_into(Side *s, Py_ssize_t n, PyObject *prices_out, PyObject *sizes_out) {
     if (n < 0)
         n = 0;
     if (n > s->window) {
         s->window = n;
         if (rebuild(s) < 0)
-            return NULL;
+            return -1;
     }
     Py_ssize_t k = n < s->nkeys ? n : s->nkeys;
     double stack_prices[64], stack_sizes[64];
     double *prices = stack_prices, *sizes = stack_sizes;
     if (k > 64) {
         prices = PyMem_Malloc(2 * k * sizeof(double));
-        if (prices == NULL)
-            return PyErr_NoMemory();
+        if (prices == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
         sizes = prices + k;
     }
     for (Py_ssize_t i = 0; i < k; i++) {
@@ -430,9 +429,16 @@ static PyObject *Side_top_into(Side *s, PyObject *args) {
     }
     if (prices != stack_prices)
         PyMem_Free(prices);
-    if (rc < 0)
+    return rc < 0 ? -1 : k;
+}
+
+static PyObject *Side_top_into(Side *s, PyObject *args) {
+    Py_ssize_t n;
+    PyObject *prices_out, *sizes_out;
+    if (!PyArg_ParseTuple(args, "nO!O!", &n, &PyByteArray_Type, &prices_out, &PyByteArray_Type, &sizes_out))
         return NULL;
-    return PyLong_FromSsize_t(k);
+    Py_ssize_t k = top_into(s, n, prices_out, sizes_out);
+    return k < 0 ? NULL : PyLong_FromSsize_t(k);
 }
 
 static PyObject *Side_best(Side *s, PyObject *Py_UNUSED(ignored)) {
@@ -554,8 +560,56 @@ static PyTypeObject SideType = {
     .tp_as_sequence = &Side_as_sequence,
 };
 
+/* apply_top(bids, asks, bid_levels, ask_levels, depth, bid_px, bid_sz, ask_px, ask_sz) -> bool: the same
+ * as book.py's pure-Python apply_top (bids.apply, asks.apply; False, nothing appended, when the book is
+ * then crossed; else the best ``depth`` levels of each side appended by top_into), in one call. */
+static PyObject *book_apply_top(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "apply_top takes 9 arguments");
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(args[0], &SideType) || !PyObject_TypeCheck(args[1], &SideType)) {
+        PyErr_SetString(PyExc_TypeError, "apply_top: bids and asks must be compiled Sides");
+        return NULL;
+    }
+    for (int i = 5; i < 9; i++)
+        if (!PyByteArray_Check(args[i])) {
+            PyErr_SetString(PyExc_TypeError, "apply_top: the level columns must be bytearrays");
+            return NULL;
+        }
+    Side *bids = (Side *)args[0], *asks = (Side *)args[1];
+    Py_ssize_t depth = PyNumber_AsSsize_t(args[4], PyExc_OverflowError);
+    if (depth == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *rc = Side_apply(bids, args[2]);
+    if (rc == NULL)
+        return NULL;
+    Py_DECREF(rc);
+    rc = Side_apply(asks, args[3]);
+    if (rc == NULL)
+        return NULL;
+    Py_DECREF(rc);
+    if (bids->nkeys && asks->nkeys && bids->sign * bids->keys[0] >= asks->sign * asks->keys[0])
+        Py_RETURN_FALSE;                      /* crossed: the caller writes the event, no row */
+    Py_ssize_t bid_end = PyByteArray_GET_SIZE(args[5]), bsz_end = PyByteArray_GET_SIZE(args[6]);
+    if (top_into(bids, depth, args[5], args[6]) < 0)
+        return NULL;
+    if (top_into(asks, depth, args[7], args[8]) < 0) {
+        PyByteArray_Resize(args[5], bid_end);    /* no half row */
+        PyByteArray_Resize(args[6], bsz_end);
+        return NULL;
+    }
+    Py_RETURN_TRUE;
+}
+
+static PyMethodDef book_functions[] = {
+    {"apply_top", (PyCFunction)(void (*)(void))book_apply_top, METH_FASTCALL,
+     "apply_top(bids, asks, bid_levels, ask_levels, depth, bid_px, bid_sz, ask_px, ask_sz) -> bool"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef book_module = {
-    PyModuleDef_HEAD_INIT, "_book", "Compiled order-book side (see actors/feed/book.py).", -1, NULL,
+    PyModuleDef_HEAD_INIT, "_book", "Compiled order-book side (see actors/feed/book.py).", -1, book_functions,
 };
 
 PyMODINIT_FUNC PyInit__book(void) {

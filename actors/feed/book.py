@@ -107,12 +107,29 @@ class PySide:
         return dict(self.sizes)
 
 
+def py_apply_top(bids: PySide, asks: PySide, bid_levels: Iterable[Sequence], ask_levels: Iterable[Sequence],
+                 depth: int, bid_px: bytearray, bid_sz: bytearray, ask_px: bytearray, ask_sz: bytearray) -> bool:
+    """Apply a diff to both sides, then append the best ``depth`` levels of each to the four columns (as
+    ``top_into``); False, and nothing appended, when the book is then crossed (best bid >= best ask).
+
+    One call per book row on the hot path: ``apply_top`` is the compiled one when ``Side`` is."""
+    bids.apply(bid_levels)
+    asks.apply(ask_levels)
+    bid, ask = bids.best(), asks.best()
+    if bid is not None and ask is not None and bid >= ask:
+        return False
+    bids.top_into(depth, bid_px, bid_sz)
+    asks.top_into(depth, ask_px, ask_sz)
+    return True
+
+
 Side: type = PySide
+apply_top = py_apply_top
 if not os.environ.get("TICKARCHIVE_PURE_PYTHON_BOOK"):
     try:
-        from actors.feed._book import Side
-    except ImportError:                    # built without a C compiler: the same book in Python
-        pass
+        from actors.feed._book import Side, apply_top
+    except ImportError:                    # built without a C compiler (or an older build): the same in Python
+        Side, apply_top = PySide, py_apply_top
 
 
 class OrderBook:

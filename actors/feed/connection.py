@@ -255,15 +255,19 @@ class FeedConnection:
     def _receive(self, data: str | bytes) -> list | None:
         """Count one frame and hand it to the client (a replay clock frame sets the clock); its actions."""
         stats = self.stats
-        if self.options.replay_clock and isinstance(data, (bytes, bytearray)):
-            ts = decode_clock(data)
-            if ts is not None:
-                self.clock_ns = ts
-                stats.clock_frames += 1
-                return None
+        if self.options.replay_clock:
+            if isinstance(data, (bytes, bytearray)):
+                ts = decode_clock(data)
+                if ts is not None:
+                    self.clock_ns = ts
+                    stats.clock_frames += 1
+                    return None
+            now = self.now()
+        else:
+            now = time.time_ns()                    # self.now(), inlined: the per-frame path
         stats.frames += 1
         stats.frames_this_connection += 1
-        return self.client.on_frame(data, self.now())
+        return self.client.on_frame(data, now)
 
     async def _perform(self, ws, actions) -> None:
         for action in actions:

@@ -167,8 +167,7 @@ class ColumnBuffer:
         return len(self.columns[0])
 
     def append(self, values: Iterable) -> None:
-        for column, value in zip(self.columns, values):
-            column.append(value)
+        any(map(list.append, self.columns, values))    # one append per column, without a Python loop
 
     def take(self) -> pa.RecordBatch | None:
         if not self.columns[0]:
@@ -212,7 +211,7 @@ class BookBuffer:
             for column, end in zip(self.levels, (bids_end, bids_end, asks_end, asks_end)):
                 del column[end:]
             raise
-        self._end_row(ts_local, ts_exchange, seq)
+        self.end_row(ts_local, ts_exchange, seq)
 
     def append_top(self, ts_local: int, ts_exchange: int | None, seq: int | None, book: OrderBook,
                    depth: int) -> None:
@@ -220,10 +219,11 @@ class BookBuffer:
         bpx, bsz, apx, asz = self.levels
         book.bids.top_into(depth, bpx, bsz)
         book.asks.top_into(depth, apx, asz)
-        self._end_row(ts_local, ts_exchange, seq)
+        self.end_row(ts_local, ts_exchange, seq)
 
-    def _end_row(self, ts_local: int, ts_exchange: int | None, seq: int | None) -> None:
-        """The row's scalar columns, and where its levels end (in doubles)."""
+    def end_row(self, ts_local: int, ts_exchange: int | None, seq: int | None) -> None:
+        """The row's scalar columns, and where its levels end (in doubles): after its levels were
+        appended to ``levels`` (by ``append``, ``append_top``, or a caller's ``apply_top``)."""
         self.ts_local.append(ts_local)
         self.ts_exchange.append(ts_exchange)
         self.seq.append(seq)
@@ -264,17 +264,33 @@ class StreamBuffers:
         return buf
 
     def book(self, symbol, ts_local, ts_exchange, seq, bid_px, bid_sz, ask_px, ask_sz) -> None:
-        buf = self.buffers.get((symbol, "l2book")) or self._buffer(symbol, "l2book")
-        buf.append(ts_local, ts_exchange, seq, bid_px, bid_sz, ask_px, ask_sz)
+        self.book_buffer(symbol).append(ts_local, ts_exchange, seq, bid_px, bid_sz, ask_px, ask_sz)
         self.rows += 1
 
     def book_top(self, symbol, ts_local, ts_exchange, seq, book, depth) -> None:
-        buf = self.buffers.get((symbol, "l2book")) or self._buffer(symbol, "l2book")
-        buf.append_top(ts_local, ts_exchange, seq, book, depth)
+        self.book_buffer(symbol).append_top(ts_local, ts_exchange, seq, book, depth)
+        self.rows += 1
+
+    def book_buffer(self, symbol: str) -> BookBuffer:
+        """``symbol``'s l2book buffer: a client may copy a row's levels into it and call ``book_ended``."""
+        buf = self.buffers.get((symbol, "l2book"))      # (an empty buffer is falsy: no ``or`` here)
+        return self._buffer(symbol, "l2book") if buf is None else buf  # type: ignore[return-value]
+
+    def book_ended(self, buf: BookBuffer, ts_local: int, ts_exchange: int | None, seq: int | None) -> None:
+        """A row whose levels were appended to ``buf.levels`` (``book_buffer``) ends here
+        (``buf.end_row``, inlined: one call per book row on the hot path)."""
+        buf.ts_local.append(ts_local)
+        buf.ts_exchange.append(ts_exchange)
+        buf.seq.append(seq)
+        levels = buf.levels
+        buf.bid_offsets.append(len(levels[0]) >> 3)
+        buf.ask_offsets.append(len(levels[2]) >> 3)
         self.rows += 1
 
     def trade(self, symbol, ts_local, ts_exchange, trade_id, price, size, side, trade_type=None) -> None:
-        buf = self.buffers.get((symbol, "trades")) or self._buffer(symbol, "trades")
+        buf = self.buffers.get((symbol, "trades"))
+        if buf is None:
+            buf = self._buffer(symbol, "trades")
         buf.append((ts_local, ts_exchange, trade_id, price, size, side, trade_type))
         self.rows += 1
 

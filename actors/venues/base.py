@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Iterable, Sequence, Union
 import orjson
 
 from actors.errors import ConfigError
-from actors.feed.book import OrderBook
+from actors.feed.book import OrderBook, apply_top
 from actors.feed.records import RowSink
 from actors.venues.settings import VenueSettings, build_settings
 from actors.venues.sim.recordings import first_lines
@@ -200,6 +200,12 @@ class VenueClient(ABC):
         self.written_seq: dict[str, int | None] = {}
         #: rows are the book's plain top levels (no venue ``top`` conversion): the sink copies them itself
         self.plain_top = type(self).top is VenueClient.top
+        self.ignored_frames = venue.connections.ignored_frames
+        self.plain_decode = type(self).decode is VenueClient.decode
+        #: the sink's l2book row buffer per symbol, when a diff can be applied and its row copied in one
+        #: compiled call (``apply_and_write``): plain books, plain rows, a sink that hands out its buffers
+        self.book_buffer = (getattr(sink, "book_buffer", None)
+                            if self.plain_top and self.book_type is OrderBook else None)
 
     # -- connection ----------------------------------------------------------------------
     def on_connect(self, ts_local: int) -> list[Action]:
@@ -265,12 +271,19 @@ class VenueClient(ABC):
     # -- frames --------------------------------------------------------------------------
     def on_frame(self, data: str | bytes, ts_local: int) -> list[Action]:
         """One received frame. Malformed frames produce an ``error`` event, never an exception."""
-        ignored = self.venue.connections.ignored_frames
+        ignored = self.ignored_frames
         if ignored and len(data) < 64 and quote(data).strip() in ignored:
             return []
-        msg = self.decode(data, ts_local)
-        if msg is None:
-            return []
+        msg = None
+        if self.plain_decode:                  # self.decode(), inlined for a well-formed frame
+            try:
+                msg = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                pass
+        if type(msg) is not dict:
+            msg = self.decode(data, ts_local)  # a venue's own decoding, or the error event
+            if msg is None:
+                return []
         try:
             return self.handle(msg, ts_local)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
@@ -370,6 +383,22 @@ class VenueClient(ABC):
             self.sink.book_top(symbol, ts_local, ts_exchange, seq, st.book, self.depth)
         else:
             self.sink.book(symbol, ts_local, ts_exchange, seq, *self.top(symbol, st))
+        return []
+
+    def apply_and_write(self, symbol: str, st: BookState, bids: Sequence, asks: Sequence, ts_local: int,
+                        ts_exchange: int | None, seq: int | None) -> list[Action]:
+        """``st.book.apply_levels(bids, asks)`` then ``write_book``: the same rows and events, with the
+        diff applied and the row's levels copied into the sink's buffer in one compiled call."""
+        if self.book_buffer is None:
+            st.book.apply_levels(bids, asks)
+            return self.write_book(symbol, st, ts_local, ts_exchange, seq)
+        buf = self.book_buffer(symbol)
+        book = st.book
+        if not apply_top(book.bids, book.asks, bids, asks, self.depth, *buf.levels):
+            return self.write_book(symbol, st, ts_local, ts_exchange, seq)     # crossed: its event, no row
+        self.written_seq[symbol] = seq
+        self.market_rows += 1
+        self.sink.book_ended(buf, ts_local, ts_exchange, seq)  # type: ignore[attr-defined]
         return []
 
     def book_row(self, symbol: str, ts_local: int, ts_exchange: int | None, seq: int | None,

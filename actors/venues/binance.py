@@ -105,7 +105,7 @@ class BinanceClient(SnapshotSyncClient):
 
     # -- the sync rules of §1.5 ---------------------------------------------------------
     def update_ids(self, update: dict) -> UpdateIds:
-        return UpdateIds(update["pu"], update["U"], update["u"])
+        return tuple.__new__(UpdateIds, (update["pu"], update["U"], update["u"]))   # UpdateIds(...) without its Python __new__
 
     def bridges(self, ids: UpdateIds, snapshot_id: int) -> bool:
         return ids.first <= snapshot_id <= ids.last

@@ -49,6 +49,11 @@ class SnapshotSyncClient(VenueClient):
     """A client that syncs books from diffs plus REST snapshots (see module docstring)."""
 
     state_type = SyncState
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        #: the venue keeps the default chain rule (inlined in ``on_update``: the per-diff path)
+        self.plain_chain = type(self).chains is SnapshotSyncClient.chains
     #: the venue's name of the snapshot's id (event details)
     snapshot_id_name: ClassVar[str] = "id"
 
@@ -89,7 +94,7 @@ class SnapshotSyncClient(VenueClient):
             return []
         if st.synced:
             ids = self.update_ids(update)
-            if not self.chains(ids, st.last_seq):
+            if ids.prev != st.last_seq if self.plain_chain else not self.chains(ids, st.last_seq):
                 if st.last_seq is not None and ids.last <= st.last_seq and st.stale < STALE_LIMIT:
                     st.stale += 1                    # already applied: a repeated or reordered frame
                     return []
@@ -176,7 +181,14 @@ class SnapshotSyncClient(VenueClient):
         return []
 
     def _apply(self, symbol: str, st: SyncState, update: dict, ids: UpdateIds, ts_local: int) -> list[Action]:
-        st.book.apply_levels(*self.update_levels(update))
-        st.last_seq = ids.last
-        return self.write_book(symbol, st, ts_local, self.update_time(update), ids.last)
+        bids, asks = self.update_levels(update)
+        try:
+            ts_exchange = self.update_time(update)
+        except (KeyError, TypeError, ValueError, IndexError):     # raise as before: after the levels applied
+            st.book.apply_levels(bids, asks)
+            st.last_seq = ids.last
+            raise
+        actions = self.apply_and_write(symbol, st, bids, asks, ts_local, ts_exchange, ids.last)
+        st.last_seq = ids.last                   # (nothing above reads it)
+        return actions
 

@@ -17,7 +17,9 @@ the client runs in its own process (tests/bench/ingest_clients.py):
     with callbacks that only count.
 
 Every client runs on asyncio's standard event loop (``RAY_USE_UVLOOP=0`` for ours: Ray picks uvloop
-up when installed, and cryptofeed installs it; cryptofeed is told ``uvloop: False``).
+up when installed, and cryptofeed installs it; cryptofeed is told ``uvloop: False``); with
+``--uvloop`` every client runs on uvloop instead (cryptofeed's default; ours through Ray's
+``RAY_USE_UVLOOP=1``; bare and feed through ``uvloop.install()``).
 
 Printed per client: messages/s (first to last frame), CPU-seconds of the client's whole process
 tree (sampled from /proc through psutil every 0.1 s; for ours this includes Ray's start-up and
@@ -99,7 +101,7 @@ def start_generator(symbols: int, events: int, tls: Path, frames: str = "real") 
 
 
 def run_client(client: str, symbols: int, events: int, work: Path, breakdown: bool = False,
-               overrides: list[str] | None = None, frames: str = "real") -> dict:
+               overrides: list[str] | None = None, frames: str = "real", uvloop: bool = False) -> dict:
     tls = work / "tls"
     gen, port = start_generator(symbols, events, tls, frames)
     out = work / f"{client}.json"
@@ -109,7 +111,7 @@ def run_client(client: str, symbols: int, events: int, work: Path, breakdown: bo
            "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(HERE.parents[1]),
            # every client on asyncio's own loop: Ray would run our actors on uvloop if it is installed
            # (cryptofeed brings it), which a default install of ours does not have
-           "RAY_USE_UVLOOP": "0"}
+           "RAY_USE_UVLOOP": "1" if uvloop else "0", "TICKARCHIVE_BENCH_UVLOOP": "1" if uvloop else ""}
     try:
         t = time.perf_counter()
         proc = subprocess.Popen([PY, str(HERE / "ingest_clients.py"), client, "--port", str(port), "--symbols",
@@ -141,6 +143,7 @@ def main() -> None:
                         help="loop events per connection (x symbols frames); 200,000 streams ~30 s into ours, so "
                              "Ray's start-up (~5 CPU-s) weighs as little as in the 60 s runs of issue 12")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--uvloop", action="store_true", help="every client on uvloop (cryptofeed's default)")
     parser.add_argument("--frames", choices=("real", "small"), default="real",
                         help="real: the recording's diffs (~68 levels each); small: 2 levels a side (loadgen.py)")
     parser.add_argument("--clients", default="bare,ours,cryptofeed,cryptofeed-count")
@@ -160,7 +163,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for client in clients:
                 results[client].append(run_client(client, args.symbols, args.events, work, args.breakdown, args.set,
-                                                  args.frames))
+                                                  args.frames, args.uvloop))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report(results, args)
@@ -175,6 +178,7 @@ def _span(values: list[float], fmt: str = "{:.0f}") -> str:
 def report(results: dict[str, list[dict]], args) -> None:
     """Per client: median and range over the rounds; ratios of clients run in the same round."""
     print(f"{args.frames} frames, {args.symbols} symbols, {args.events} loop events per connection, TLS on loopback, "
+          f"{'uvloop' if args.uvloop else 'asyncio loop'}, "
           f"{args.rounds} round(s), median [range]{'; ours with ' + ' '.join(args.set) if args.set else ''}:")
     print(f"  {'client':18} {'msgs':>9} {'msgs/s':>20} {'CPU s':>7} {'msgs/CPU-s':>20} {'CPU us/msg':>10}")
     for client, runs in results.items():

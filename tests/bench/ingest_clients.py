@@ -37,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import orjson  # noqa: E402
 
+UVLOOP = bool(os.environ.get("TICKARCHIVE_BENCH_UVLOOP"))     # bench_ingest.py --uvloop
+
 
 def generator_stats(port: int) -> dict:
     with urllib.request.urlopen(f"https://127.0.0.1:{port}/stats", timeout=10) as resp:
@@ -219,7 +221,7 @@ def run_cryptofeed(port: int, symbols: int, out_file: str | None) -> dict:
         if sink is not None:
             sink.write(f"{receipt} {t.symbol} {t.id} {t.price} {t.amount} {t.side} {t.timestamp}\n")
 
-    fh = FeedHandler(config={"log": {"disabled": True}, "uvloop": False})
+    fh = FeedHandler(config={"log": {"disabled": True}, "uvloop": UVLOOP})
     std = [f"S{i}-USDT-PERP" for i in range(symbols)]
     fh.add_feed(Loopback(symbols=std, channels=[L2_BOOK, TRADES], max_depth=20, depth_interval="100ms",
                          callbacks={L2_BOOK: book, TRADES: trade}))
@@ -244,7 +246,7 @@ def run_cryptofeed(port: int, symbols: int, out_file: str | None) -> dict:
                 asyncio.get_running_loop().stop()
                 return
 
-    loop = asyncio.new_event_loop()
+    loop = asyncio.new_event_loop()       # (FeedHandler installed uvloop's policy when told to)
     asyncio.set_event_loop(loop)
     loop.create_task(watch())
     try:
@@ -265,6 +267,10 @@ def main() -> None:
     parser.add_argument("--work", required=True, help="a scratch folder (archive root, cryptofeed's file)")
     parser.add_argument("--set", action="append", default=[], help="a config override for ours (Hydra syntax)")
     args = parser.parse_args()
+    if UVLOOP and args.client in ("bare", "feed"):
+        import uvloop
+
+        uvloop.install()
     if args.client == "bare":
         result = run_bare(args.port, args.symbols)
     elif args.client == "feed":

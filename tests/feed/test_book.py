@@ -174,3 +174,52 @@ def test_decimal_strings_convert_exactly_as_float_does(side_type):
     side.apply([(str(i), text) for i, text in enumerate(texts) if float(text)])
     expected = {float(i): float(text) for i, text in enumerate(texts) if float(text)}
     assert side.levels() == expected
+
+
+def test_apply_top_equals_apply_then_top_and_refuses_a_crossed_book():
+    """``apply_top`` (one call per book row) against the naive book: the same levels appended, a
+    crossed book appends nothing and says so, bad levels raise and append nothing; the compiled
+    one and the pure-Python one agree on every step."""
+    from array import array
+
+    from actors.feed._book import apply_top as c_apply_top
+    from actors.feed.book import py_apply_top
+
+    rng = random.Random(24)
+    for side_type, apply_top in ((CSide, c_apply_top), (PySide, py_apply_top)):
+        book, ref = OrderBook(side_type), NaiveBook()
+        bids = [[f"{999 - i * 0.5:.1f}", "1.000"] for i in range(300)]
+        asks = [[f"{1000 + i * 0.5:.1f}", "1.000"] for i in range(300)]
+        book.load_snapshot(bids, asks)
+        ref.apply("b", bids)
+        ref.apply("a", asks)
+        columns = tuple(bytearray() for _ in range(4))
+        crossed = 0
+        for step in range(2000):
+            diff = {side: [[f"{(999 - rng.randrange(60) * 0.5) if side == 'b' else (1000 + rng.randrange(60) * 0.5):.1f}",
+                            "0" if rng.random() < 0.3 else f"{rng.random():.3f}"] for _ in range(2)]
+                    for side in ("b", "a")}
+            if step % 101 == 0:          # a bid at or above the best ask: crossed
+                diff["b"].append([f"{min(ref.sides['a'], default=1000.0):.1f}", "1"])
+            before = [bytes(c) for c in columns]
+            ok = apply_top(book.bids, book.asks, diff["b"], diff["a"], 20, *columns)
+            ref.apply("b", diff["b"])
+            ref.apply("a", diff["a"])
+            best_bid, best_ask = max(ref.sides["b"]), min(ref.sides["a"])
+            assert ok == (best_bid < best_ask), f"step {step}"
+            if not ok:
+                crossed += 1
+                assert [bytes(c) for c in columns] == before       # nothing appended
+                book.clear()
+                book.load_snapshot(bids, asks)
+                ref = NaiveBook()
+                ref.apply("b", bids)
+                ref.apply("a", asks)
+                continue
+            added = [list(array("d", bytes(c)[len(b):])) for c, b in zip(columns, before)]
+            assert tuple(added) == ref.top(20), f"step {step}"
+        assert crossed == 20
+        size = [len(c) for c in columns]
+        with pytest.raises(ValueError):
+            apply_top(book.bids, book.asks, [["1", "x"]], [], 20, *columns)
+        assert [len(c) for c in columns] == size

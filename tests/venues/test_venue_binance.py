@@ -7,7 +7,7 @@ from collections import Counter
 
 import orjson
 
-from actors.feed.records import ListSink
+from actors.feed.records import ListSink, StreamBuffers
 from actors.venues import get_venue
 from actors.venues.base import Endpoints, FetchSnapshot
 from actors.venues.binance import is_snapshot
@@ -43,12 +43,11 @@ def check_against_recording(sink, tickers, trades):
     assert not [e for e in sink.events if e[3] in ("gap", "stale", "crossed", "error")]
 
 
-def test_client_on_real_recording(binance_recording):
-    path = str(binance_recording)
+def replay_recording(path: str, sink):
+    """The recording through a Binance client into ``sink``, each REST answer when it was fetched."""
     settings = binance.replay_settings(binance.settings({}), path)
     assert (settings.depth_stream, settings.trade_stream) == ("depth@0ms", "trade")
     plan, = binance.plan_connections(settings, Endpoints("ws://test", "http://test"), ["BTCUSDT"], CHANNELS, 20)
-    sink = ListSink()
     client = binance.make_client(plan, settings, sink, 20)
     client.on_connect(0)
     pending = []
@@ -62,9 +61,43 @@ def test_client_on_real_recording(binance_recording):
         if "@bookTicker" in rec.payload[:40]:
             continue                                    # not subscribed; used as ground truth only
         pending += [a for a in client.on_frame(rec.payload, rec.ts_local) if isinstance(a, FetchSnapshot)]
+    return client
+
+
+def test_client_on_real_recording(binance_recording):
+    path = str(binance_recording)
+    sink = ListSink()
+    replay_recording(path, sink)
     tickers, trades = recorded_truth(path)
     check_against_recording(sink, tickers, trades)
     assert [e[3] for e in sink.events] == ["connect", "snapshot"]
+
+
+def test_row_buffers_take_the_one_call_path_with_the_same_rows(binance_recording):
+    """Into StreamBuffers a diff is applied and its row copied in one compiled call (``apply_top``):
+    the rows are ListSink's (book and ticker checked above), value for value; a crossing diff there
+    gives the ``crossed`` event, no row, and a fresh snapshot is fetched."""
+    path = str(binance_recording)
+    buffers, reference = StreamBuffers(), ListSink()
+    client = replay_recording(path, buffers)
+    assert client.book_buffer is not None
+    replay_recording(path, reference)
+    books = buffers.take()[("BTCUSDT", "l2book")].to_pylist()
+    assert len(books) == len(reference.books) == 6547
+    for row, ref in zip(books, reference.books):
+        assert (row["ts_local"].value, row["ts_exchange"].value, row["seq"]) == ref[1:4]
+        assert (row["bid_px"], row["bid_sz"], row["ask_px"], row["ask_sz"]) == tuple(ref[4:8])
+    st = client.states["BTCUSDT"]
+    best_ask = st.book.best_ask()
+    frame = orjson.dumps({"stream": "btcusdt@depth@0ms", "data": {
+        "e": "depthUpdate", "E": 1, "T": 1, "s": "BTCUSDT", "U": st.last_seq + 1, "u": st.last_seq + 2,
+        "pu": st.last_seq, "b": [[str(best_ask + 1), "1.0"]], "a": []}}).decode()
+    actions = client.on_frame(frame, 10)
+    assert [type(a) for a in actions] == [FetchSnapshot]
+    taken = buffers.take()
+    assert taken.keys() == {("BTCUSDT", "events")}                       # the event, and no book row
+    assert taken[("BTCUSDT", "events")].column("kind").to_pylist() == ["crossed"]
+    assert not st.synced
 
 
 def test_plan_routes_streams_and_shards():
