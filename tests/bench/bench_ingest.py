@@ -101,7 +101,8 @@ def start_generator(symbols: int, events: int, tls: Path, frames: str = "real") 
 
 
 def run_client(client: str, symbols: int, events: int, work: Path, breakdown: bool = False,
-               overrides: list[str] | None = None, frames: str = "real", uvloop: bool = False) -> dict:
+               overrides: list[str] | None = None, frames: str = "real", uvloop: bool = False,
+               ray_lock: str | None = None) -> dict:
     tls = work / "tls"
     gen, port = start_generator(symbols, events, tls, frames)
     out = work / f"{client}.json"
@@ -114,7 +115,8 @@ def run_client(client: str, symbols: int, events: int, work: Path, breakdown: bo
            "RAY_USE_UVLOOP": "1" if uvloop else "0", "TICKARCHIVE_BENCH_UVLOOP": "1" if uvloop else ""}
     try:
         t = time.perf_counter()
-        proc = subprocess.Popen([PY, str(HERE / "ingest_clients.py"), client, "--port", str(port), "--symbols",
+        lock = ["flock", ray_lock] if ray_lock and client == "ours" else []     # only ours starts Ray
+        proc = subprocess.Popen([*lock, PY, str(HERE / "ingest_clients.py"), client, "--port", str(port), "--symbols",
                                  str(symbols), "--out", str(out), "--work", str(scratch),
                                  *[f"--set={o}" for o in overrides or []]], env=env)
         per_process: dict[str, float] = {}
@@ -144,6 +146,8 @@ def main() -> None:
                              "Ray's start-up (~5 CPU-s) weighs as little as in the 60 s runs of issue 12")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--uvloop", action="store_true", help="every client on uvloop (cryptofeed's default)")
+    parser.add_argument("--ray-lock", help="run ours (the one client that starts Ray) under flock on this file "
+                                           "(a machine shared by several Ray users)")
     parser.add_argument("--frames", choices=("real", "small"), default="real",
                         help="real: the recording's diffs (~68 levels each); small: 2 levels a side (loadgen.py)")
     parser.add_argument("--clients", default="bare,ours,cryptofeed,cryptofeed-count")
@@ -163,7 +167,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for client in clients:
                 results[client].append(run_client(client, args.symbols, args.events, work, args.breakdown, args.set,
-                                                  args.frames, args.uvloop))
+                                                  args.frames, args.uvloop, args.ray_lock))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report(results, args)
@@ -187,13 +191,13 @@ def report(results: dict[str, list[dict]], args) -> None:
         cpu = statistics.median(r["cpu_s"] for r in runs)
         print(f"  {client:18} {runs[-1]['frames']:9d} {statistics.median(rates):9.0f} [{_span(rates):>9}] {cpu:7.1f} "
               f"{statistics.median(per_cpu):9.0f} [{_span(per_cpu):>9}] {1e6 / statistics.median(per_cpu):10.1f}")
-    for ours in ("ours", "feed"):
+    for ours in ("ours", "feed", "feed+writer"):
         if ours not in results:
             continue
         last = results[ours][-1]
         sent, rows = last["sent"], last["rows"]
         lost = sent["depth"] + sent["trades"] - rows["l2book"] - rows["trades"]
-        print(f"  {ours}: {'sealed' if ours == 'ours' else 'handed over'} {rows['l2book']} book rows + "
+        print(f"  {ours}: {'handed over' if ours == 'feed' else 'sealed'} {rows['l2book']} book rows + "
               f"{rows['trades']} trades; generator sent {sent['depth']} diffs + {sent['trades']} trades: "
               f"{'zero loss' if lost == 0 else f'{lost} rows MISSING'}")
         if ours == "ours":

@@ -1,6 +1,6 @@
 """The three clients of bench_ingest.py, each run in its own process against loadgen.py.
 
-    python tests/bench/ingest_clients.py bare|ours|feed|cryptofeed|cryptofeed-count --port P --symbols N --out FILE
+    python tests/bench/ingest_clients.py bare|ours|feed|feed+writer|cryptofeed|cryptofeed-count --port P --symbols N --out FILE
 
 Each reads every frame the generator sends (it stops once the generator finished and everything
 it sent has been read) and writes a JSON result to ``--out``:
@@ -12,7 +12,8 @@ it sent has been read) and writes a JSON result to ``--out``:
   lag is read from their stats;
 * ``feed``: our socket process's path without Ray in this process (Binance client, VenueFeed,
   StreamBuffers, Outbox; the writers' call only takes the batches): where the socket's CPU goes
-  (``TICKARCHIVE_BENCH_PROFILE=FILE`` writes a cProfile of it);
+  (``TICKARCHIVE_BENCH_PROFILE=FILE`` writes a cProfile of it); ``feed+writer`` hands the batches
+  to the writers' WriterGroup in the same process (spool, seal, catalog: ours without Ray);
 * ``cryptofeed``: cryptofeed 2.4.1's BinanceFutures pointed at the generator (l2_book depth 20
   and trades), callbacks appending one line per book update (its delta, the form cryptofeed's
   own backends archive) / trade to a file; ``cryptofeed-count`` the same with callbacks that
@@ -103,10 +104,23 @@ def run_bare(port: int, symbols: int) -> dict:
     return asyncio.run(main())
 
 
+def sealed_rows(root: str) -> dict[str, int]:
+    """Book and trade rows in the sealed Parquet files under ``root``."""
+    import pyarrow.parquet as pq
+
+    rows = {"l2book": 0, "trades": 0}
+    for path in Path(root).rglob("*.parquet"):
+        if ".catalog" in path.parts or ".spool" in str(path):
+            continue
+        channel = path.relative_to(root).parts[2]
+        if channel in rows:
+            rows[channel] += pq.ParquetFile(path).metadata.num_rows
+    return rows
+
+
 def run_ours(port: int, symbols: int, root: str, overrides: list[str]) -> dict:
     import threading
 
-    import pyarrow.parquet as pq
     import ray
 
     from actors.cli.config import load_settings
@@ -140,22 +154,18 @@ def run_ours(port: int, symbols: int, root: str, overrides: list[str]) -> dict:
 
     report = run_archive(settings, stop_flag=stop,
                          on_started=lambda runs: threading.Thread(target=watch, args=(runs,), daemon=True).start())
-    rows = {"l2book": 0, "trades": 0}
-    for path in Path(root).rglob("*.parquet"):
-        if ".catalog" in path.parts or ".spool" in str(path):
-            continue
-        channel = path.relative_to(root).parts[2]
-        if channel in rows:
-            rows[channel] += pq.ParquetFile(path).metadata.num_rows
+    rows = sealed_rows(root)
     lags = [w.get("durable_lag_ms") or {} for w in seen.get("writers", [])]
     return {"frames": seen.get("frames", report.frames), "seconds": seen.get("seconds", report.seconds),
             "rows": rows, "lag_ms": {k: max(x.get(k, 0) for x in lags) for k in ("p50", "p99", "max")} if lags else {}}
 
 
-def run_feed(port: int, symbols: int, profile: str | None = None) -> dict:
+def run_feed(port: int, symbols: int, profile: str | None = None, root: str | None = None) -> dict:
     """Our socket process's path without Ray: the Binance client, VenueFeed, StreamBuffers and the
-    Outbox in this process, the writers replaced by a call that takes the batches and acknowledges.
-    ``profile``: write a cProfile of the run there (``python -m pstats`` reads it)."""
+    Outbox in this process, the writers replaced by a call that takes the batches and acknowledges
+    (``root`` given: a call to an in-process WriterGroup, spools and sealed files under ``root``, the
+    rows counted in its sealed files). ``profile``: write a cProfile of the run there (``python -m
+    pstats`` reads it)."""
     from actors.feed.connection import FeedOptions
     from actors.feed.venue_feed import VenueFeed
     from actors.venues import get_venue
@@ -168,7 +178,21 @@ def run_feed(port: int, symbols: int, profile: str | None = None) -> dict:
                                    names, ["l2book", "trades"], 20)
     rows = {"l2book": 0, "trades": 0, "events": 0}
 
+    group = None
+    if root is not None:
+        from actors.storage.catalog import Catalog
+        from actors.storage.sealing import CatalogBuffer, WriterGroup
+        from actors.storage.writer import SymbolWriterCore
+
+        catalog = CatalogBuffer(Catalog(root))
+        group = WriterGroup(lambda venue, symbol: SymbolWriterCore(root, venue, "perp", [symbol], 20, 3600 * 10 ** 9,
+                                                                   f"w-{symbol}", catalog),
+                            [("binance", n) for n in names], 0, catalog=catalog)
+
     async def send(writer, producer, seq, batches) -> None:
+        if group is not None:
+            group.write("binance", producer, seq, batches)
+            return
         for (_, channel), batch in batches.items():
             rows[channel] += batch.num_rows
 
@@ -181,6 +205,10 @@ def run_feed(port: int, symbols: int, profile: str | None = None) -> dict:
             await asyncio.sleep(0.1)
             if progress.stalled(feed.frames) and progress.done(await asyncio.to_thread(generator_stats, port)):
                 await feed.stop()
+                if group is not None:
+                    group.seal_all()
+                    group.stop()
+                    rows.update(sealed_rows(root))
                 return {"frames": progress.frames - 2, "seconds": progress.seconds, "rows": rows}
 
     if not profile:
@@ -260,21 +288,22 @@ def run_cryptofeed(port: int, symbols: int, out_file: str | None) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("client", choices=["bare", "ours", "feed", "cryptofeed", "cryptofeed-count"])
+    parser.add_argument("client", choices=["bare", "ours", "feed", "feed+writer", "cryptofeed", "cryptofeed-count"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--symbols", type=int, default=4)
     parser.add_argument("--out", required=True)
     parser.add_argument("--work", required=True, help="a scratch folder (archive root, cryptofeed's file)")
     parser.add_argument("--set", action="append", default=[], help="a config override for ours (Hydra syntax)")
     args = parser.parse_args()
-    if UVLOOP and args.client in ("bare", "feed"):
+    if UVLOOP and args.client in ("bare", "feed", "feed+writer"):
         import uvloop
 
         uvloop.install()
     if args.client == "bare":
         result = run_bare(args.port, args.symbols)
-    elif args.client == "feed":
-        result = run_feed(args.port, args.symbols, os.environ.get("TICKARCHIVE_BENCH_PROFILE"))
+    elif args.client in ("feed", "feed+writer"):
+        result = run_feed(args.port, args.symbols, os.environ.get("TICKARCHIVE_BENCH_PROFILE"),
+                          str(Path(args.work) / "archive") if args.client == "feed+writer" else None)
     elif args.client == "ours":
         result = run_ours(args.port, args.symbols, str(Path(args.work) / "archive"), args.set)
     else:
