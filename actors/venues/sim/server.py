@@ -548,7 +548,7 @@ class ReplayVenue(VenueServer):
         first_ts, t0 = None, _time.monotonic()
         try:
             for rec in read_recording(self.path):
-                if self.speed > 0:
+                if self.speed > 0 and rec.kind == "recv":      # the pace of what the venue sent
                     first_ts = first_ts if first_ts is not None else rec.ts_local
                     delay = t0 + (rec.ts_local - first_ts) / 1e9 / self.speed - _time.monotonic()
                     if delay > 0:
