@@ -535,7 +535,12 @@ class Venue(ABC):
         checked by the protocol speaking it)."""
         if not self._single(symbols):
             for decl, group in self.by_protocol(symbols).items():
-                decl.validate(settings, [split_market(s)[1] for s in group], channels, depth)
+                wire = [split_market(s)[1] for s in group]
+                twice = sorted({w for w in wire if wire.count(w) > 1})
+                if twice:
+                    raise ConfigError(f"archive.{self.name}: {twice[0]} is named in two markets of one protocol "
+                                      f"({', '.join(s for s in group if split_market(s)[1] == twice[0])}): keep one")
+                decl.validate(settings, wire, channels, depth)
             return
         allowed, why = self.allowed_depths(settings)
         if depth not in allowed:
