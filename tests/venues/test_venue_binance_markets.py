@@ -132,3 +132,44 @@ def test_symbols_name_their_market():
     with pytest.raises(ConfigError, match="depth: 5000"):
         binance.validate(binance.settings({}), ["BTCUSDT"], CHANNELS, 5000)
     binance.validate(binance.settings({"spot_snapshot_limit": 5000}), ["spot/BTCUSDT"], CHANNELS, 5000)
+
+
+def test_snapshots_are_spent_from_the_weight_budget():
+    """Spot limit 5000 weighs 250 of 6000 a minute: 24 snapshots in a minute, the 25th waits for the next."""
+    from actors.feed.records import ListSink
+    from actors.venues.base import FetchSnapshot
+
+    settings = binance.settings({"spot_snapshot_limit": 5000, "max_streams_per_connection": 100})
+    symbols = [f"spot/S{i}USDT" for i in range(30)]
+    plan, = binance.plan_connections(settings, Endpoints("ws://h", "http://h"), symbols, ["l2book"], 20)
+    client = binance.make_client(plan, settings, ListSink(), 20)
+
+    def diffs(ts):
+        fetched = []
+        for i in range(30):
+            frame = orjson.dumps({"stream": f"s{i}usdt@depth@100ms", "data": {
+                "e": "depthUpdate", "E": 1, "s": f"S{i}USDT", "U": 1, "u": 2, "b": [], "a": []}})
+            fetched += [a.symbol for a in client.on_frame(frame, ts) if isinstance(a, FetchSnapshot)]
+        return fetched
+
+    assert len(diffs(10**9)) == 24
+    assert diffs(30 * 10**9) == []                         # still inside the minute
+    assert len(diffs(61 * 10**9)) == 6                     # the rest, once the first minute's weight expired
+
+
+def test_spot_in_hftbacktest_format(tmp_path):
+    """The same spot traffic as an hftbacktest collector writes it (``<ns> <json>`` lines, the REST
+    answer inline at the moment it was fetched, no URL): recognised as spot by its diffs (no ``pu``)."""
+    import gzip
+
+    lines = []
+    for rec in read_recording(SPOT):
+        if (rec.kind == "recv" and rec.payload.startswith('{"stream":"nknusdt@')) or \
+                (rec.kind == "http" and "symbol=NKNUSDT" in rec.url):
+            lines.append((rec.ts_local, rec.payload))
+    path = tmp_path / "nknusdt_20211012.gz"
+    with gzip.open(path, "wt") as f:
+        f.writelines(f"{ts} {payload}\n" for ts, payload in sorted(lines))
+    assert binance.recording_matches(str(path)) and binance.recording_symbols(str(path)) == {"spot/NKNUSDT"}
+    sink = replay(path, ["spot/NKNUSDT"])
+    assert check_books_and_trades(sink, path, ["spot/NKNUSDT"]) == {"spot/NKNUSDT": 19}
