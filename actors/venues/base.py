@@ -13,6 +13,12 @@ about one venue's wire protocol, client side and server side, and nothing about 
 * a :class:`VenueClient` subclass holding only the venue's parsing and sequencing rules,
 * its simulator and replay server (``actors/venues/sim/server.py`` has the shared machinery).
 
+Markets: a symbol of ``archive.<venue>`` may carry its market (``spot/BTCUSDT``; bare is the
+perpetual). A market speaking another protocol (Binance COIN-M and spot, Bybit spot) is a
+declaration of its own in the venue's ``protocols``; :meth:`Venue.protocol_of` routes each archive
+symbol to its declaration, and the venue plans, builds clients (rows renamed from the wire symbol
+to the archive's name by :class:`QualifiedSink`) and starts loopback servers per protocol.
+
 The base classes do the rest once for every venue: connection planning (one chunking loop),
 subscribe requests and ack bookkeeping, connect/disconnect events, per-symbol book state,
 resubscribe-to-resync, the crossed-book rule and row writing. REST-snapshot venues reuse
