@@ -602,7 +602,8 @@ class Venue(ABC):
                 if channel in channels:
                     sub = self.subscription(settings, symbol, channel, depth)
                     by_route.setdefault(self.route(sub), []).append(sub)
-        per_conn = settings.max_streams_per_connection
+        # one yaml key for every protocol of the venue, each within its own documented limit
+        per_conn = min(settings.max_streams_per_connection, self.connections.stream_limit or 1 << 30)
         plans = []
         for route, subs in sorted(by_route.items()):
             for i in range(0, len(subs), per_conn):

@@ -129,6 +129,9 @@ def test_symbols_name_their_market():
                                      CHANNELS, 20)
     assert sorted(p.url for p in plans) == ["wss://dstream.binance.com/stream", "wss://fstream.binance.com/public/stream",
                                             "wss://stream.binance.com:9443/stream"]
+    many = binance.settings({"max_streams_per_connection": 1024})     # USD-M allows 1024, COIN-M 200
+    coinm = [f"C{i}USD_PERP" for i in range(150)]
+    assert [len(p.subscriptions) for p in binance.plan_connections(many, live, coinm, CHANNELS, 20)] == [200, 100]
     with pytest.raises(ConfigError, match="depth: 5000"):
         binance.validate(binance.settings({}), ["BTCUSDT"], CHANNELS, 5000)
     binance.validate(binance.settings({"spot_snapshot_limit": 5000}), ["spot/BTCUSDT"], CHANNELS, 5000)
