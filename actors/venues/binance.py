@@ -197,13 +197,25 @@ class BinanceClient(SnapshotSyncClient):
 
 
 class BinanceCoinmClient(BinanceClient):
-    """A COIN-M socket: USD-M's rules, the ``dapi`` snapshot."""
+    """A COIN-M socket: USD-M's rules, the ``dapi`` snapshot. A real diff (2021 capture), with ``ps``::
+
+        {"stream":"bchusd_perp@depth@100ms","data":{"e":"depthUpdate","E":1626916403873,"T":1626916403864,
+         "s":"BCHUSD_PERP","ps":"BCHUSD","U":167006084465,"u":167006084895,"pu":167006084238,
+         "b":[["427.27","0"],["427.53","260"],...],"a":[...]}}
+    """
 
     snapshot_path = "/dapi/v1/depth"
 
 
 class BinanceSpotClient(BinanceClient):
-    """A spot socket: diffs without ``pu`` or ``T``, the ``api/v3`` snapshot (see module docstring)."""
+    """A spot socket: diffs without ``pu`` or ``T``, the ``api/v3`` snapshot (see module docstring).
+    A real diff and the snapshot fetched after it (2021 capture): the diff ends at the snapshot's id,
+    so it is dropped, and the next one (``U`` 499869753) bridges::
+
+        {"stream":"nknusdt@depth@100ms","data":{"e":"depthUpdate","E":1633998512068,"s":"NKNUSDT",
+         "U":499869750,"u":499869752,"b":[["0.35130000","6195.00000000"],...],"a":[]}}
+        GET /api/v3/depth?symbol=NKNUSDT&limit=1000 -> {"lastUpdateId":499869752,"bids":[...],"asks":[...]}
+    """
 
     snapshot_path = "/api/v3/depth"
     weight_per_minute = 6000
