@@ -274,7 +274,12 @@ class BybitBase(Venue):
 
 
 class BybitSpot(BybitBase):
-    """Bybit v5 public spot (``spot/BTCUSDT``)."""
+    """Bybit v5 public spot (``spot/BTCUSDT``). A real delta (2026 capture) chains like linear's::
+
+        {"topic":"orderbook.200.BTCUSDT","ts":1786310816618,"type":"delta","data":{"s":"BTCUSDT",
+         "b":[["65140.4","0.875077"]],"a":[["65154.6","0.09948"],...],"u":62505425,"seq":112488545865},
+         "cts":1786310816585}
+    """
 
     protocol_key = "spot"
     routes = {"spot": SPOT_PATH}
