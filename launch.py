@@ -1,6 +1,6 @@
 """tickarchive: the one entry point.
 
-    python launch.py [mode=archive|backup|restore|status|reindex|stop] [Hydra overrides ...]
+    python launch.py [mode=archive|backup|restore|status|reindex|migrate|export|stop] [Hydra overrides ...]
 
 Examples:
     python launch.py                                      # archive the live venues
@@ -61,7 +61,7 @@ def run(settings) -> int:
         report = run_archive(settings, stop_flag=stop)
         print(report.summary())
         return 0 if report.ok else 1       # a failed final backup is a failed run
-    from actors.cli import modes  # backup / restore / status / reindex
+    from actors.cli import modes  # backup / restore / status / reindex / migrate / export
     return modes.run(settings)
 
 

@@ -3,6 +3,7 @@
 The public Python API, importable without Ray::
 
     from actors import load_l2book, load_trades, load_events, load_lob_archives, load_trade_archives, Restorer
+    from actors import dataset, duckdb_relation, polars_frame      # the whole archive as one dataset
 
 Packages: ``feed`` (websocket loop, records, order book, delivery), ``venues`` (one module per
 exchange, plus ``venues.sim`` simulators and replay servers), ``storage`` (layout, spool,
@@ -22,6 +23,9 @@ _PUBLIC = {
     "load_lob_archives": "actors.restore.loading",
     "load_trade_archives": "actors.restore.loading",
     "Restorer": "actors.restore.restorer",
+    "dataset": "actors.restore.dataset",
+    "duckdb_relation": "actors.restore.dataset",
+    "polars_frame": "actors.restore.dataset",
     "TickarchiveError": "actors.errors",
 }
 __all__ = sorted(_PUBLIC)

@@ -99,3 +99,27 @@ def archive(tmp_path):
         core.write("p1", seq, call_batches(i * 30, 30, T0 + i * 60 * NS, step_ns=2 * NS))
     core.seal_all()
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def real_archive(tmp_path_factory):
+    """The real Binance recording's rows (6,547 depth-20 books, 21,313 trades, hour 2024-08-08:23) sealed
+    into an archive by the real writer core, as the archiver writes them (no Ray): its root folder."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from actors.storage.catalog import Catalog
+    from actors.storage.layout import NS
+    from actors.storage.writer import SymbolWriterCore
+    from bench.recorded import SYMBOL, recorded_batches
+
+    root = tmp_path_factory.mktemp("real-archive")
+    core = SymbolWriterCore(str(root), "binance", "perp", [SYMBOL], 20, 3600 * NS, "w1", Catalog(str(root)),
+                            node="test")
+    core.recover()
+    batches = recorded_batches()
+    events = batches[(SYMBOL, "events")]          # the replay's connect is stamped 0: keep the recorded ones
+    batches[(SYMBOL, "events")] = events.filter(pc.greater(events.column("ts_local").cast(pa.int64()), 0))
+    core.write("replay", 1, batches)
+    core.seal_all()
+    return root

@@ -15,12 +15,13 @@ MS = 1_000_000
 class Harness:
     """Run FeedConnections (asyncio, this thread) against a loopback server (its own thread)."""
 
-    def __init__(self, venue, server, symbols, settings=None, depth=10, replay_clock=False, idle_timeout_s=60.0):
+    def __init__(self, venue, server, symbols, settings=None, depth=10, replay_clock=False, idle_timeout_s=60.0,
+                 sink=None):
         self.server = server
         self.thread = ServerThread(server).start()
         self.settings = settings if settings is not None else venue.settings({})
         endpoints = Endpoints(server.ws_base, server.rest_base)
-        self.sink = ListSink()
+        self.sink = sink if sink is not None else ListSink()
         self.conns = [FeedConnection(plan, venue.make_client(plan, self.settings, self.sink, depth),
                                      FeedOptions(replay_clock=replay_clock, backoff_min_s=0.1, backoff_max_s=0.3,
                                                  idle_timeout_s=idle_timeout_s))

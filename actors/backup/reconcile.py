@@ -1,172 +1,296 @@
-"""Backup: one pass reconciling the sealed local tree with the bucket, verified and resumable.
+"""Backup passes: the pass after a seal costs what is new; the audit checks the whole bucket.
 
-Plain logic (no Ray); the ``backup`` actor and ``mode=backup`` call :func:`reconcile`.
+Plain logic (no Ray); the ``backup`` actor (on its schedule, :mod:`actors.backup.schedule`),
+``mode=backup`` and quantpylib's ``backup_folder`` call these. The catalog is the record of what
+is sealed and what is verified in the bucket (``backed_up_at``, ``backup_sha256``,
+``backup_etag``); nothing else is kept, and nothing is rewritten whole.
 
-One pass:
-
-1. lists the sealed local files (:func:`~actors.backup.state.sealed_files`: spools, temp
-   files and the catalog are never uploaded) and the bucket (one paged listing under the
-   prefix);
-2. a file is *in the bucket* when the object has the same size and carries the file's
-   SHA-256 (:mod:`actors.backup.verify`). What was verified before is remembered
-   (:class:`~actors.backup.state.VerifiedState`), so a no-op pass costs one listing and no
-   request per object; an object whose size or ETag changed is checked again with ``HEAD``;
-3. uploads what is missing or differs, concurrently (multipart from ``multipart_mb`` up), and
-   verifies every upload before it counts (the server's answer echoing the SHA-256 it checked
-   against the bytes it stored, else a ``HEAD``). Only then is the object recorded
-   as verified, and ``backed_up_at`` plus the checksum set in the catalog (rows are optional:
-   a file without one is backed up all the same; a row left unmarked by an earlier pass is
-   marked from the local record). A local file that contradicts the SHA-256 recorded at seal
-   is never uploaded: it is reported as damaged and the bucket copy is kept. A file new to
-   the bucket whose SHA-256 the catalog recorded at seal is sent unread (``sendfile``) under
-   that SHA-256 to an endpoint that refuses contradicting bytes (probed once an hour): the
-   server's check is then the check that the file is intact, and only a file the server
-   refuses is hashed here (and reported damaged if it contradicts its seal). Transient errors
-   are retried (:mod:`actors.backup.retry`); when the endpoint stays down the rest of the pass
-   is skipped; a pass interrupted at any point resumes next time;
-4. optionally (``backup.retention.local_days``) deletes local files whose period ended more
-   than N days ago and whose copy was verified, keeping their catalog rows as remote-only.
+* :func:`backup_pending` — the pass after each sealed file, and on the interval: the catalog says
+  which local files are not verified in the bucket yet (:meth:`~actors.storage.catalog.Catalog.pending_backup`);
+  they are uploaded (:class:`~actors.backup.upload.Uploader`: unread under their seal SHA-256 to a
+  server that checks it, else hashed here; a file that contradicts its seal record is never
+  uploaded) and marked. No listing of the bucket, no walk of the local tree: its cost is the new
+  files, not the archive.
+* :func:`reconcile` — the audit (``mode=backup``, and every ``backup.audit_interval``): one paged
+  listing of the bucket against every catalog row of the node, and one walk of the local tree. It
+  finds objects deleted or changed in the bucket (listing size and ETag against what was
+  verified; a ``HEAD`` settles a changed ETag) and uploads them again, records local files the
+  catalog does not know (a folder written by another tool, a catalog rebuilt), adopts objects
+  already in the bucket that hold the same bytes (verified once, quantpylib's included), then
+  uploads what is missing. A catalog record of verified objects from before this design
+  (``.backup/verified.json``) is read once to seed the ETags, then set aside.
+* :func:`apply_retention` (``backup.retention.local_days``) deletes local files whose period
+  ended more than N days ago and whose copy is verified, from a catalog query, keeping their rows
+  as remote-only.
 """
 from __future__ import annotations
 
 import os
-import threading
-from fnmatch import fnmatch
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, Callable
 
+import orjson
+
 from actors.backup.bucket import Bucket, RemoteObject
-from actors.backup.retry import EndpointDown, with_retries
-from actors.backup.state import VerifiedState, sealed_files
+from actors.backup.retry import with_retries
 from actors.backup.target import BackupError, Target
+from actors.backup.upload import LocalDamage, PassSummary, Todo, Uploader, Verified
 from actors.backup.verify import etag_matches_file, head_verifies, is_foreign
 from actors.logs import get_logger
-from actors.storage.integrity import damage_message, is_damaged, sha256_file
-from actors.storage.layout import NS, parse_relpath
+from actors.storage.integrity import is_damaged, sha256_file
+from actors.storage.layout import sealed_files
 
-SAVE_EVERY_S = 5.0               # how often a long upload saves what it verified so far
+__all__ = ["AUDIT_STATE", "LocalDamage", "PassSummary", "apply_retention", "audit", "audit_due", "backup_pending",
+           "reconcile"]
+
 log = get_logger("backup")
 
-Todo = tuple[str, os.stat_result, str | None]     # (key, stat, SHA-256 when already known)
+STATE_DIR = ".backup"
+AUDIT_STATE = "audit.json"             # when the last audit of this root against which bucket ended
+LEGACY_STATE = "verified.json"         # the whole-archive record of earlier versions (read once)
 
 
-class LocalDamage(BackupError):
-    """The local file no longer hashes to what was recorded at seal: never uploaded."""
-
-
-@dataclass
-class PassSummary:
-    """What one reconcile pass did."""
-
-    uploaded: int = 0
-    uploaded_bytes: int = 0
-    skipped: int = 0
-    verified_existing: int = 0
-    adopted: int = 0              # objects another tool uploaded, verified once and recorded (not re-uploaded)
-    failed: int = 0
-    deleted_local: int = 0
-    errors: list[str] = field(default_factory=list)
-    damaged: list[str] = field(default_factory=list)     # local files that contradict their seal hash
-    seconds: float = 0.0
-
-    def line(self) -> str:
-        parts = [f"uploaded {self.uploaded} files, {self.uploaded_bytes / 1e6:.1f} MB, skipped {self.skipped}, "
-                 f"failed {self.failed}",
-                 self.adopted and f"adopted {self.adopted} existing objects (verified, SHA-256 recorded)",
-                 self.damaged and f"damaged {len(self.damaged)} (not uploaded; the bucket copies are kept)",
-                 self.deleted_local and f"freed {self.deleted_local} local files (retention)"]
-        return ", ".join(part for part in parts if part)
-
-
-def reconcile(root: str, target: Target, catalog: Any = None, progress: Callable[[int, int], None] | None = None,
-              on_total: Callable[[int, int], None] | None = None, client: Any = None,
-              retention_days: float | None = None, ignore: tuple[str, ...] = ()) -> PassSummary:
-    """One reconcile pass (see module docstring). Raises BackupError for endpoint/bucket problems.
-
-    ``ignore``: file-name patterns (``fnmatch``) of local files not to back up, matched against every
-    part of the file's relative path (quantpylib's ``backup_folder(ignore=...)``).
-
-    ``on_total(files, bytes)`` is called once the work is known, ``progress(1, bytes)`` after
-    each upload; ``client`` replaces the boto3 client made from ``target``.
-    """
-    started = time.monotonic()
+def _open_bucket(target: Target, client: Any) -> Bucket:
     bucket = Bucket(target, client)
     bucket.check()
+    return bucket
+
+
+def backup_pending(root: str, target: Target, catalog: Any, node: str | None = None,
+                   progress: Callable[[int, int], None] | None = None,
+                   on_total: Callable[[int, int], None] | None = None, client: Any = None,
+                   retention_days: float | None = None, summary: PassSummary | None = None) -> PassSummary:
+    """Upload the files the catalog lists as not yet verified in the bucket (of ``node``), verified,
+    and mark them (see module docstring). Raises :class:`BackupError` for endpoint/bucket problems."""
+    started = time.monotonic()
+    summary = summary if summary is not None else PassSummary()
+    rows = catalog.pending_backup(node)
+    todo: list[Todo] = []
+    for row in rows:
+        path = Path(root) / row["key"]
+        try:
+            st = path.stat()
+        except FileNotFoundError:       # another node's file, or deleted behind the catalog's back
+            continue
+        todo.append((row["key"], st, None))
+    if on_total is not None:
+        on_total(len(todo), sum(st.st_size for _, st, _ in todo))
+    if todo:
+        bucket = _open_bucket(target, client)
+        verified = Uploader(root, bucket, summary, {row["key"]: row for row in rows}).upload_all(todo, progress)
+        _mark(catalog, verified)
+    if retention_days:
+        summary.deleted_local = apply_retention(root, catalog, retention_days, node)
+    summary.damaged.sort()
+    summary.seconds += time.monotonic() - started
+    return summary
+
+
+def audit(root: str, target: Target, catalog: Any = None, node: str | None = None, client: Any = None,
+          ignore: tuple[str, ...] = ()) -> PassSummary:
+    """The audit (see module docstring), without the uploads it makes due (those are
+    :func:`backup_pending`'s): every recorded copy checked against the bucket listing, local files
+    the catalog does not list recorded, objects already holding a file's bytes adopted. Raises
+    :class:`BackupError` for endpoint/bucket problems."""
+    from actors.storage.catalog import Catalog
+
+    started = time.monotonic()
+    catalog = catalog if catalog is not None else Catalog(root)
+    bucket = _open_bucket(target, client)
     try:
         remote = bucket.list()
     except Exception as exc:
         raise BackupError(bucket.describe(exc)) from None
-    local = sealed_files(root)
-    if ignore:
-        local = {rel: st for rel, st in local.items()
-                 if not any(fnmatch(part, pattern) for part in rel.split("/") for pattern in ignore)}
-    run = _Pass(root, bucket, VerifiedState(root, target), catalog)
-    todo = run.triage(local, remote)
-    if on_total is not None:
-        on_total(len(todo), sum(st.st_size for _, st, _ in todo))
-    run.upload_all(todo, progress)
-    run.finish(local, retention_days)
+    local = {rel: st for rel, st in sealed_files(root).items()
+             if not any(fnmatch(part, pattern) for part in rel.split("/") for pattern in ignore)}
+    run = _Audit(root, bucket, catalog, remote, local, node)
+    foreign = run.run()
+    uploaded = Uploader(root, bucket, run.summary, run.rows).upload_all(foreign)
+    _mark(catalog, {**run.verified, **uploaded})
+    run.finish()
     run.summary.seconds = time.monotonic() - started
     return run.summary
 
 
-class _Pass:
-    """One pass at work: its summary, what it verified, and the ``abort`` event its workers share."""
+def reconcile(root: str, target: Target, catalog: Any = None, progress: Callable[[int, int], None] | None = None,
+              on_total: Callable[[int, int], None] | None = None, client: Any = None,
+              retention_days: float | None = None, ignore: tuple[str, ...] = (),
+              node: str | None = None) -> PassSummary:
+    """A whole reconcile (``mode=backup``, quantpylib's ``backup_folder``): the :func:`audit`, then
+    every upload it made due and retention (:func:`backup_pending`); one summary.
 
-    def __init__(self, root: str, bucket: Bucket, state: VerifiedState, catalog: Any) -> None:
-        self.root, self.bucket, self.state, self.catalog = root, bucket, state, catalog
+    ``catalog``: the archive's catalog (default: the one under ``root``, created if there is none).
+    ``node``: only the files this node sealed (each node of a cluster backs up its own).
+    ``ignore``: file-name patterns (``fnmatch``, matched against every part of a file's relative
+    path) not to back up (quantpylib's ``backup_folder(ignore=...)``); files ignored are neither
+    recorded nor uploaded by this call.
+    ``on_total(files, bytes)`` is called once the uploads are known, ``progress(1, bytes)`` after each.
+    """
+    from actors.storage.catalog import Catalog
+
+    catalog = catalog if catalog is not None else Catalog(root)
+    summary = audit(root, target, catalog, node, client, ignore)
+    skip = _Ignored(catalog, ignore) if ignore else catalog
+    return backup_pending(root, target, skip, node, progress, on_total, client, retention_days, summary)
+
+
+class _Ignored:
+    """A catalog whose pending files leave out those matching ``ignore`` patterns."""
+
+    def __init__(self, catalog: Any, ignore: tuple[str, ...]) -> None:
+        self.catalog, self.ignore = catalog, ignore
+
+    def pending_backup(self, node: str | None = None) -> list[dict[str, Any]]:
+        return [row for row in self.catalog.pending_backup(node)
+                if not any(fnmatch(part, p) for part in row["key"].split("/") for p in self.ignore)]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.catalog, name)
+
+
+class _Audit:
+    """One audit at work: the catalog's rows of the node against the listing and the local tree."""
+
+    def __init__(self, root: str, bucket: Bucket, catalog: Any, remote: dict[str, RemoteObject],
+                 local: dict[str, os.stat_result], node: str | None) -> None:
+        self.root, self.bucket, self.catalog, self.remote, self.local = root, bucket, catalog, remote, local
+        self.node = node
         self.summary = PassSummary()
-        self.verified: dict[str, str] = {}       # key -> SHA-256 verified in this pass
-        self.records: dict[str, dict] = {}       # catalog rows of the files to hash (seal SHA-256)
-        self.abort = threading.Event()           # set when the endpoint stays down (see retry.py)
-        self.server_checks = False               # the endpoint refuses bytes that contradict their SHA-256
+        self.rows: dict[str, dict[str, Any]] = {row["key"]: row for row in catalog.audit_rows(node)}
+        self.verified: Verified = {}         # verified without an upload (HEAD, adoption, legacy record)
+        self.unbacked: set[str] = set()      # recorded as in the bucket, but missing or changed there
+        self.legacy = _legacy_record(root, bucket.target)
 
-    def triage(self, local: dict[str, os.stat_result], remote: dict[str, RemoteObject]) -> list[Todo]:
-        """Skip what is verified in the bucket and refuse damaged files; returns what to upload."""
-        self.records = _seal_records(self.catalog, [rel for rel, st in local.items()
-                                                    if not self.state.hash_known(rel, st)])
-        todo: list[Todo] = []
-        for rel, st in sorted(local.items()):
-            obj = remote.get(rel)
-            if obj is None:                      # not in the bucket: hashed by the upload worker, in parallel
-                self.state.forget(rel)
-                todo.append((rel, st, None))
+    def run(self) -> list[Todo]:
+        """Record unknown local files, check the recorded copies, adopt what the bucket holds; the
+        local files no catalog row can describe (unreadable), to be uploaded as they are."""
+        unreadable = self._record_unknown()
+        for rel, row in self.rows.items():
+            if row["backed_up_at"] is not None:
+                self._check_copy(rel, row)
+        self.summary.repaired = len(self.unbacked)
+        if self.unbacked:
+            self.catalog.mark_unbacked(sorted(self.unbacked))
+            lost = sorted(rel for rel in self.unbacked if rel not in self.local)
+            for rel in lost[:20]:
+                log.error(f"audit: {self.bucket.key_of(rel)} is missing or changed in the bucket and no longer local: "
+                          "that data is gone unless another copy exists")
+        foreign: list[Todo] = []
+        touched: Verified = {}
+        for rel, st in sorted(self.local.items()):
+            row = self.rows.get(rel)
+            if row is not None and row["backed_up_at"] is not None and not self._local_intact(rel, st, row, touched):
                 continue
-            sha = self.state.local_sha(rel, Path(self.root) / rel, st)
-            if is_damaged(Path(self.root) / rel, sha, self.records.get(rel)):
-                self._damaged(rel)
-            elif not self._settled(rel, st, sha, obj):
-                self.state.forget(rel)
-                todo.append((rel, st, sha))
-        return todo
+            if row is not None and row["backed_up_at"] is not None and rel not in self.unbacked:
+                continue
+            if not self._already_there(rel, st, row) and rel in unreadable:
+                foreign.append((rel, st, None))
+        self.verified.update(touched)
+        return foreign
 
-    def _settled(self, rel: str, st: os.stat_result, sha: str, obj: RemoteObject) -> bool:
-        """Nothing to upload now: verified before (no request) or now (``HEAD``), an object another
-        tool uploaded that holds the same bytes (adopted), or the check failed (counted as failed,
-        tried again next pass)."""
-        entry = self.state.entries.get(rel)
-        if entry and entry[0] == st.st_size and entry[2] == sha and (obj.size, obj.etag) == (entry[0], entry[3]):
+    def _local_intact(self, rel: str, st: os.stat_result, row: dict[str, Any], touched: Verified) -> bool:
+        """A local file whose copy is verified still holds its sealed bytes. Only a file written
+        after its copy was verified (mtime) or of another size is hashed; one that contradicts its
+        seal record is reported damaged and never uploaded over the good copy."""
+        if st.st_size == row["bytes"] and st.st_mtime_ns <= row["backed_up_at"]:
+            return True
+        path = Path(self.root) / rel
+        sha = sha256_file(path)
+        if is_damaged(path, sha, row):
+            self.summary.damaged_file(rel)
+            return False
+        if sha == (row.get("backup_sha256") or row["sha256"]) and rel not in self.unbacked:
+            touched[rel] = (sha, row.get("backup_etag") or "")     # written again with the same bytes (a restore)
+        return True
+
+    def _record_unknown(self) -> set[str]:
+        """Local files the catalog does not list get their rows (rebuilt from their footers); the
+        ones that cannot be described (not readable Parquet) are returned."""
+        from actors.storage.footer import describe_file
+
+        fresh, unreadable = [], set()
+        unknown = set(self.local) - set(self.rows)
+        if unknown and self.node is not None:      # rows recorded under another node name, held here
+            self.rows.update(self.catalog.get_many(sorted(unknown)))
+            unknown -= set(self.rows)
+        for rel in sorted(unknown):
+            try:
+                rec = describe_file(self.root, rel)
+            except Exception as exc:        # not a readable Parquet file: backed up as it is, hashed here
+                log.warning(f"audit: {rel} is not a readable archive file ({type(exc).__name__}); backed up as is")
+                unreadable.add(rel)
+                continue
+            if self.node is not None:
+                rec["node"] = self.node
+            fresh.append(rec)
+        if fresh:
+            self.catalog.upsert(fresh)
+            log.info(f"audit: recorded {len(fresh)} local file(s) the catalog did not list")
+            self.rows.update((rec["key"], rec) for rec in fresh)
+        return unreadable
+
+    def _check_copy(self, rel: str, row: dict[str, Any]) -> None:
+        """A file recorded as verified in the bucket: still there, unchanged (size and ETag), else repaired."""
+        self.summary.audited += 1
+        obj = self.remote.get(rel)
+        if obj is None:
+            self.unbacked.add(rel)
+            return
+        etag = row.get("backup_etag")
+        if etag is None and self.legacy.get(rel, (None,))[0] == row["sha256"]:
+            etag = self.legacy[rel][1]          # known from the record of an earlier version
+            self.verified[rel] = (row["sha256"], etag)
+        if obj.size == row["bytes"] and etag == obj.etag:
+            self.summary.skipped += 1
+            return
+        try:
+            head = with_retries(lambda: self.bucket.head(rel))
+        except Exception as exc:
+            self.summary.failed_file(rel, self.bucket.describe(exc))
+            return
+        sha = row.get("backup_sha256") or row["sha256"]
+        if head_verifies(head, row["bytes"], sha):
+            self.verified[rel] = (sha, head.get("ETag", "").strip('"'))
+            self.summary.skipped += 1
+        else:
+            log.warning(f"audit: {self.bucket.key_of(rel)} changed in the bucket (size or ETag); uploading it again")
+            self.unbacked.add(rel)
+
+    def _already_there(self, rel: str, st: os.stat_result, row: dict[str, Any] | None) -> bool:
+        """The bucket already holds this file's bytes (an earlier pass whose mark was lost, another
+        tool): verified and recorded without an upload. A damaged local file is never trusted."""
+        obj = self.remote.get(rel)
+        if obj is None or obj.size != st.st_size or rel in self.unbacked:
+            return False
+        path = Path(self.root) / rel
+        sha = row["sha256"] if row is not None else sha256_file(path)
+        legacy = self.legacy.get(rel)
+        if legacy is not None and legacy == (sha, obj.etag):
+            self.verified[rel] = (sha, obj.etag)
             self.summary.skipped += 1
             return True
-        if obj.size != st.st_size:
-            return False
         try:
-            head = with_retries(lambda: self.bucket.head(rel), self.abort)
-            etag = head.get("ETag", "").strip('"') if head_verifies(head, st.st_size, sha) else None
-            if etag is None and is_foreign(head):
-                etag = with_retries(lambda: self._adopt(rel, st, sha, head), self.abort)
+            head = with_retries(lambda: self.bucket.head(rel))
+            if head_verifies(head, st.st_size, sha):
+                self.verified[rel] = (sha, head.get("ETag", "").strip('"'))
+                self.summary.skipped += 1
+                self.summary.verified_existing += 1
+                return True
+            if is_foreign(head):
+                if is_damaged(path, sha256_file(path), row):
+                    self.summary.damaged_file(rel)
+                    return True
+                etag = with_retries(lambda: self._adopt(rel, st, sha, head))
+                if etag is not None:
+                    self.verified[rel] = (sha, etag)
+                    self.summary.skipped += 1
+                    return True
         except Exception as exc:
-            self._failed(rel, exc)
+            self.summary.failed_file(rel, self.bucket.describe(exc))
             return True
-        if etag is None:
-            return False
-        self._verified(rel, st, sha, etag)
-        self.summary.skipped += 1
-        self.summary.verified_existing += 1
-        return True
+        return False
 
     def _adopt(self, rel: str, st: os.stat_result, sha: str, head: dict) -> str | None:
         """Verify an object without our metadata once (its MD5 ETag, else its bytes) and record our
@@ -182,181 +306,74 @@ class _Pass:
         log.info(f"adopted {self.bucket.key_of(rel)}: same bytes as the local file, SHA-256 recorded")
         return etag
 
-    def upload_all(self, todo: list[Todo], progress: Callable[[int, int], None] | None) -> None:
-        """Upload concurrently (``target.workers``), saving the local record every ``SAVE_EVERY_S``.
-
-        (By time, not by file count: the record grows with the archive, and saving it every 200
-        files made a first backup of 100,000 files write it 500 times.)"""
-        saved_at = time.monotonic()
-        self.server_checks = any(sha is None and rel in self.records for rel, _, sha in todo) and \
-            self.bucket.server_checks_sha256()
-        with ThreadPoolExecutor(max_workers=self.bucket.target.workers) as pool:
-            futures = {pool.submit(self._upload, rel, st, sha): (rel, st) for rel, st, sha in todo}
-            for future in as_completed(futures):
-                rel, st = futures[future]
-                self._settle_upload(rel, st, future)
-                if progress is not None:
-                    progress(1, st.st_size)
-                if time.monotonic() - saved_at >= SAVE_EVERY_S:
-                    self.state.save()
-                    saved_at = time.monotonic()
-        self.state.save()
-
-    def _upload(self, rel: str, st: os.stat_result, sha: str | None) -> tuple[str, str]:
-        """Upload one file and verify it; returns (ETag, SHA-256).
-
-        ``sha`` None: a file with a catalog row goes to an endpoint that checks checksums
-        unread, under its seal SHA-256 (see :meth:`_seal_sha`); otherwise, or when the server
-        refuses it, the file is hashed here first and refused (:class:`LocalDamage`) when it
-        contradicts the catalog row made at seal.
-        """
-        path = Path(self.root) / rel
-        body = None
-        if sha is None:
-            if self.abort.is_set():
-                raise EndpointDown()
-            sealed = self._seal_sha(rel, st)
-            if sealed is not None:
-                etag = self.bucket.put_sealed(path, rel, st.st_size, sealed)
-                if etag is not None:
-                    self._unchanged(rel, path, st)
-                    self.state.remember_hash(rel, st, sealed)      # the server just hashed its bytes
-                    return etag, sealed
-            if st.st_size < self.bucket.target.multipart_mb << 20:    # read once: hashed, then sent
-                body = path.read_bytes()
-            sha = self.state.local_sha(rel, path, st, body)
-            if is_damaged(path, sha, self.records.get(rel)):
-                raise LocalDamage(damage_message(rel))
-        return with_retries(lambda: self._put_verified(rel, path, st, sha, body), self.abort), sha
-
-    def _put_verified(self, rel: str, path: Path, st: os.stat_result, sha: str, body: bytes | None = None) -> str:
-        """Upload and verify: the server's echo of our SHA-256 (it checked the bytes it stored), else a ``HEAD``."""
-        uploaded = self.bucket.upload(path, rel, st.st_size, sha, body)
-        if uploaded.checksum_verified and uploaded.etag:
-            etag: str | None = uploaded.etag
-        else:
-            etag = self.bucket.verified_etag(rel, st.st_size, sha, uploaded.expected_etag)
-        if etag is None:
-            raise BackupError(f"{rel}: uploaded object does not verify (size, SHA-256 or ETag differ)")
-        self._unchanged(rel, path, st)
-        return etag
-
-    def _seal_sha(self, rel: str, st: os.stat_result) -> str | None:
-        """The SHA-256 recorded at seal, when the file can go to the server unread and be checked
-        there alone (:meth:`~actors.backup.bucket.Bucket.put_sealed`): a catalog row, a
-        single-PUT size, an endpoint that refuses bytes contradicting their checksum."""
-        record = self.records.get(rel)
-        sha = record.get("sha256") if record else None
-        if not sha or st.st_size >= self.bucket.target.multipart_mb << 20 or not self.server_checks:
-            return None
-        return sha
-
-    @staticmethod
-    def _unchanged(rel: str, path: Path, st: os.stat_result) -> None:
-        now = path.stat()
-        if (now.st_size, now.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
-            raise BackupError(f"{rel}: the local file changed during the upload; it is uploaded next pass")
-
-    def _settle_upload(self, rel: str, st: os.stat_result, future: Future) -> None:
-        key = self.bucket.key_of(rel)
-        try:
-            etag, sha = future.result()
-        except LocalDamage:
-            self._damaged(rel)
-        except Exception as exc:
-            self._failed(rel, exc)
-            log.error(f"File exists<NO> upload<{key}> FAILED: {self.summary.errors[-1]}")
-        else:
-            self._verified(rel, st, sha, etag)
-            self.summary.uploaded += 1
-            self.summary.uploaded_bytes += st.st_size
-            log.info(f"File exists<NO> upload<{key}>", extra={"bytes": st.st_size, "sha256": sha})
-
-    def _verified(self, rel: str, st: os.stat_result, sha: str, etag: str) -> None:
-        self.state.record(rel, st.st_size, st.st_mtime_ns, sha, etag)
-        self.verified[rel] = sha
-
-    def _failed(self, rel: str, exc: BaseException) -> None:
-        self.summary.failed += 1
-        self.summary.errors.append(f"{rel}: {exc if isinstance(exc, BackupError) else self.bucket.describe(exc)}")
-
-    def _damaged(self, rel: str) -> None:
-        self.summary.damaged.append(rel)
-        self.state.forget_hash(rel)              # checked again next pass, never trusted from the cache
-        log.error(f"not uploaded: {damage_message(rel)}; the bucket copy is kept")
-
-    def finish(self, local: dict[str, os.stat_result], retention_days: float | None) -> None:
-        """Mark the catalog (this pass's verifications and rows an earlier pass left unmarked), then retention."""
-        self.summary.damaged.sort()
-        _mark_catalog(self.catalog, {**_unmarked_verified(self.catalog, self.state, local), **self.verified})
-        if retention_days:
-            self.summary.deleted_local = apply_retention(self.root, self.state, local, self.catalog, retention_days)
-            self.state.save()
+    def finish(self) -> None:
+        """Remember when this root was audited against which bucket; set an earlier version's record aside."""
+        state = Path(self.root) / STATE_DIR
+        state.mkdir(parents=True, exist_ok=True)
+        tmp = state / (AUDIT_STATE + ".tmp")
+        tmp.write_bytes(orjson.dumps({"scope": self.bucket.target.scope, "at": time.time_ns(), "node": self.node,
+                                      "failed": self.summary.failed}))
+        os.replace(tmp, state / AUDIT_STATE)
+        if self.legacy and not self.summary.failed:
+            os.replace(state / LEGACY_STATE, state / (LEGACY_STATE + ".imported"))
 
 
-def _seal_records(catalog: Any, keys: list[str]) -> dict[str, dict]:
-    """Catalog rows (SHA-256 and sealed_at recorded at seal) of the files about to be hashed."""
-    if catalog is None or not keys or not hasattr(catalog, "get_many"):
+def audit_due(root: str, target: Target, interval_s: float) -> bool:
+    """An audit is due: none yet of this root against this bucket, or the last one is older than
+    ``interval_s`` (or ended with failures)."""
+    try:
+        state = orjson.loads((Path(root) / STATE_DIR / AUDIT_STATE).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return True
+    if state.get("scope") != target.scope or state.get("failed"):
+        return True
+    return time.time_ns() - int(state.get("at", 0)) >= interval_s * 1e9
+
+
+def _legacy_record(root: str, target: Target) -> dict[str, tuple[str, str]]:
+    """``key -> (SHA-256, ETag)`` from an earlier version's ``.backup/verified.json`` for this bucket."""
+    path = Path(root) / STATE_DIR / LEGACY_STATE
+    if not path.exists():
         return {}
     try:
-        return catalog.get_many(keys)
-    except Exception as exc:    # no reference to check against: files are uploaded as they are
-        log.warning(f"catalog not readable, local files not checked against their seal hashes: {exc}")
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
         return {}
-
-
-def _unmarked_verified(catalog: Any, state: VerifiedState, local: dict[str, os.stat_result]) -> dict[str, str]:
-    """Catalog rows not (or differently) marked although their file is verified in the bucket.
-
-    Heals a catalog update that failed after an earlier pass, and rows added later (reindex),
-    without any request to the bucket: the local record says what was verified.
-    """
-    if catalog is None or not state.entries:
+    if data.get("scope") != target.scope:
         return {}
-    try:
-        if hasattr(catalog, "query"):
-            table = catalog.query("backed_up_at IS NULL OR backup_sha256 IS NULL", columns=["key", "backup_sha256"])
-        else:
-            table = catalog.all().select(["key", "backup_sha256"])
-    except Exception as exc:
-        log.warning(f"catalog not readable for backup bookkeeping: {exc}")
-        return {}
-    out = {}
-    for key, marked in zip(table.column("key").to_pylist(), table.column("backup_sha256").to_pylist()):
-        entry = state.entries.get(key)
-        st = local.get(key)
-        if entry and st is not None and entry[0] == st.st_size and entry[1] == st.st_mtime_ns and marked != entry[2]:
-            out[key] = entry[2]
-    return out
+    return {key: (entry[2], entry[3]) for key, entry in (data.get("verified") or {}).items() if len(entry) >= 4}
 
 
-def _mark_catalog(catalog: Any, verified: dict[str, str]) -> None:
-    if catalog is None or not verified:
+def _mark(catalog: Any, verified: Verified) -> None:
+    if not verified:
         return
     try:
         catalog.mark_backed_up(verified, time.time_ns())
-    except Exception as exc:  # the bucket is right; the catalog is rebuilt by mode=reindex if need be
+    except Exception as exc:  # the bucket is right; the next audit finds the copies and marks them
         log.warning(f"catalog not updated after backup: {exc}")
 
 
-def apply_retention(root: str, state: VerifiedState, local: dict[str, os.stat_result], catalog: Any,
-                    days: float) -> int:
-    """Delete local files whose period ended more than ``days`` ago AND whose copy is verified."""
-    cutoff = time.time_ns() - int(days * 86400 * NS)
+def apply_retention(root: str, catalog: Any, days: float, node: str | None = None) -> int:
+    """Delete local files whose period ended more than ``days`` ago AND whose copy is verified
+    (a catalog query: what expired, not the whole tree); their rows stay, as remote-only."""
+    cutoff = time.time_ns() - int(days * 86400 * 1e9)
+    try:
+        rows = catalog.expired(cutoff, node)
+    except Exception as exc:
+        log.warning(f"retention skipped, catalog not readable: {exc}")
+        return 0
     deleted = []
-    for rel, st in local.items():
-        parsed = parse_relpath(rel)
-        end = parsed.period_end_ns or parsed.period_start_ns
-        entry = state.entries.get(rel)
-        if end > cutoff or not entry:
+    for row in rows:
+        path = Path(root) / row["key"]
+        if not path.exists():
+            continue                             # another node's file
+        if path.stat().st_size != row["bytes"] or sha256_file(path) != (row.get("backup_sha256") or row["sha256"]):
+            log.warning(f"retention: kept {row['key']}: it changed since its copy was verified")
             continue
-        path = Path(root) / rel
-        if entry[0] != st.st_size or entry[2] != sha256_file(path):
-            continue                         # changed since it was verified: keep it
         path.unlink()
-        deleted.append(rel)
-        log.info(f"retention: deleted local {rel} (verified copy in the bucket)")
-    if deleted and catalog is not None:
+        deleted.append(row["key"])
+        log.info(f"retention: deleted local {row['key']} (verified copy in the bucket)")
+    if deleted:
         try:
             catalog.mark_remote_only(deleted)
         except Exception as exc:

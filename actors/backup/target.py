@@ -76,6 +76,7 @@ def validate_section(section: dict | None) -> dict:
         return out
     try:
         parse_duration(out.get("interval") or "10m", "backup.interval")
+        parse_duration(out.get("audit_interval") or "1d", "backup.audit_interval")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     out["workers"] = _int_in_range(out, "workers", 1, 256, 8)

@@ -20,7 +20,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from actors.cli.schema import AppConfig, BackupConfig, RayConfig, RestoreConfig, SocketConfig, SourceConfig, register
+from actors.cli.schema import (AppConfig, BackupConfig, ExportConfig, RayConfig, RestoreConfig, SocketConfig,
+                               SourceConfig, register)
 from actors.errors import ConfigError
 from actors.storage.layout import NS, LayoutError, check_symbol, parse_duration, parse_rollover
 from actors.venues import CONF_DIR, get_venue, supported_venues
@@ -63,6 +64,7 @@ class Settings:
     console: str = "plain"              # live | plain | json (resolved: never "auto")
     status_every_s: float = 10.0
     placement: tuple[tuple[str, str], ...] = ()   # (venue, resource or label)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
     def venue(self, name: str) -> VenueSpec:
         for spec in self.venues:
@@ -188,7 +190,19 @@ def _validate(app: AppConfig) -> Settings:
         ray=app.ray, backup=backup, restore=app.restore, log_level=app.log_level.value, status_plot=app.status.plot,
         console=app.log.console.value if app.log.console else ("live" if sys.stderr.isatty() else "plain"),
         status_every_s=parse_duration(app.log.status_every, "log.status_every"),
-        placement=tuple(sorted((str(k), str(v).strip()) for k, v in app.placement.items() if v is not None)))
+        placement=tuple(sorted((str(k), str(v).strip()) for k, v in app.placement.items() if v is not None)),
+        export=_check_export(app.export, mode))
+
+
+def _check_export(export: ExportConfig, mode: str) -> ExportConfig:
+    """``mode=export`` needs ``export.format`` and ``export.out``."""
+    if mode == "export":
+        if export.format is None:
+            raise ConfigError("export.format: required with mode=export (allowed: hftbacktest, nautilus, tardis)")
+        if not export.out:
+            raise ConfigError("export.out: required with mode=export (a .npz file for hftbacktest, a folder for "
+                              "nautilus and tardis)")
+    return export
 
 
 _HOST_PORT = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?):(\d{1,5})$")
@@ -235,9 +249,9 @@ def _root(text: str, mode: str, cluster: bool = False) -> str:
     root = Path(os.path.expanduser(str(text))).absolute()
     if root.exists() and not root.is_dir():
         raise ConfigError(f"storage.root: {root} is a file, not a folder")
-    if mode in ("status", "reindex", "backup") and not root.is_dir() and not (cluster and mode == "status"):
+    if mode in ("status", "reindex", "backup", "migrate", "export") and not root.is_dir() and not (cluster and mode == "status"):
         raise ConfigError(f"storage.root: {root} does not exist (nothing archived there; check the path)")
-    if mode in ("archive", "restore", "reindex", "backup"):
+    if mode in ("archive", "restore", "reindex", "backup", "migrate"):
         try:                                    # the honest test: create the folder and a file in it
             root.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):

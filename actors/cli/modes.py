@@ -1,4 +1,4 @@
-"""Modes other than ``archive``: backup, restore, status, reindex (plain processes, no Ray)."""
+"""Modes other than ``archive``: backup, restore, status, reindex, migrate, export (plain processes, no Ray)."""
 from __future__ import annotations
 
 import sys
@@ -17,7 +17,7 @@ def run(settings: Settings) -> int:
     from actors.backup.embedded import SeaweedError
 
     modes = {"backup": run_backup, "restore": restore_modes.run_restore, "status": restore_modes.run_status,
-             "reindex": restore_modes.run_reindex}
+             "reindex": restore_modes.run_reindex, "migrate": run_migrate, "export": restore_modes.run_export}
     try:
         return modes[settings.mode](settings)
     except SeaweedError as exc:
@@ -28,7 +28,8 @@ def run(settings: Settings) -> int:
 
 
 def run_backup(settings: Settings) -> int:
-    """One reconcile pass with a progress bar and a one-line summary (exit 1 if anything failed)."""
+    """The audit of the whole bucket, then every upload it made due, with a progress bar and a
+    one-line summary (exit 1 if anything failed)."""
     from tqdm import tqdm
 
     from actors.backup import BackupError, reconcile, resolve_target, stop_embedded
@@ -63,6 +64,8 @@ def run_backup(settings: Settings) -> int:
 
             # JSON log lines (one per upload) print above the bar instead of through it
             with logging_redirect_tqdm(loggers=[logging.getLogger("tickarchive")]):
+                if sys.stderr.isatty():
+                    print("backup: auditing the bucket against the catalog ...", file=sys.stderr)
                 summary = reconcile(settings.root, target, Catalog(settings.root), progress=progress,
                                     on_total=on_total, retention_days=float(retention) if retention else None)
         finally:
@@ -79,3 +82,33 @@ def run_backup(settings: Settings) -> int:
         print(f"damaged: {damage_message(rel)}", file=sys.stderr)
     print(summary.line())
     return 1 if summary.failed or summary.damaged else 0
+
+
+def run_migrate(settings: Settings) -> int:
+    """Rewrite every older-format file into format 3 (:mod:`actors.storage.migrate`) with a progress
+    bar, then, when a backup is configured, a backup pass uploads the rewritten files. Exit 1 when a
+    file failed verification (it is left as it was and named), or the backup pass failed."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from actors.storage.catalog import CATALOG_DIR, Catalog, CatalogError
+    from actors.storage.migrate import migrate
+
+    catalog = Catalog(settings.root) if (Path(settings.root) / CATALOG_DIR).is_dir() else None
+    bar = tqdm(unit="file", desc="migrate", file=sys.stderr)
+    try:
+        result = migrate(settings.root, catalog, progress=bar.update, on_total=lambda n: bar.reset(total=n))
+    except CatalogError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        bar.close()
+    for rel, reason in list(result.failed.items())[:20]:
+        print(f"failed (left as it was): {rel}: {reason}", file=sys.stderr)
+    print(result.line())
+    status = 1 if result.failed else 0
+    if settings.backup_section().get("name", "none") != "none" and result.migrated:
+        print(f"backup: uploading the {len(result.migrated)} rewritten file(s)")
+        status = max(status, run_backup(settings))
+    return status

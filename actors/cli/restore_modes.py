@@ -5,6 +5,9 @@ with ``ray=cluster`` restore and status ask the cluster's ``restore`` actor).
         restore.start=2025-01-05:22 restore.end=2025-01-06:02 [restore.channels=[l2book,trades]] [restore.depth=20]
     python launch.py mode=status restore.exchange=binance restore.symbol=BTCUSDT restore.start=... restore.end=...
     python launch.py mode=reindex [backup=s3 ...]
+    python launch.py mode=export export.format=hftbacktest|nautilus|tardis restore.exchange=binance \
+        restore.symbol=BTCUSDT restore.start=2025-01-05:22 restore.end=2025-01-06:02 export.out=btc.npz \
+        [export.allow_gaps=true]
 
 Errors (unknown venue or symbol, bad range, checksum mismatch) print one ``error:`` line and
 exit with status 2.
@@ -17,10 +20,11 @@ from datetime import datetime, timezone
 
 from actors.storage.catalog import Catalog
 from actors.cli.config import Settings, plain
+from actors.errors import ConfigError
 from actors.venues import supported_venues
 from actors.storage.layout import NS
 from actors.restore.restorer import Restorer, RestoreError, bucket_from_section, reindex
-from actors.restore.timerange import MAX_NS, RangeError, parse_range
+from actors.restore.timerange import MAX_NS, RangeError, hour_list, parse_range
 
 
 def _restorer(settings: Settings) -> Restorer:
@@ -77,12 +81,12 @@ def _print_holes(restorer: Restorer, cells: dict, exchange: str, symbol: str, ch
         stream = restorer.stream_key(exchange, symbol, channel, depth, market).id
         missing = uncovered_hours(cells, stream, hours)
         if missing:
-            print(f"missing: no {channel} file anywhere for {len(missing)} hour(s): {_hour_list(missing)}",
+            print(f"missing: no {channel} file anywhere for {len(missing)} hour(s): {hour_list(missing)}",
                   file=sys.stderr)
         holes = sorted(c.hour for c in cells.values() if c.stream == stream and c.gaps)
         if holes:
             print(f"gaps: {channel} rows may be missing around recorded gap/lost events in {len(holes)} hour(s): "
-                  f"{_hour_list(holes)}", file=sys.stderr)
+                  f"{hour_list(holes)}", file=sys.stderr)
 
 
 def _run_restore_in_cluster(settings: Settings) -> int:
@@ -105,11 +109,6 @@ def _print_paths(paths: list[str], req: dict, where: str) -> None:
     for path in paths:
         print(path)
     print(f"{len(paths)} file(s) for {req['exchange']} {req['symbol']} are local {where}", file=sys.stderr)
-
-
-def _hour_list(hours: list[int], limit: int = 12) -> str:
-    text = ", ".join(f"{datetime.fromtimestamp(h / NS, tz=timezone.utc):%Y-%m-%d:%H}" for h in hours[:limit])
-    return text + (f" (+{len(hours) - limit} more)" if len(hours) > limit else "")
 
 
 def run_status(settings: Settings) -> int:
@@ -163,10 +162,22 @@ def run_overview(settings: Settings) -> int:
         start_ns, end_ns = parse_range(req.start or "0", req.end or str(MAX_NS))
     filters = dict(exchange=req.exchange, symbol=req.symbol, start_ns=start_ns, end_ns=end_ns)
     catalog = Catalog(settings.root)
-    streams = archive_overview(settings.root, catalog, **filters)
-    live = read_live_status(settings.root)
-    print(f"archive {settings.root}: {len(streams)} stream(s); archiver: "
-          + (f"running (pid {live['pid']}) — {live['line']}" if live else "not running"))
+    if settings.ray.address:            # ray=cluster: the cluster's catalog, and its detached run's state
+        from actors.remote.restore import RestoreClient
+        from actors.remote.runner import run_state
+        from actors.restore.overview import StreamStatus
+
+        try:
+            streams = [StreamStatus(**st) for st in RestoreClient(settings).overview(**filters)]
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"cluster archive: {len(streams)} stream(s); archiver: {run_state()}")
+    else:
+        streams = archive_overview(settings.root, catalog, **filters)
+        live = read_live_status(settings.root)
+        print(f"archive {settings.root}: {len(streams)} stream(s); archiver: "
+              + (f"running (pid {live['pid']}) — {live['line']}" if live else "not running"))
     print_table([("stream", "<40"), ("first hour", "<16"), ("last hour", "<16"), ("rows last h", ">11"),
                  ("missing h", ">9"), ("gaps", ">5"), ("disconn", ">7"), ("where", "<7")],
                 [(st.stream, _hour(st.first_hour), _hour(st.last_hour), st.rows_last_hour, st.missing_hours,
@@ -202,3 +213,22 @@ def run_reindex(settings: Settings) -> int:
     for key in result["unreadable"]:
         print(f"unreadable (not indexed): {key}", file=sys.stderr)
     return 1 if result["unreadable"] else 0
+
+
+def run_export(settings: Settings) -> int:
+    """Export one stream's range to hftbacktest, a Nautilus catalog or Tardis CSV, hour by hour."""
+    from actors.export import ExportError, export
+
+    try:
+        req = _request(settings)
+        summary = export(settings.root, settings.export.format.value, req["exchange"], str(req["symbol"]),
+                         str(req["start"]), str(req["end"]), settings.export.out, req.get("depth"),
+                         req.get("market") or "perp", settings.export.allow_gaps, restorer=_restorer(settings))
+    except (RestoreError, RangeError, ExportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for channel, hours in summary.missing_hours.items():
+        print(f"missing: no {channel} file for {len(hours)} hour(s), not exported: {hour_list(hours)}",
+              file=sys.stderr)
+    print(summary.line())
+    return 0

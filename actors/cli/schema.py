@@ -23,6 +23,8 @@ class Mode(str, Enum):
     restore = "restore"
     status = "status"
     reindex = "reindex"
+    migrate = "migrate"
+    export = "export"
     stop = "stop"
 
 
@@ -30,6 +32,11 @@ class SourceKind(str, Enum):
     live = "live"
     sim = "sim"
     replay = "replay"
+
+
+class ParadexPayloads(str, Enum):
+    sbe = "sbe"
+    json = "json"
 
 
 class DataChannel(str, Enum):
@@ -97,6 +104,7 @@ class SourceConfig:
     faults: List[FaultConfig] = field(default_factory=list)
     record_truth: bool = False
     repeated_trades: int = 10            # recent trades the Hyperliquid simulator repeats on subscribe
+    paradex_payloads: ParadexPayloads = ParadexPayloads.sbe   # the Paradex simulator's data frames: SBE binary, or the old JSON
 
 
 @dataclass
@@ -131,6 +139,8 @@ class RayConfig:
     num_cpus: Optional[int] = None
     dashboard_port: int = 8265           # ray=cluster: where the head's dashboard answers the token check
     detach: bool = False                 # ray=cluster: the archive runs as a detached actor (mode=stop ends it)
+    orchestration: Optional[str] = None  # where the runner and the catalog live: null = the head node, else a
+                                         # node offering this Ray resource or label
 
 
 @dataclass
@@ -148,6 +158,7 @@ class BackupConfig:
     prefix: str = ""
     region: Optional[str] = None
     interval: str = "10m"
+    audit_interval: str = "1d"
     settle_s: float = 1.0
     workers: int = 8
     multipart_mb: int = 64
@@ -167,6 +178,22 @@ class RestoreConfig:
     depth: Optional[int] = None
     market: str = "perp"
     workers: int = 8
+
+
+class ExportFormat(str, Enum):
+    hftbacktest = "hftbacktest"
+    nautilus = "nautilus"
+    tardis = "tardis"
+
+
+@dataclass
+class ExportConfig:
+    """``mode=export``: the stream and range are ``restore.*``; ``out`` is a ``.npz`` (hftbacktest) or a
+    folder (nautilus catalog, tardis CSV files)."""
+
+    format: Optional[ExportFormat] = None
+    out: Optional[str] = None
+    allow_gaps: bool = False          # export a range with missing hours (they are listed)
 
 
 @dataclass
@@ -206,6 +233,7 @@ class AppConfig:
     backup: BackupConfig = field(default_factory=BackupConfig)
     restore: RestoreConfig = field(default_factory=RestoreConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     venues: Dict[str, Any] = field(default_factory=dict)
 
 

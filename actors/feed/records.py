@@ -42,6 +42,7 @@ TRADES_SCHEMA = pa.schema(
         pa.field("price", pa.float64()),
         pa.field("size", pa.float64()),
         pa.field("side", pa.int8()),
+        pa.field("trade_type", pa.string()),     # null: a plain trade; a venue may say LIQUIDATION, ...
     ]
 )
 EVENTS_SCHEMA = pa.schema(
@@ -62,6 +63,56 @@ SCHEMAS: dict[str, pa.Schema] = {
 CHANNELS = tuple(SCHEMAS)
 DATA_CHANNELS = ("l2book", "trades")
 
+class SchemaMismatch(ValueError):
+    """Rows that cannot be put in a channel's record schema (a missing required column, an unknown one,
+    a value that does not cast)."""
+
+
+def _conformed_column(column: pa.Array | pa.ChunkedArray, field: pa.Field) -> pa.Array | pa.ChunkedArray:
+    """``column`` as ``field.type``; only exact casts (an integer id to its decimal text, a coarser or
+    zone-less time to ns UTC) are made."""
+    if column.type == field.type:
+        return column
+    if pa.types.is_timestamp(field.type) and pa.types.is_timestamp(column.type) and column.type.tz in (None, "UTC",
+                                                                                                         "Etc/UTC"):
+        column = column.cast(pa.timestamp(column.type.unit, tz="UTC"))    # a zone-less time is UTC (as written)
+    elif pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    try:
+        return column.cast(field.type)          # safe casts only: nothing is truncated or wraps
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise SchemaMismatch(f"column {field.name!r}: {column.type} does not cast to {field.type} ({exc})") from None
+
+
+def conform(data: pa.Table | pa.RecordBatch, channel: str, columns: list[str] | None = None):
+    """Rows of ``channel`` in any shape the archive ever wrote (older spool frames, format 1/2 files:
+    no ``trade_type``, ``trade_id`` as int64, ``ts_exchange`` in ms) in the record schema.
+
+    Columns come back in the schema's order; a missing nullable column is all null. ``columns``
+    keeps a subset (in the schema's order). The same type (Table or RecordBatch) is returned, and
+    rows already in the schema are returned as they are. Raises :class:`SchemaMismatch`.
+    """
+    schema = SCHEMAS[channel]
+    target = schema if columns is None else pa.schema([schema.field(name) for name in schema.names
+                                                       if name in columns])
+    if data.schema.remove_metadata().equals(target):
+        return data
+    unknown = set(data.schema.names) - set(schema.names)
+    if unknown:
+        raise SchemaMismatch(f"{channel}: unknown column(s) {', '.join(sorted(unknown))}")
+    arrays = []
+    for field in target:
+        if field.name in data.schema.names:
+            arrays.append(_conformed_column(data.column(field.name), field))
+        elif field.nullable:
+            arrays.append(pa.nulls(data.num_rows, field.type))
+        else:
+            raise SchemaMismatch(f"{channel}: required column {field.name!r} is missing")
+    if isinstance(data, pa.RecordBatch):
+        return pa.RecordBatch.from_arrays(arrays, schema=target)
+    return pa.Table.from_arrays(arrays, schema=target)
+
+
 class RowSink(Protocol):
     """Where venue logic sends normalized rows. Times are UTC nanoseconds (int)."""
 
@@ -74,7 +125,7 @@ class RowSink(Protocol):
         """The same row as ``book(..., *book.top(depth))``; a sink may copy it more cheaply."""
 
     def trade(self, symbol: str, ts_local: int, ts_exchange: int | None, trade_id: str,
-              price: float, size: float, side: int) -> None: ...
+              price: float, size: float, side: int, trade_type: str | None = None) -> None: ...
 
     def event(self, symbol: str, ts_local: int, channel: str, kind: str, detail: str = "",
               seq_from: int | None = None, seq_to: int | None = None) -> None: ...
@@ -95,8 +146,9 @@ class ListSink:
     def book_top(self, symbol, ts_local, ts_exchange, seq, book, depth) -> None:
         self.book(symbol, ts_local, ts_exchange, seq, *book.top(depth))
 
-    def trade(self, symbol, ts_local, ts_exchange, trade_id, price, size, side) -> None:
-        self.trades.append((symbol, ts_local, ts_exchange, trade_id, price, size, side))
+    def trade(self, symbol, ts_local, ts_exchange, trade_id, price, size, side, trade_type=None) -> None:
+        row = (symbol, ts_local, ts_exchange, trade_id, price, size, side)
+        self.trades.append(row if trade_type is None else (*row, trade_type))   # a typed trade has 8 fields
 
     def event(self, symbol, ts_local, channel, kind, detail="", seq_from=None, seq_to=None) -> None:
         self.events.append((symbol, ts_local, channel, kind, detail, seq_from, seq_to))
@@ -221,9 +273,9 @@ class StreamBuffers:
         buf.append_top(ts_local, ts_exchange, seq, book, depth)
         self.rows += 1
 
-    def trade(self, symbol, ts_local, ts_exchange, trade_id, price, size, side) -> None:
+    def trade(self, symbol, ts_local, ts_exchange, trade_id, price, size, side, trade_type=None) -> None:
         buf = self.buffers.get((symbol, "trades")) or self._buffer(symbol, "trades")
-        buf.append((ts_local, ts_exchange, trade_id, price, size, side))
+        buf.append((ts_local, ts_exchange, trade_id, price, size, side, trade_type))
         self.rows += 1
 
     def event(self, symbol, ts_local, channel, kind, detail="", seq_from=None, seq_to=None) -> None:

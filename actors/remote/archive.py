@@ -234,7 +234,7 @@ def start_restore(settings: Settings) -> Any:
     from actors.venues import supported_venues
 
     return start_restore_actor(settings.root, backup_section(settings), list(supported_venues()),
-                               settings.log_level, settings.compact_every_s)
+                               settings.log_level, settings.compact_every_s, settings.ray.orchestration)
 
 
 def start_backups(settings: Settings, runs: list[VenueRun]) -> dict[str, Any]:

@@ -6,7 +6,9 @@ on the driver's node and ``backup:<node id>`` elsewhere (:func:`actors.remote.ba
 :func:`poke_backup`, called by a writer after it sealed files, pokes the actor of the writer's
 own node (falling back to ``backup``). The schedule (interval, coalesced pokes, backoff after
 errors) is :class:`actors.backup.schedule.BackupService`; one pass is
-:func:`actors.backup.schedule.reconcile_once`.
+:func:`actors.backup.schedule.backup_once` (what the catalog lists as not yet verified: the cost
+of the new files), and the audit of the whole bucket (:func:`actors.backup.schedule.audit_once`,
+this node's rows) runs in its own thread when ``backup.audit_interval`` says it is due.
 
 Metrics (tag ``node``): ``tickarchive_backup_backlog_files`` (sealed files not yet verified in
 the bucket, current during a pass), ``tickarchive_backup_uploaded_files``,
@@ -20,24 +22,26 @@ import ray
 from ray.util.metrics import Counter, Gauge
 
 from actors.backup import validate_section
-from actors.backup.schedule import BackupSchedule, BackupService, reconcile_once
+from actors.backup.schedule import BackupSchedule, BackupService, audit_is_due, audit_once, backup_once
 from actors.logs import setup_actor_logging
 from actors.remote import BACKUP, NAMESPACE, backup_name
 from actors.remote.catalog import RemoteCatalog
+from actors.remote.options import POLICIES, on_node
 from actors.remote.placement import node_name, node_root
 from actors.storage.layout import parse_duration
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=4)
+@ray.remote(**POLICIES["backup"])
 class BackupActor:
     """Backs up this node's archive root (see module docstring)."""
 
-    def __init__(self, root: str, section: dict, log_level: str = "INFO", start_loop: bool = True) -> None:
+    def __init__(self, root: str, section: dict, log_level: str = "INFO", start_loop: bool = True,
+                 catalog_owner: Any = None) -> None:
         root = node_root(root)
         setup_actor_logging(log_level, root, "backup")
         self.root, self.section = root, validate_section(section)     # never holds a secret
         self.tags = {"node": node_name()}
-        catalog = RemoteCatalog()
+        catalog = RemoteCatalog(catalog_owner)         # default: the ``restore`` actor's catalog
         self.backlog = Gauge("tickarchive_backup_backlog_files", "sealed files not yet verified in the bucket",
                              tag_keys=("node",))
         self.uploaded = Counter("tickarchive_backup_uploaded_files", "files uploaded and verified", tag_keys=("node",))
@@ -48,8 +52,11 @@ class BackupActor:
         self.backlog_files = 0
         schedule = BackupSchedule(parse_duration(self.section.get("interval") or "10m", "backup.interval"),
                                   float(self.section.get("settle_s", 1.0)))
-        self.service = BackupService(lambda: reconcile_once(root, self.section, self._set_backlog, catalog), schedule,
-                                     on_result=self._count, start=start_loop)
+        node = node_name()
+        self.service = BackupService(lambda: backup_once(root, self.section, self._set_backlog, catalog), schedule,
+                                     on_result=self._count, start=start_loop,
+                                     run_audit=lambda: audit_once(root, self.section, catalog, node),
+                                     audit_due=lambda: audit_is_due(root, self.section))
 
     def _set_backlog(self, files: int) -> None:
         self.backlog_files = files
@@ -67,8 +74,12 @@ class BackupActor:
         self.service.poke()
 
     def run_once(self) -> dict[str, Any]:
-        """One reconcile pass now (after a pass in progress); returns its result."""
+        """One backup pass now (after a pass in progress); returns its result."""
         return self.service.run_once()
+
+    def audit(self) -> dict[str, Any]:
+        """One audit now (the uploads it makes due follow in a pass); returns its result."""
+        return self.service.audit_now()
 
     def stats(self) -> dict[str, Any]:
         """Passes, pokes, backlog, the last result and the target (never a secret)."""
@@ -81,9 +92,7 @@ def start_backup_actor(root: str, section: dict, log_level: str = "INFO", node_i
     """The backup actor of one node (``node_id``: pinned there), reused if it exists."""
     options: dict[str, Any] = {"name": backup_name(node_id, driver_node), "namespace": NAMESPACE,
                                "get_if_exists": True}
-    if node_id:
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
+    options.update(on_node(node_id))
     return BackupActor.options(**options).remote(root, section, log_level)
 
 

@@ -19,7 +19,8 @@ import ray
 from actors.remote import NAMESPACE, RESTORE
 
 METHODS = frozenset({"upsert", "get", "get_many", "query", "lookup", "rows", "all", "count", "mark_backed_up",
-                     "mark_remote_only", "mark_local", "optimize", "healthy"})
+                     "mark_unbacked", "mark_remote_only", "mark_local", "optimize", "healthy", "pending_backup",
+                     "backed_up_rows", "audit_rows", "expired"})
 
 
 class RemoteCatalog:

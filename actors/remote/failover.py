@@ -100,8 +100,7 @@ class NodeWatch:
                                                             driver_node=node_id == here)
 
     def _hand_over(self, node_id: str) -> None:
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
+        from actors.remote.options import on_node
         from actors.remote.writer import hand_over_spools
 
         streams = [(venue, self.runs[venue].spec.market, symbol, self.runs[venue].writer_of[symbol])
@@ -111,8 +110,7 @@ class NodeWatch:
             return
         log.info(f"node {node_id[:8]} joined: handing its unsealed spools of {len(streams)} moved stream(s) over")
         self._backup_on(node_id)         # it may hold files sealed before it was lost
-        strategy = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
-        self.handovers.append(hand_over_spools.options(scheduling_strategy=strategy).remote(
+        self.handovers.append(hand_over_spools.options(**on_node(node_id)).remote(
             self.settings.root, streams, self.settings.depth, self.settings.rollover_ns))
 
     def finish(self, timeout_s: float = 300.0, report: Any = None) -> dict[str, int]:

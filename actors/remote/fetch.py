@@ -14,21 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.logs import get_logger
+from actors.remote.options import POLICIES, on_node
 from actors.remote.placement import node_name, node_root
 
 log = get_logger("restore")
 CHUNK = 8 << 20
 
 
-@ray.remote(num_cpus=0)
+@ray.remote(**POLICIES["fetch"])
 def _name_of_node() -> str:
     return node_name()
 
 
-@ray.remote(num_cpus=0)
+@ray.remote(**POLICIES["fetch"])
 def read_chunk(root: str, rel: str, offset: int, size: int) -> bytes:
     """``size`` bytes at ``offset`` of ``{this node's root}/{rel}``."""
     from actors.restore.restorer import safe_relpath
@@ -38,14 +38,10 @@ def read_chunk(root: str, rel: str, offset: int, size: int) -> bytes:
         return f.read(size)
 
 
-def _pinned(node_id: str) -> dict[str, Any]:
-    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)}
-
-
 def node_ids_by_name() -> dict[str, str]:
     """Alive Ray nodes by their tickarchive node name."""
     alive = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
-    names = ray.get([_name_of_node.options(**_pinned(n)).remote() for n in alive], timeout=60)
+    names = ray.get([_name_of_node.options(**on_node(n)).remote() for n in alive], timeout=60)
     return dict(zip(names, alive))
 
 
@@ -72,7 +68,7 @@ def fetch_from_nodes(root: str, rows: list[dict[str, Any]]) -> list[str]:
         tmp = final.parent / f".{final.name}.{uuid.uuid4().hex[:8]}.tmp"
         with open(tmp, "wb") as out:
             for offset in range(0, int(row["bytes"]), CHUNK):
-                out.write(ray.get(read_chunk.options(**_pinned(node)).remote(root, row["key"], offset, CHUNK)))
+                out.write(ray.get(read_chunk.options(**on_node(node)).remote(root, row["key"], offset, CHUNK)))
             out.flush()
             os.fsync(out.fileno())
         if os.path.getsize(tmp) != row["bytes"] or sha256_file(tmp) != row["sha256"]:

@@ -79,6 +79,16 @@ def choose_node(nodes: list[NodeInfo], requirement: str, prefer: str | None = No
     return min(candidates, key=lambda n: (load.get(n.node_id, 0), n.is_head, n.node_id))
 
 
+def orchestration_node(nodes: list[NodeInfo], requirement: str | None) -> NodeInfo | None:
+    """Where the run's orchestration lives (the ``archive`` runner and the ``restore`` actor that
+    owns the catalog): the head node, or the node offering ``requirement`` (``ray.orchestration``;
+    the head first when it offers it). Never an arbitrary worker: losing one must not stop the run."""
+    if not requirement:
+        return next((n for n in nodes if n.alive and n.is_head), None)
+    candidates = eligible(nodes, requirement)
+    return min(candidates, key=lambda n: (not n.is_head, n.node_id)) if candidates else None
+
+
 def describe_nodes(nodes: list[NodeInfo]) -> str:
     """``node 1a2b3c4d (head): eu, gpu`` per alive node, for error messages."""
     parts = []

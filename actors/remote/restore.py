@@ -25,13 +25,14 @@ from actors.logs import get_logger, setup_actor_logging
 from actors.remote import NAMESPACE, RESTORE
 from actors.remote.catalog import METHODS
 from actors.remote.fetch import fetch_missing
+from actors.remote.options import POLICIES, orchestration_options
 from actors.remote.placement import node_root
 
 log = get_logger("restore")
 COMPACT_AFTER_COMMITS = 200
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=8)
+@ray.remote(**POLICIES["restore"])
 class RestoreActor:
     """The ``restore`` actor (see module docstring)."""
 
@@ -88,6 +89,12 @@ class RestoreActor:
         fetch_missing(self.root, self.restorer, self.index, exchange, symbol, channel, start, end, depth, market)
         return self.restorer.load(exchange, symbol, channel, start, end, depth, market, columns)
 
+    def overview(self, **filters: Any) -> list[dict]:
+        """Every stream of the cluster's catalog (``mode=status ray=cluster`` without a symbol)."""
+        from actors.restore.overview import archive_overview
+
+        return [asdict(st) for st in archive_overview(self.root, self.index, **filters)]
+
     def coverage(self, exchange: str, symbol: str, start: Any, end: Any, depth: int | None = None,
                  market: str = "perp", channels: tuple[str, ...] = ("l2book", "trades", "events")) -> pa.Table:
         """Per stream and hour: rows, bytes, local/remote/both/damaged, gap events."""
@@ -95,15 +102,11 @@ class RestoreActor:
 
 
 def start_restore_actor(root: str, backup_section: dict | None, venues: list[str], log_level: str = "INFO",
-                        compact_every_s: float = 600.0):
-    """The named ``restore`` actor, on the head node (created once; detached so it outlives the driver)."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    head = [n["NodeID"] for n in ray.nodes() if n.get("Alive") and "node:__internal_head__" in n["Resources"]]
+                        compact_every_s: float = 600.0, orchestration: str | None = None):
+    """The named ``restore`` actor, on the orchestration node (the head, or ``ray.orchestration``'s;
+    created once; detached so it outlives the driver)."""
     options: dict[str, Any] = {"name": RESTORE, "namespace": NAMESPACE, "get_if_exists": True,
-                               "lifetime": "detached"}
-    if head:
-        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=head[0], soft=False)
+                               "lifetime": "detached", **orchestration_options(orchestration)}
     return RestoreActor.options(**options).remote(root, backup_section, venues, log_level, compact_every_s)
 
 
@@ -123,6 +126,9 @@ class RestoreClient:
 
     def coverage(self, *args: Any, **kwargs: Any) -> pa.Table:
         return ray.get(self.actor.coverage.remote(*args, **kwargs))
+
+    def overview(self, **filters: Any) -> list[dict]:
+        return ray.get(self.actor.overview.remote(**filters))
 
     def restore(self, *args: Any) -> list[str]:
         """Files of the range made local on the restore actor's node (the head); their paths there."""

@@ -27,6 +27,7 @@ from actors.feed.connection import FeedOptions
 from actors.feed.venue_feed import FeedObserver, VenueFeed
 from actors.logs import get_logger, setup_actor_logging
 from actors.remote import NAMESPACE
+from actors.remote.options import POLICIES
 from actors.remote.placement import node_root
 from actors.venues import get_venue
 from actors.venues.base import ConnectionPlan
@@ -87,7 +88,7 @@ async def archived_trades(shard: VenueShard, handles: dict[str, Any], timeout_s:
     return {symbol: ids for answer in answers for symbol, ids in answer.items()}
 
 
-@ray.remote(num_cpus=0, max_restarts=-1)
+@ray.remote(**POLICIES["socket"])
 class ExchangeSocket:
     """Connections of one or more venues, feeding the writers (see module docstring)."""
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from actors.cli.config import Settings
 from actors.errors import ConfigError
+from actors.remote.options import on_node
 from actors.venues import get_venue
 
 
@@ -39,14 +40,6 @@ def ensure_ray(settings: Settings) -> None:
                           "token (RAY_AUTH_TOKEN) the head's?") from None
 
 
-def _on_node(node_id: str | None) -> dict[str, Any]:
-    """Actor options pinning it to a node (none when ``node_id`` is None)."""
-    if node_id is None:
-        return {}
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)}
-
-
 def start_writers(settings: Settings, group: str, runs: list[Any], node_id: str | None) -> None:
     """The group's writer processes (``storage.symbols_per_writer`` symbols each, 0 = automatic)."""
     from actors.remote import NAMESPACE, writer_name
@@ -59,7 +52,7 @@ def start_writers(settings: Settings, group: str, runs: list[Any], node_id: str 
     for index, chunk in enumerate(shards(streams, settings.symbols_per_writer, AUTO_SYMBOLS_PER_WRITER)):
         name = writer_name(group, index)
         handle = WriterProcess.options(name=name, namespace=NAMESPACE, get_if_exists=True,
-                                       **_on_node(node_id)).remote(
+                                       **on_node(node_id)).remote(
             settings.root, chunk, settings.depth, settings.rollover_ns, settings.seal_grace_ns, name, clock,
             settings.log_level)
         for venue, _, symbol in chunk:
@@ -85,7 +78,7 @@ def start_sockets(settings: Settings, group: str, runs: list[Any], node_id: str 
                                                       list(settings.channels), settings.depth)
             parts.append(VenueShard(venue, run.venue_cfg, plans, {s: run.writer_of[s] for s in symbols}))
         handle = ExchangeSocket.options(name=name, namespace=NAMESPACE, get_if_exists=True,
-                                        **_on_node(node_id)).remote(
+                                        **on_node(node_id)).remote(
             name, parts, settings.depth, settings.socket, settings.source == "replay", settings.log_level,
             settings.root, resumed)
         for part in parts:

@@ -20,6 +20,7 @@ from ray.util.metrics import Counter, Gauge
 
 from actors.logs import setup_actor_logging
 from actors.remote import NAMESPACE, core_id
+from actors.remote.options import POLICIES
 from actors.remote.backup import poke_backup
 from actors.remote.catalog import RemoteCatalog
 from actors.remote.placement import node_name, node_root
@@ -30,7 +31,7 @@ from actors.storage.writer import SymbolWriterCore
 TAGS = ("exchange", "channel")
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+@ray.remote(**POLICIES["writer"])
 class WriterProcess:
     """Durable writers of many (venue, market, symbol) streams (see module docstring)."""
 
@@ -85,7 +86,7 @@ class WriterProcess:
         return {**self.group.stats(), "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
 
 
-@ray.remote(num_cpus=0, max_retries=3)
+@ray.remote(**POLICIES["hand_over"])
 def hand_over_spools(root: str, streams: list[tuple[str, str, str, str]], depth: int, rollover_ns: int) -> dict:
     """On a node that came back: hand its unsealed spools to the streams' current writers.
 

@@ -29,8 +29,8 @@ from actors.storage.layout import HOUR_NS
 
 log = get_logger("status")
 
-HOLE_KINDS = ("gap", "lost")          # rows may be missing around these events
-DISCONNECT_KINDS = ("disconnect",)
+from actors.storage.marks import DISCONNECT_KINDS, HOLE_KINDS  # noqa: E402  (one definition, used at seal too)
+
 __all__ = ["DATA_CHANNELS", "DISCONNECT_KINDS", "FileFacts", "HOLE_KINDS", "HourCoverage", "Mark", "counts_for",
            "hour_coverage", "read_marks", "uncovered_hours", "where"]
 

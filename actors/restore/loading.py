@@ -33,7 +33,7 @@ from actors.storage.fileformat import file_schema_of, from_file
 from actors.storage.integrity import DamagedFileError, check_files  # noqa: F401  (DamagedFileError: re-exported)
 from actors.storage.layout import DEFAULT_MARKET, MARKETS, NS, LayoutError, StreamKey, split_market, stream_files
 from actors.logs import get_logger
-from actors.feed.records import SCHEMAS, TS_TYPE
+from actors.feed.records import SCHEMAS, TS_TYPE, conform
 from actors.restore.timerange import TimeLike, hours_between, parse_range
 
 LOB_COLUMNS = ["ts_local", "bid_px", "bid_sz", "ask_px", "ask_sz"]      # what load_lob_archives reads
@@ -126,7 +126,7 @@ QUANTPYLIB_COLUMNS = {"l2book": {"ts", "bp", "bs", "ap", "as"}, "trades": {"ts",
 
 def from_quantpylib(table: pa.Table, channel: str) -> pa.Table:
     """A file in quantpylib's raw schema (``ts`` in ms; ``bp, bs, ap, as`` or ``price, size, dir``) as
-    our schema: what quantpylib does not record (``ts_exchange``, ``seq``, ``trade_id``) is null."""
+    our schema: what quantpylib does not record (``ts_exchange``, ``seq``, ``trade_id``, ``trade_type``) is null."""
     schema = SCHEMAS[channel]
     n = table.num_rows
     ts = table.column("ts")
@@ -141,7 +141,7 @@ def from_quantpylib(table: pa.Table, channel: str) -> pa.Table:
         columns["price"] = table.column("price").cast(pa.float64())
         columns["size"] = table.column("size").cast(pa.float64())
         columns["side"] = table.column("dir").cast(pa.int8())
-    return pa.table([columns[f.name] for f in schema], schema=schema)
+    return conform(pa.table(columns), channel)
 
 
 def checked_files(root: str | Path, key: StreamKey, start_ns: int, end_ns: int, verify: bool = True) -> list[str]:

@@ -7,13 +7,16 @@ are. :func:`coverage_grid` is the same information as a streams x hours matrix f
 Both apply the one coverage rule of :mod:`actors.restore.coverage` (also used by
 :meth:`actors.restore.restorer.Restorer.coverage` and ``mode=restore``).
 
-Both read the catalog (one query, no file opened) and the events files of the range (a few KB
-an hour); without a readable catalog they read the file tree (footers only).
+Both read the catalog, one query and no file opened: each events file's row carries its hole and
+disconnect counts (``marks``, counted at seal, :mod:`actors.storage.marks`), so a status over a
+year of files reads no events file. Events files sealed before marks existed, and ranges that
+start or end within an hour, are read (a few KB an hour); without a readable catalog they read
+the file tree (footers only).
 """
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +61,12 @@ class CoverageGrid:
     backed_up: np.ndarray            # bool: every file of the cell is verified in the bucket
     gaps: np.ndarray                 # int64: hole events (gap/lost) in the hour
     disconnects: np.ndarray
-    events: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
 
 
 def _files(root: str, catalog: Catalog | None, where: list[str]) -> list[dict[str, Any]]:
     """Catalog rows of the sealed files matching the filters (the tree's footers without a catalog)."""
-    columns = ["key", "exchange", "market", "channel", "symbol", "period_start", "rows", "backed_up_at", "local"]
+    columns = ["key", "exchange", "market", "channel", "symbol", "period_start", "rows", "backed_up_at", "local",
+               "marks"]
     if catalog is not None:
         try:
             table = catalog.query(" AND ".join(where) if where else None, columns=columns)
@@ -116,12 +119,27 @@ def _stream_id(row: dict) -> str:
 
 
 def _marks(root: str, files: list[dict], start_ns: int | None, end_ns: int | None) -> dict[tuple[str, str], list[Mark]]:
-    """(exchange, symbol) -> the hole and disconnect events of its local events files in the range."""
+    """(exchange, symbol) -> the hole and disconnect events of its events files in the range:
+    from the catalog's ``marks`` (one mark per event, at the start of its file's hour) where the
+    range is whole hours, else read from the local events files."""
+    from actors.storage.marks import decode_marks
+
+    whole_hours = all(t is None or t % HOUR_NS == 0 for t in (start_ns, end_ns))
+    out: dict[tuple[str, str], list[Mark]] = defaultdict(list)
     by_symbol: dict[tuple[str, str], list[str]] = defaultdict(list)
     for f in files:
-        if f["channel"] == "events" and f.get("local", True) and (Path(root) / f["key"]).is_file():
+        if f["channel"] != "events":
+            continue
+        counted = decode_marks(f.get("marks")) if whole_hours else None
+        if counted is not None:
+            for channel, (holes, disconnects) in counted.items():
+                out[(f["exchange"], f["symbol"])] += ([(f["period_start"], "gap", channel)] * holes +
+                                                      [(f["period_start"], "disconnect", channel)] * disconnects)
+        elif f.get("local", True) and (Path(root) / f["key"]).is_file():
             by_symbol[(f["exchange"], f["symbol"])].append(str(Path(root) / f["key"]))
-    return {key: read_marks(paths, start_ns, end_ns) for key, paths in by_symbol.items()}
+    for key, paths in by_symbol.items():
+        out[key] += read_marks(paths, start_ns, end_ns)
+    return dict(out)
 
 
 def _facts(rows: list[dict]) -> list[FileFacts]:
@@ -176,25 +194,4 @@ def coverage_grid(root: str, catalog: Catalog | None = None, exchange: str | Non
         r, c = row[cell.stream], col[cell.hour]
         rows[r, c], backed[r, c] = cell.rows, cell.remote == cell.files
         gaps[r, c], disconnects[r, c] = cell.gaps, cell.disconnects
-    marks = _event_marks(root, catalog, exchange, symbol, streams, hours[0], hours[-1] + HOUR_NS, start_ns, end_ns)
-    return CoverageGrid(streams, hours, rows, backed, gaps, disconnects, marks)
-
-
-def _event_marks(root: str, catalog: Catalog | None, exchange: str | None, symbol: str | None, streams: list[str],
-                 first_ns: int, end_of_grid_ns: int, start_ns: int | None,
-                 end_ns: int | None) -> dict[str, list[tuple[int, str]]]:
-    """stream -> [(ts, kind)] of the events that count for it within the grid's hours (the picture's marks)."""
-    from actors.restore.coverage import counts_for
-
-    files = _files(root, catalog, _filters(exchange, symbol, "events", start_ns, end_ns))
-    lo = first_ns if start_ns is None else max(first_ns, start_ns)
-    hi = end_of_grid_ns if end_ns is None else min(end_of_grid_ns, end_ns)
-    marks = _marks(root, files, lo, hi)
-    out: dict[str, list[tuple[int, str]]] = {}
-    for sid in streams:
-        exchange_, _, channel_, name = sid.split("/")
-        found = [(ts, kind) for ts, kind, ev_channel in marks.get((exchange_, name.split("_depth")[0]), [])
-                 if counts_for(ev_channel, channel_)]
-        if found:
-            out[sid] = found
-    return out
+    return CoverageGrid(streams, hours, rows, backed, gaps, disconnects)

@@ -136,14 +136,20 @@ class Restorer:
               depth: int | None = None, market: str = DEFAULT_MARKET) -> list[FileRef]:
         """Files of one stream overlapping the range, in time order.
 
-        The catalog, the local tree and the bucket listing are merged for every query: the
-        catalog may know only part of a range (a file restored earlier, a catalog that is
-        being rebuilt or damaged), and each source adds what the others miss.
+        The catalog answers; the local tree and the bucket listing are consulted only for the
+        months holding hours of the range the catalog has no file for (a catalog being rebuilt
+        or damaged, files copied in by hand, a range never archived), and add what it misses.
+        So a query costs what its range holds, however old the archive.
         """
         start_ns, end_ns = parse_range(start, end)
         stream = self.stream_key(exchange, symbol, channel, depth, market)
         found: dict[str, FileRef] = {}
-        for ref in self._from_catalog(stream, start_ns, end_ns) + self._from_listings(stream, start_ns, end_ns):
+        known = self._from_catalog(stream, start_ns, end_ns)
+        covered = {h for ref in known for h in range(ref.period_start - ref.period_start % HOUR_NS,
+                                                     max(ref.period_end, ref.period_start + 1), HOUR_NS)}
+        months = {month_of(h) for h in hours_between(start_ns, end_ns) if h not in covered}
+        listed = self._from_listings(stream, start_ns, end_ns, months) if months else []
+        for ref in known + listed:
             known = found.get(ref.rel)
             if known is None:
                 found[ref.rel] = ref
@@ -187,15 +193,17 @@ class Restorer:
                                 rows=row["rows"], sealed_at=row["sealed_at"]))
         return refs
 
-    def _from_listings(self, stream: StreamKey, start_ns: int, end_ns: int) -> list[FileRef]:
+    def _from_listings(self, stream: StreamKey, start_ns: int, end_ns: int,
+                       months: set[tuple[int, int]]) -> list[FileRef]:
+        """The stream's files of the range in the local tree and the bucket, in these months only."""
         found: dict[str, FileRef] = {}
-        for path in stream_files(self.root, stream, start_ns, end_ns):
+        for path in stream_files(self.root, stream, start_ns, end_ns, months):
             rel = Path(path).relative_to(self.root).as_posix()
             parsed = parse_relpath(rel)
             found[rel] = FileRef(rel, parsed.period_start_ns, parsed.period_end_ns or parsed.period_start_ns + HOUR_NS,
                                  os.path.getsize(path), None, local=True, rows=_footer_rows(path))
         if self.bucket is not None:
-            for month in self._bucket_months(stream, start_ns, end_ns):
+            for month in self._bucket_months(stream, start_ns, end_ns, months):
                 for rel, obj in self.bucket.list(f"{month}/{stream.name}_").items():
                     parsed = file_in_range(rel, stream, start_ns, end_ns)
                     if parsed is None:
@@ -207,7 +215,8 @@ class Restorer:
                     found[rel] = ref
         return sorted(found.values(), key=lambda r: (r.period_start, r.rel))
 
-    def _bucket_months(self, stream: StreamKey, start_ns: int, end_ns: int) -> list[str]:
+    def _bucket_months(self, stream: StreamKey, start_ns: int, end_ns: int,
+                       wanted: set[tuple[int, int]]) -> list[str]:
         """The stream's month folders in the bucket that overlap the range (``exchange/market/channel/YYYY/MM``).
 
         A range of up to two years is listed month by month; a wider one asks the bucket which
@@ -217,11 +226,12 @@ class Restorer:
         base = f"{stream.exchange}/{stream.market}/{stream.channel}"
         if (last[0] - first[0]) * 12 + last[1] - first[1] < 24:
             months = [(y, m) for y in range(first[0], last[0] + 1) for m in range(1, 13)]
-            return [f"{base}/{y:04d}/{m:02d}" for y, m in months if first <= (y, m) <= last]
+            return [f"{base}/{y:04d}/{m:02d}" for y, m in months if first <= (y, m) <= last and (y, m) in wanted]
         found = []
         for year in self.bucket.folders(f"{base}/"):
             for month in self.bucket.folders(f"{base}/{year}/"):
-                if year.isdigit() and month.isdigit() and first <= (int(year), int(month)) <= last:
+                if year.isdigit() and month.isdigit() and first <= (int(year), int(month)) <= last and \
+                        (int(year), int(month)) in wanted:
                     found.append(f"{base}/{year}/{month}")
         return found
 
@@ -322,7 +332,26 @@ class Restorer:
         files = self.restore(exchange, symbol, channel, start_ns, end_ns, depth, market)
         return read_range(files, channel, start_ns, end_ns, columns)
 
+    # -- export --------------------------------------------------------------------------
+    def export(self, format: str, exchange: str, symbol: str, start: TimeLike, end: TimeLike, out: str | Path,
+               depth: int | None = None, market: str = DEFAULT_MARKET, allow_gaps: bool = False,
+               progress: bool = True):
+        """Export one symbol's books and trades in a range to ``format`` (hftbacktest, nautilus, tardis) at
+        ``out``, hour by hour, restoring missing files first (:func:`actors.export.export`)."""
+        from actors.export import export
+
+        return export(self.root, format, exchange, symbol, start, end, out, depth, market, allow_gaps,
+                      restorer=self, progress=progress)
+
     # -- coverage ------------------------------------------------------------------------
+    def dataset(self, channel: str, *, start: TimeLike | None = None, end: TimeLike | None = None,
+                exchange: str | None = None, market: str | None = None, symbol: str | None = None):
+        """Every local file of ``channel`` as one ``pyarrow.dataset.Dataset``
+        (:func:`actors.restore.dataset.dataset` on this root)."""
+        from actors.restore.dataset import dataset
+
+        return dataset(self.root, channel, start=start, end=end, exchange=exchange, market=market, symbol=symbol)
+
     def hour_cells(self, exchange: str, symbol: str, start: TimeLike, end: TimeLike,
                    channels: Iterable[str] = ("l2book", "trades", "events"), depth: int | None = None,
                    market: str = DEFAULT_MARKET) -> dict[tuple[str, int], HourCoverage]:
@@ -432,6 +461,7 @@ def _index_bucket(root: Path, bucket: Bucket, records: dict[str, dict], unreadab
         if sha is not None and sha == rec["sha256"] and obj.size == rec["bytes"]:
             rec["backed_up_at"] = obj.modified_ns
             rec["backup_sha256"] = sha
+            rec["backup_etag"] = (head.get("ETag") or obj.etag or "").strip('"')
         if progress:
             progress(1)
     return remote

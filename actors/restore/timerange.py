@@ -75,3 +75,9 @@ def hours_between(start_ns: int, end_ns: int) -> list[int]:
     """Start of every UTC hour that overlaps ``[start_ns, end_ns)``."""
     first = start_ns - start_ns % HOUR_NS
     return list(range(first, end_ns, HOUR_NS))
+
+
+def hour_list(hours: list[int], limit: int = 12) -> str:
+    """Hours (ns) as ``YYYY-MM-DD:HH, ...`` (the first ``limit``, then how many more)."""
+    text = ", ".join(f"{datetime.fromtimestamp(h / NS, tz=timezone.utc):%Y-%m-%d:%H}" for h in hours[:limit])
+    return text + (f" (+{len(hours) - limit} more)" if len(hours) > limit else "")

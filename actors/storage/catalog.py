@@ -60,9 +60,13 @@ CATALOG_SCHEMA = pa.schema([
     pa.field("backed_up_at", TS_TYPE),    # null until a verified copy is in the bucket
     pa.field("backup_sha256", pa.string()),
     pa.field("local", pa.bool_()),        # False: deleted locally by retention (remote only)
+    pa.field("backup_etag", pa.string()),  # the bucket object's ETag when it was verified (the audit's check)
+    pa.field("marks", pa.string()),       # events files: holes/disconnects per channel (storage/marks.py)
 ])
+ADDED_COLUMNS = {"backup_etag": "STRING", "marks": "STRING"}     # columns newer than the first catalogs
 COLUMNS = [f.name for f in CATALOG_SCHEMA]
 BITMAP_COLUMNS = ("exchange", "market", "channel", "symbol")
+PENDING_COLUMNS = ["key", "bytes", "sha256", "sealed_at", "node"]
 BTREE_COLUMNS = ("key", "period_start", "period_end")
 
 
@@ -92,7 +96,7 @@ def file_record(relpath: str, parsed: ParsedPath, period_end_ns: int, stats: dic
         "ts_exchange_min": stats.get("ts_exchange_min"), "ts_exchange_max": stats.get("ts_exchange_max"),
         "rows": stats["rows"], "row_groups": stats.get("row_groups"), "bytes": size, "sha256": sha256,
         "node": node, "sealed_at": time.time_ns(), "backed_up_at": None, "backup_sha256": None,
-        "local": True,
+        "local": True, "backup_etag": None, "marks": stats.get("marks"),
     }
 
 
@@ -132,7 +136,7 @@ class Catalog:
         last: Exception | None = None
         for attempt in range(6):
             try:
-                self._table = self._db.open_table(TABLE)
+                self._table = self._with_added_columns(self._db.open_table(TABLE))
                 return self._table
             except Exception as exc:
                 last = exc
@@ -156,6 +160,17 @@ class Catalog:
                                         "python launch.py mode=reindex rebuilds it from the files")
             raise self._broken
         raise CatalogError(f"cannot create catalog table in {self.uri}: {reason}")
+
+    @staticmethod
+    def _with_added_columns(table):
+        """A catalog written before some columns existed gets them (null), once."""
+        missing = {name: sql for name, sql in ADDED_COLUMNS.items() if name not in table.schema.names}
+        if missing:
+            try:
+                table.add_columns({name: f"CAST(NULL AS {sql})" for name, sql in missing.items()})
+            except Exception:            # another process added them first
+                table.checkout_latest()
+        return table
 
     def _table_names(self) -> list[str]:
         return list(self._db.list_tables().tables)
@@ -219,12 +234,19 @@ class Catalog:
         self.upsert(rows)
         return len(rows)
 
-    def mark_backed_up(self, keys_to_sha: dict[str, str], at_ns: int) -> int:
-        """Record a verified copy in the bucket (checksum as verified) for these keys."""
+    def mark_backed_up(self, verified: dict[str, tuple[str, str | None]], at_ns: int) -> int:
+        """Record a verified copy in the bucket for these keys: ``key -> (SHA-256, ETag)`` as verified."""
         def change(row):
-            row["backed_up_at"] = at_ns
-            row["backup_sha256"] = keys_to_sha[row["key"]]
-        return self._update_rows(keys_to_sha, change)
+            sha, etag = verified[row["key"]]
+            row["backed_up_at"], row["backup_sha256"], row["backup_etag"] = at_ns, sha, etag
+        return self._update_rows(verified, change)
+
+    def mark_unbacked(self, keys: list[str]) -> int:
+        """The bucket no longer holds a good copy of these files (the audit found them missing or
+        changed): they are to be backed up again."""
+        def change(row):
+            row["backed_up_at"] = row["backup_sha256"] = row["backup_etag"] = None
+        return self._update_rows(keys, change)
 
     def mark_remote_only(self, keys: list[str]) -> int:
         """These files were deleted locally (retention); their verified copy is in the bucket."""
@@ -291,6 +313,31 @@ class Catalog:
     def rows(self, where: str | None = None) -> list[dict[str, Any]]:
         """Matching rows as dicts, times as ns since epoch (int) so nothing is truncated."""
         return as_ns_ints(self.query(where)).to_pylist()
+
+    def pending_backup(self, node: str | None = None) -> list[dict[str, Any]]:
+        """Local files not yet verified in the bucket (of one node), oldest first: what a backup
+        pass uploads. Costs what is pending, not what is archived (see :class:`IndexedCatalog`)."""
+        where = "backed_up_at IS NULL AND local = true" + (f" AND node = {sql_str(node)}" if node is not None else "")
+        rows = as_ns_ints(self.query(where, columns=PENDING_COLUMNS)).to_pylist()
+        return sorted(rows, key=lambda r: (r["sealed_at"] or 0, r["key"]))
+
+    def backed_up_rows(self, node: str | None = None) -> list[dict[str, Any]]:
+        """Files recorded as verified in the bucket (of one node): what the audit checks against the listing."""
+        where = "backed_up_at IS NOT NULL" + (f" AND node = {sql_str(node)}" if node is not None else "")
+        return as_ns_ints(self.query(where, columns=["key", "bytes", "sha256", "backup_sha256", "backup_etag",
+                                                     "local", "node"])).to_pylist()
+
+    def audit_rows(self, node: str | None = None) -> list[dict[str, Any]]:
+        """Every file row (of one node) with what the audit compares against the bucket listing."""
+        where = f"node = {sql_str(node)}" if node is not None else None
+        return as_ns_ints(self.query(where, columns=["key", "bytes", "sha256", "sealed_at", "backed_up_at",
+                                                     "backup_sha256", "backup_etag", "local", "node"])).to_pylist()
+
+    def expired(self, cutoff_ns: int, node: str | None = None) -> list[dict[str, Any]]:
+        """Local files verified in the bucket whose period ended before ``cutoff_ns`` (retention)."""
+        where = (f"local = true AND backed_up_at IS NOT NULL AND period_end < {ts_literal(cutoff_ns)}"
+                 + (f" AND node = {sql_str(node)}" if node is not None else ""))
+        return as_ns_ints(self.query(where, columns=["key", "bytes", "sha256", "backup_sha256"])).to_pylist()
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The row of one file (times as ns ints), or None."""
@@ -413,13 +460,33 @@ class IndexedCatalog(Catalog):
         super().__init__(root, uri)
         self.lock = threading.RLock()
         self.index = CatalogIndex()
+        self.pending: dict[str, dict[str, dict[str, Any]]] = {}   # node -> key -> row not yet backed up
         self.commits = 0              # write commits since the last optimize()
         self.reload()
 
     def reload(self) -> None:
-        """Rebuild the index from the durable table."""
+        """Rebuild the index and the set of files pending backup from the durable table."""
         with self.lock:
-            self.index.replace(super().query())
+            table = super().query()
+            self.index.replace(table)
+            self.pending = {}
+            self._track(as_ns_ints(table.filter(pc.and_(pc.is_null(table["backed_up_at"]),
+                                                        pc.equal(table["local"], True))).select(PENDING_COLUMNS)
+                                   ).to_pylist())
+
+    def _track(self, rows: list[dict[str, Any]]) -> None:
+        """Follow rows into (or out of) the pending-backup set."""
+        for row in rows:
+            node = row.get("node") or ""
+            if row.get("backed_up_at") is None and row.get("local", True):
+                self.pending.setdefault(node, {})[row["key"]] = {c: row.get(c) for c in PENDING_COLUMNS}
+            else:
+                self.pending.get(node, {}).pop(row["key"], None)
+
+    def pending_backup(self, node: str | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            rows = [row for n, keys in self.pending.items() if node is None or n == node for row in keys.values()]
+        return sorted(rows, key=lambda r: (r["sealed_at"] or 0, r["key"]))
 
     def upsert(self, records: list[dict[str, Any]], on_committed: Callable[[list[dict]], None] | None = None) -> None:
         if not records:
@@ -427,6 +494,7 @@ class IndexedCatalog(Catalog):
         with self.lock:
             super().upsert(records)
             self.index.update(records_table(records))
+            self._track(records)
             self.commits += 1
         if on_committed is not None:
             on_committed(records)
@@ -438,7 +506,7 @@ class IndexedCatalog(Catalog):
     def replace_all(self, records: list[dict[str, Any]]) -> None:
         with self.lock:
             super().replace_all(records)
-            self.index.replace(records_table(records))
+            self.reload()
 
     def lookup(self, exchange: str, symbol: str, channel: str, start_ns: int, end_ns: int,
                depth: int | None = None, market: str | None = None) -> pa.Table:

@@ -1,46 +1,52 @@
-"""How a sealed Parquet file stores each channel's columns, and how they are read back exactly.
+"""How a sealed Parquet file stores each channel, and how files of any version are read back exactly.
 
-Rows live in memory (spool, loaders) in the record schemas of :mod:`actors.feed.records`.
-A sealed file (format version 2, ``tickarchive.format`` in the file metadata) stores them
-with types and encodings chosen per column, every value kept bit for bit:
+Format 3 (``tickarchive.format`` = 3 in the file metadata): **one Arrow schema per channel**, the
+record schema of :mod:`actors.feed.records`, in every file of every venue, market and hour. A raw
+reader (DuckDB, polars, pyarrow.dataset, pandas) globbing the whole archive sees one type per
+column. The storage goals are kept by Parquet encodings, not by types that differ between files:
 
-| column | stored as | encoding |
+| column | type | encoding |
 |---|---|---|
-| ``ts_local`` | ``timestamp[ns, UTC]`` | DELTA_BINARY_PACKED |
-| ``ts_exchange`` | ``timestamp[<unit>, UTC]``, the coarsest of ms/us/ns holding every value exactly | DELTA_BINARY_PACKED |
+| ``ts_local``, ``ts_exchange`` | ``timestamp[ns, UTC]`` | DELTA_BINARY_PACKED |
 | ``seq``, ``seq_from``, ``seq_to`` | ``int64`` | DELTA_BINARY_PACKED |
-| ``trade_id`` | ``int64`` when every id of the file is a canonical decimal integer (Binance, Bybit, ...), else ``string`` | DELTA_BINARY_PACKED / dictionary |
-| trade ``price`` | ``float64`` | BYTE_STREAM_SPLIT |
-| trade ``size``, ``side`` | ``float64``, ``int8`` | dictionary (sizes repeat) |
+| ``trade_id`` | ``string`` (every venue's id as it sent it) | DELTA_BYTE_ARRAY (a run of ids shares its prefix) |
+| trade ``price`` | ``float64`` | plain |
+| trade ``size``, ``side``, ``trade_type`` | ``float64``, ``int8``, ``string`` (null: a plain trade) | dictionary |
 | book ``bid_px``... ``ask_sz`` | ``list<float64>`` | plain (zstd finds the rows that repeat) |
 | events | as in memory | dictionary |
 
-Pages are compressed with zstd at :data:`ZSTD_LEVEL`. A raw reader (pandas, polars, DuckDB,
-pyarrow) sees ordinary columns with the same values; the only differences from the loaders'
-schema are ``trade_id`` as an integer and ``ts_exchange`` possibly in ms. Prices and sizes
-stay ``float64`` on purpose: scaled integers would be ~25% smaller for books, but a raw reader
-would see ticks instead of prices (or slow DECIMAL objects in pandas), and Arrow's
-decimal-to-double cast is not correctly rounded.
+Pages are compressed with zstd at :data:`ZSTD_LEVEL` (trades at 15: ns exchange times and text ids
+cost ~0.4 B/row more than format 2's ms and int64 at level 9, a higher level wins it back); row groups hold at most five minutes and
+65,536 rows (:func:`write_sealed`, the one place a sealed file is written: sealing, late merges,
+``mode=migrate``). Prices and sizes stay ``float64`` on purpose: scaled integers would be smaller
+for books, but a raw reader would see ticks instead of prices.
 
-:func:`from_file` turns what a file holds (version 2, or version 1 files written before,
-which are stored exactly in the record schema) back into the record schema: the casts it
-makes (integer id to its decimal text, a coarser time unit to ns) are exact.
+Older files keep loading: format 2 stored ``trade_id`` as int64 when every id of the file was a
+canonical decimal integer, and ``ts_exchange`` in the coarsest exact unit (ms for most venues);
+format 1 was the record schema of its day (no ``trade_type``). :func:`from_file` (through
+:func:`actors.feed.records.conform`) makes the exact casts back; ``mode=migrate`` rewrites them.
 """
 from __future__ import annotations
 
+import os
+import uuid
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from actors.feed.records import SCHEMAS
+from actors.feed.records import SCHEMAS, conform
+from actors.storage.footer import column_stats
+from actors.storage.layout import NS
 
 FORMAT_KEY = b"tickarchive.format"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 ZSTD_LEVEL = 9
+ZSTD_LEVELS = {"trades": 15}     # trades files are small: a higher level costs little and keeps them <= 5 B/row
+ROW_GROUP_SPAN_NS = 300 * NS
+ROW_GROUP_ROWS = 65_536
 _DELTA = "DELTA_BINARY_PACKED"
-_TIME_UNITS = (("ms", 1_000_000), ("us", 1_000), ("ns", 1))
-_COARSE_TIMES = ("ts_exchange",)      # ts_local stays ns: it is the column every range read filters on
 
 
 def format_version(metadata: dict | None) -> int:
@@ -49,55 +55,55 @@ def format_version(metadata: dict | None) -> int:
     return int(raw) if raw else 1
 
 
-def _coarsest_unit(column: pa.ChunkedArray | pa.Array) -> str:
-    """The coarsest time unit that holds every value of an ns timestamp column exactly."""
-    values = pc.drop_null(column.cast(pa.int64()))
-    for unit, factor in _TIME_UNITS:
-        if factor == 1 or len(values) == 0 or pc.all(pc.equal(
-                pc.multiply(pc.divide(values, factor), factor), values)).as_py():
-            return unit
-    return "ns"
+def file_version(path: str) -> int:
+    """The format version of the sealed file at ``path`` (its footer only)."""
+    return format_version(pq.read_schema(path).metadata)
 
 
-def _integer_ids(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | None:
-    """The ids as int64 when each one is the canonical decimal text of an int64, else None."""
-    try:
-        ints = pc.cast(column, pa.int64())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    same = pc.equal(pc.cast(ints, pa.string()), column)      # refuses "007", "+5", " 5"
-    return ints if pc.all(same).as_py() is not False else None
-
-
-def to_file(table: pa.Table, channel: str) -> pa.Table:
-    """The rows of ``table`` (record schema of ``channel``) as they are stored in a sealed file."""
-    fields, columns = [], []
-    for field, column in zip(table.schema, table.columns):
-        if field.name in _COARSE_TIMES and pa.types.is_timestamp(field.type):
-            stored = pa.timestamp(_coarsest_unit(column), tz=field.type.tz)
-            field, column = field.with_type(stored), column.cast(stored)
-        elif channel == "trades" and field.name == "trade_id":
-            ints = _integer_ids(column)
-            if ints is not None:
-                field, column = field.with_type(pa.int64()), ints
-        fields.append(field)
-        columns.append(column)
-    return pa.table(columns, schema=pa.schema(fields))
-
-
-def write_options(channel: str, file_schema: pa.Schema) -> dict[str, Any]:
-    """``pyarrow.parquet.ParquetWriter`` keyword arguments for a file of ``channel``."""
+def write_options(channel: str) -> dict[str, Any]:
+    """``pyarrow.parquet.ParquetWriter`` keyword arguments for a format-3 file of ``channel``."""
     encodings: dict[str, str] = {}
     dictionary: list[str] = []
-    for field in file_schema:
+    for field in SCHEMAS[channel]:
         if pa.types.is_integer(field.type) and field.type.bit_width == 64 or pa.types.is_timestamp(field.type):
             encodings[field.name] = _DELTA
+        elif channel == "trades" and field.name == "trade_id":
+            encodings[field.name] = "DELTA_BYTE_ARRAY"
         elif channel == "trades" and field.name == "price":
-            encodings[field.name] = "BYTE_STREAM_SPLIT"
-        elif channel == "trades" or channel == "events":
+            encodings[field.name] = "PLAIN"
+        elif channel in ("trades", "events"):
             dictionary.append(field.name)
-    return {"compression": "zstd", "compression_level": ZSTD_LEVEL, "use_dictionary": dictionary,
-            "column_encoding": encodings}
+    return {"compression": "zstd", "compression_level": ZSTD_LEVELS.get(channel, ZSTD_LEVEL),
+            "use_dictionary": dictionary, "column_encoding": encodings}
+
+
+def row_group_cuts(table: pa.Table) -> list[tuple[int, int]]:
+    """``(offset, length)`` of each row group: at most five minutes of ``ts_local`` and 65,536 rows."""
+    ts = table.column("ts_local").cast(pa.int64()).to_numpy()
+    buckets = ts // ROW_GROUP_SPAN_NS
+    cuts = [0, *(np.flatnonzero(np.diff(buckets)) + 1).tolist(), len(ts)]
+    return [(start, min(hi, start + ROW_GROUP_ROWS) - start)
+            for lo, hi in zip(cuts[:-1], cuts[1:]) for start in range(lo, hi, ROW_GROUP_ROWS)]
+
+
+def temp_path(final: str) -> str:
+    """A hidden temp file beside ``final`` (same folder, so the rename into place is atomic)."""
+    return os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def write_sealed(path: str, table: pa.Table, channel: str, metadata: dict[bytes, bytes]) -> dict[str, Any]:
+    """Write rows of ``channel`` (any older shape is conformed) as a format-3 file at ``path`` and
+    fsync it; the caller renames it into place. Returns the file stats (rows, time bounds, row
+    groups) for its catalog row. ``metadata`` is the footer's (the format version is set here)."""
+    stored = conform(table, channel).replace_schema_metadata({**metadata,
+                                                              FORMAT_KEY: str(FORMAT_VERSION).encode()})
+    cuts = row_group_cuts(stored)
+    with pq.ParquetWriter(path, stored.schema, **write_options(channel)) as writer:
+        for offset, length in cuts:
+            writer.write_table(stored.slice(offset, length), row_group_size=ROW_GROUP_ROWS)
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+    return {**column_stats(stored), "row_groups": len(cuts)}
 
 
 def from_file(table: pa.Table, channel: str) -> pa.Table:
@@ -105,14 +111,13 @@ def from_file(table: pa.Table, channel: str) -> pa.Table:
 
     ``table`` may hold a subset of the columns; they keep their order.
     """
-    schema = SCHEMAS[channel]
-    target = pa.schema([schema.field(name) for name in table.column_names])
-    columns = [column if column.type == field.type else column.cast(field.type)
-               for column, field in zip(table.columns, target)]
-    return pa.table(columns, schema=target)
+    names = table.column_names
+    out = conform(table, channel, names)
+    return out if out.column_names == names else out.select(names)
 
 
 def file_schema_of(channel: str, stored: pa.Schema) -> pa.Schema:
-    """The schema a dataset over a file should read it with: its stored types, in record order."""
+    """The schema a dataset over a file should read it with: its stored types, in record order
+    (a column the file lacks, e.g. ``trade_type`` before format 3, reads as null)."""
     names = set(stored.names)
     return pa.schema([stored.field(f.name) if f.name in names else f for f in SCHEMAS[channel]])

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from actors.storage.catalog import file_record
 from actors.storage.integrity import FILE_METADATA, sha256_file
 from actors.storage.layout import parse_relpath
+from actors.storage.marks import event_marks
 
 CALLS_METADATA = b"tickarchive.calls"
 
@@ -102,6 +103,8 @@ def describe_file(root: str, rel: str, source=None, size: int | None = None,
                 lo = gmin if lo is None else min(lo, gmin)
                 hi = gmax if hi is None else max(hi, gmax)
         stats[f"{name}_min"], stats[f"{name}_max"] = lo, hi
+    if parsed.stream.channel == "events" and {"channel", "kind"} <= set(names):
+        stats["marks"] = event_marks(pf.read(columns=["channel", "kind"]))
     period_end = info.get("period_end") or parsed.period_end_ns
     if size is None:
         size = os.path.getsize(path)

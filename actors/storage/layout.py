@@ -224,16 +224,18 @@ def _month_folders(root: str | Path, stream: StreamKey) -> list[Path]:
     return sorted(p for p in base.glob("[0-9][0-9][0-9][0-9]/[0-9][0-9]") if p.is_dir())
 
 
-def stream_files(root: str | Path, stream: StreamKey, start_ns: int, end_ns: int) -> list[str]:
+def stream_files(root: str | Path, stream: StreamKey, start_ns: int, end_ns: int,
+                 months: set[tuple[int, int]] | None = None) -> list[str]:
     """Sealed files of one stream that may hold rows in ``[start_ns, end_ns)``, in time order.
 
-    Only the month folders that exist and overlap the range are listed (a range of decades
-    costs what the archive holds, not one step per hour).
+    Only the month folders that exist and overlap the range (and are in ``months``, when given)
+    are listed (a range of decades costs what the archive holds, not one step per hour).
     """
     first, last = month_of(start_ns), month_of(end_ns - 1)
     found: dict[str, int] = {}
     for folder in _month_folders(root, stream):
-        if not first <= (int(folder.parent.name), int(folder.name)) <= last:
+        month = (int(folder.parent.name), int(folder.name))
+        if not first <= month <= last or (months is not None and month not in months):
             continue
         for path in folder.glob(f"{stream.name}_*.parquet"):
             parsed = file_in_range(path.relative_to(root).as_posix(), stream, start_ns, end_ns)

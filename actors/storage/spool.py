@@ -8,7 +8,8 @@ part of one ``write`` call::
 
 The header names the producer, its call sequence number, the part index and part count
 (a call whose rows span two periods has one part per period), and the (symbol, channel,
-length) of every batch.
+length) of every batch. Batches come back in their channel's record schema of today: frames
+spooled by an older version (a trade without ``trade_type``) are conformed as they are read.
 
 Damage is found by the length and CRC checks. :func:`read_frames` skips a damaged stretch
 and resynchronises on the next valid frame (magic, plausible length, matching CRC), so one
@@ -28,6 +29,7 @@ import orjson
 import pyarrow as pa
 
 from actors.errors import TickarchiveError
+from actors.feed.records import SCHEMAS, conform
 
 MAGIC = b"TASP"
 MAX_FRAME_BYTES = 1 << 31
@@ -76,7 +78,8 @@ def _decode_body(body: bytes) -> Frame:
         reader = pa.ipc.open_stream(pa.py_buffer(body[offset:offset + size]))
         table = reader.read_all()
         batch = table.combine_chunks().to_batches()
-        batches[(symbol, channel)] = batch[0] if batch else pa.RecordBatch.from_pylist([], schema=table.schema)
+        batch = batch[0] if batch else pa.RecordBatch.from_pylist([], schema=table.schema)
+        batches[(symbol, channel)] = conform(batch, channel) if channel in SCHEMAS else batch
         offset += size
     return Frame(header["producer"], header["seq"], header["part"], header["parts"], batches)
 

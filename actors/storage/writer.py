@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections import deque
 from typing import Any
 
@@ -35,23 +34,23 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from actors.feed.records import SCHEMAS
+from actors.feed.records import SCHEMAS, SchemaMismatch, conform
 from actors.logs import get_logger
 from actors.storage.catalog import file_record
-from actors.storage.fileformat import FORMAT_KEY, FORMAT_VERSION, from_file, to_file, write_options
-from actors.storage.footer import CALLS_METADATA, calls_in, column_stats, describe_file, encode_calls
+from actors.storage.fileformat import (ROW_GROUP_ROWS, ROW_GROUP_SPAN_NS, from_file,  # noqa: F401 (re-exported)
+                                       temp_path, write_sealed)
+from actors.storage.footer import CALLS_METADATA, calls_in, describe_file, encode_calls
 from actors.storage.integrity import FILE_METADATA, sha256_file
 from actors.storage.journal import SealJournal
 from actors.storage.lag import LagHistogram
-from actors.storage.layout import NS, StreamKey, parse_relpath
+from actors.storage.marks import event_marks
+from actors.storage.layout import StreamKey, parse_relpath
 from actors.storage.recovery import Call, max_ts, recover, save_watermarks
 from actors.storage.spool import SpoolFile, encode_frame, fsync_dir, read_frames
 
 log = get_logger("writer")
 
 SPOOL_DIR = ".spool"
-ROW_GROUP_SPAN_NS = 300 * NS
-ROW_GROUP_ROWS = 65_536
 RECENT_TRADE_IDS = 500           # trade ids a writer remembers per symbol (Hyperliquid repeats ~30)
 
 
@@ -112,9 +111,12 @@ class SymbolWriterCore:
         by_period: dict[int, dict[tuple[str, str], pa.RecordBatch]] = {}
         rows = 0
         received: list[np.ndarray] = []
+        accepted: dict[tuple[str, str], pa.RecordBatch] = {}
         for (symbol, channel), batch in batches.items():
-            if not self._accept(symbol, channel, batch):
+            batch = self._accept(symbol, channel, batch)
+            if batch is None:
                 continue
+            accepted[(symbol, channel)] = batch
             ts = batch.column("ts_local").cast(pa.int64()).to_numpy()
             received.append(ts)
             periods = ts - ts % self.rollover_ns
@@ -136,7 +138,7 @@ class SymbolWriterCore:
             self.calls[(producer, seq)] = call
             self.durable_lag.add(time.time_ns(), received)
         self.watermarks[producer] = seq
-        self.see(batches)
+        self.see(accepted)
         self.counters["rows"] += rows
         self.counters["calls"] += 1
         return True
@@ -150,20 +152,24 @@ class SymbolWriterCore:
         """
         return list(self.recent_trades.get(symbol, ()))
 
-    def _accept(self, symbol: str, channel: str, batch: pa.RecordBatch) -> bool:
-        schema = SCHEMAS.get(channel)
+    def _accept(self, symbol: str, channel: str, batch: pa.RecordBatch) -> pa.RecordBatch | None:
+        """The batch in its channel's record schema (an older client's shape is conformed), or None
+        when it is empty or refused (logged and counted)."""
         problem = None
         if symbol not in self.symbols:
             problem = f"symbol {symbol!r} is not one of this writer's ({', '.join(sorted(self.symbols))})"
-        elif schema is None:
+        elif channel not in SCHEMAS:
             problem = f"unknown channel {channel!r}"
-        elif not batch.schema.equals(schema):
-            problem = f"batch schema does not match the {channel} schema"
+        else:
+            try:
+                batch = conform(batch, channel)
+            except SchemaMismatch as exc:
+                problem = f"batch schema does not match the {channel} schema ({exc})"
         if problem:
             self.counters["rejected"] += batch.num_rows
             log.error(f"rejected {batch.num_rows} rows: {problem}", extra={"writer": self.writer_id})
-            return False
-        return batch.num_rows > 0
+            return None
+        return batch if batch.num_rows > 0 else None
 
     def spool(self, period: int) -> SpoolFile:
         """The open spool of a period (created on first use)."""
@@ -247,12 +253,13 @@ class SymbolWriterCore:
         if old_table is not None:
             table = pa.concat_tables([old_table, table])
         os.makedirs(os.path.dirname(final), exist_ok=True)
-        tmp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp = temp_path(final)
         sealed_at = time.time_ns()
         info = {"node": self.node, "sealed_at": sealed_at, "period_end": period + self.rollover_ns}
-        metadata = {CALLS_METADATA: encode_calls(calls), FILE_METADATA: orjson.dumps(info),
-                    FORMAT_KEY: str(FORMAT_VERSION).encode()}
-        stats = _write_parquet(tmp, table, channel, metadata)
+        metadata = {CALLS_METADATA: encode_calls(calls), FILE_METADATA: orjson.dumps(info)}
+        stats = write_sealed(tmp, table, channel, metadata)
+        if channel == "events":
+            stats["marks"] = event_marks(table)
         rec = file_record(rel, parse_relpath(rel), info["period_end"], stats, os.path.getsize(tmp),
                           sha256_file(tmp), self.node)
         rec["sealed_at"] = sealed_at
@@ -295,21 +302,3 @@ class SymbolWriterCore:
                 "pending_catalog": len(self.pending_records) + len(self.journal.records),
                 "max_ts_local": self.max_ts_local, "durable_lag_ms": self.durable_lag.summary()}
 
-
-def _write_parquet(path: str, table: pa.Table, channel: str, metadata: dict[bytes, bytes]) -> dict[str, Any]:
-    """Write the rows in the file format (:mod:`~actors.storage.fileformat`), row groups of at most
-    five minutes / 65,536 rows; fsync; return the file stats (of the rows as given)."""
-    ts = table.column("ts_local").cast(pa.int64()).to_numpy()
-    buckets = ts // ROW_GROUP_SPAN_NS
-    cuts = [0, *(np.flatnonzero(np.diff(buckets)) + 1).tolist(), len(ts)]
-    groups = 0
-    stored = to_file(table, channel).replace_schema_metadata(metadata)
-    with pq.ParquetWriter(path, stored.schema, **write_options(channel, stored.schema)) as writer:
-        for lo, hi in zip(cuts[:-1], cuts[1:]):
-            for start in range(lo, hi, ROW_GROUP_ROWS):
-                stop = min(hi, start + ROW_GROUP_ROWS)
-                writer.write_table(stored.slice(start, stop - start), row_group_size=ROW_GROUP_ROWS)
-                groups += 1
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-    return {**column_stats(table), "row_groups": groups}

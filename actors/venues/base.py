@@ -425,13 +425,15 @@ class VenueClient(ABC):
         self.sink.book(symbol, ts_local, ts_exchange, seq, bid_px, bid_sz, ask_px, ask_sz)
 
     def trade_row(self, symbol: str, ts_local: int, ts_exchange: int | None, trade_id: str, price: float,
-                  size: float, side: int) -> None:
-        """Write one trade, once: an id seen among the recent ones is a repeat and is counted, not written."""
+                  size: float, side: int, trade_type: str | None = None) -> None:
+        """Write one trade, once: an id seen among the recent ones is a repeat and is counted, not written.
+
+        ``trade_type`` is null for a plain trade; a venue that flags liquidations etc. names them here."""
         if self.recent_trades is not None and not self.recent_trades[symbol].first_time(trade_id):
             self.duplicate_trades += 1
             return
         self.market_rows += 1
-        self.sink.trade(symbol, ts_local, ts_exchange, trade_id, price, size, side)
+        self.sink.trade(symbol, ts_local, ts_exchange, trade_id, price, size, side, trade_type)
 
     def remember_trades(self, symbol: str, trade_ids: Iterable[str]) -> None:
         """Count these ids (already archived) as seen: a venue repeating them is not written again.

@@ -12,12 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from actors.backup import Bucket, Target, VerifiedState, apply_retention, reconcile, sealed_files
+from actors.backup import Bucket, Target, apply_retention, reconcile
 from actors.backup.bucket import fast_pages, make_client
 from actors.backup.embedded import SeaweedS3
 from actors.storage.catalog import Catalog
 from actors.storage.integrity import sha256_file as sha256_of
-from actors.storage.layout import HOUR_NS, NS, StreamKey
+from actors.storage.layout import HOUR_NS, NS, StreamKey, sealed_files
 from conftest import REPO
 from writer_fixtures import call_batches, make_core
 
@@ -134,10 +134,8 @@ def test_server_killed_mid_pass_then_next_pass_completes(tmp_path, monkeypatch):
         first = reconcile(str(root), target, Catalog(str(root)), progress=progress)
         assert first.failed > 0 and first.uploaded < len(rels), first.line()
         assert time.monotonic() - t0 < 240
-        verified_before = set(VerifiedState(str(root), target).entries)
-        assert len(verified_before) == first.uploaded
-        marked = backed_up(root)
-        assert set(marked) == verified_before            # the catalog marks exactly the verified uploads
+        verified_before = set(backed_up(root))
+        assert len(verified_before) == first.uploaded    # the catalog marks exactly the verified uploads
         server.start()                                   # same ports, same data
         client = server.client()
         for rel in verified_before:                      # nothing was recorded that does not verify
@@ -217,8 +215,7 @@ def test_retention_deletes_only_verified_files(tmp_path, seaweed, bucket_target)
     reconcile(str(root), bucket_target, Catalog(str(root)))
     modified = files[0]
     pq.write_table(pa.table({"x": [1]}), root / modified)        # changed since verified: must stay
-    state = VerifiedState(str(root), bucket_target)
-    deleted = apply_retention(str(root), state, sealed_files(str(root)), Catalog(str(root)), days=1)
+    deleted = apply_retention(str(root), Catalog(str(root)), days=1)
     assert deleted == len(files) - 1
     assert (root / modified).exists() and not any((root / rel).exists() for rel in files[1:])
     rows = {r["key"]: r for r in Catalog(str(root)).rows()}
@@ -271,17 +268,21 @@ def test_multipart_and_endpoint_without_checksums(tmp_path, seaweed, bucket_targ
 
 @pytest.mark.s3
 def test_files_without_catalog_rows_are_backed_up(tmp_path, seaweed, bucket_target):
+    """The audit records local files the catalog does not list (a catalog lost and recreated,
+    files copied in by hand) from their footers, as mode=reindex would, and backs them up; the
+    next pass uploads nothing."""
+    import shutil as _shutil
+
     root = tmp_path / "archive"
-    files = build_archive(root, periods=2)                 # these have catalog rows
-    extra = write_plain_files(root, 2, size=1000)          # these do not (e.g. copied in by hand)
-    summary = reconcile(str(root), bucket_target, catalog=None)     # e.g. the catalog was unavailable
-    assert (summary.uploaded, summary.failed) == (len(files) + 2, 0)
+    files = build_archive(root, periods=2)                 # sealed by the writer
+    extra = write_plain_files(root, 2, size=1000)          # copied in by hand, not archive files
+    _shutil.rmtree(root / ".catalog")                      # the catalog was lost
+    summary = reconcile(str(root), bucket_target, Catalog(str(root)))
+    assert (summary.uploaded, summary.failed) == (len(files) + 2, 0), summary.line()
     assert set(bucket_keys(bucket_target, seaweed.client())) == set(files) | set(extra)
-    assert backed_up(root) == {}
-    again = reconcile(str(root), bucket_target, Catalog(str(root)))  # no upload, but the catalog catches up
-    assert (again.uploaded, again.skipped, again.failed) == (0, len(files) + 2, 0)
-    assert backed_up(root) == {rel: sha256_of(root / rel) for rel in files}
-    assert Catalog(str(root)).count() == len(files)                  # no rows invented for the others
+    assert backed_up(root) == {rel: sha256_of(root / rel) for rel in files + extra}
+    again = reconcile(str(root), bucket_target, Catalog(str(root)))
+    assert (again.uploaded, again.skipped, again.failed) == (0, len(files) + 2, 0), again.line()
 
 
 def test_config_rejects_bad_backup_keys_in_one_line(tmp_path):
@@ -312,15 +313,18 @@ def test_backup_actor_poke_schedule_and_errors(tmp_path, ray_session, seaweed, b
 
     from actors.remote import NAMESPACE
     from actors.remote.backup import BackupActor
+    from actors.remote.restore import RestoreActor
 
     root = tmp_path / "archive"
     files = build_archive(root, periods=2)
     section = {"name": "local", "endpoint": seaweed.endpoint, "bucket": bucket_target.bucket,
-               "interval": "1h", "settle_s": 0.2}
+               "interval": "1h", "audit_interval": "1d", "settle_s": 0.2}
+    owner = RestoreActor.options(name=f"catalog-test-{bucket_target.bucket}", namespace=NAMESPACE).remote(
+        str(root), None, ["binance"])                     # the catalog's owner, as in a run
     actor = BackupActor.options(name=f"backup-test-{bucket_target.bucket}", namespace=NAMESPACE).remote(
-        str(root), section)
+        str(root), section, catalog_owner=owner)
     broken = BackupActor.options(name=f"backup-test-broken-{bucket_target.bucket}", namespace=NAMESPACE).remote(
-        str(root), {**section, "endpoint": "http://127.0.0.1:9", "bucket": "archives"})
+        str(root), {**section, "endpoint": "http://127.0.0.1:9", "bucket": "archives"}, catalog_owner=owner)
     try:
         assert ray.get(actor.stats.remote())["passes"] == 0      # the schedule waits (interval 1h)
         actor.poke.remote()
@@ -330,13 +334,27 @@ def test_backup_actor_poke_schedule_and_errors(tmp_path, ray_session, seaweed, b
         stats = ray.get(actor.stats.remote())
         assert stats["last"]["uploaded"] == len(files) and stats["backlog"] == 0, stats
         assert set(bucket_keys(bucket_target, seaweed.client())) == set(files)
-        assert ray.get(actor.run_once.remote())["skipped"] == len(files)
-        result = ray.get(broken.run_once.remote())             # endpoint down: one line, actor alive
+        assert ray.get(actor.run_once.remote())["uploaded"] == 0      # nothing new: the catalog says so
+        deadline = time.time() + 60                        # never audited against this bucket: an audit runs
+        while time.time() < deadline and not ray.get(actor.stats.remote())["audits"]:
+            time.sleep(0.2)
+        audit = ray.get(actor.stats.remote())["last_audit"]
+        assert audit["ok"] and audit["audited"] == len(files) and audit["repaired"] == 0, audit
+        seaweed.client().delete_object(Bucket=bucket_target.bucket, Key=files[0])   # lost in the bucket
+        assert ray.get(actor.run_once.remote())["uploaded"] == 0      # a pass does not list the bucket
+        audit = ray.get(actor.audit.remote())
+        assert audit["repaired"] == 1, audit
+        deadline = time.time() + 60                        # the audit pokes a pass, which uploads it again
+        while time.time() < deadline and files[0] not in bucket_keys(bucket_target, seaweed.client()):
+            time.sleep(0.2)
+        assert set(bucket_keys(bucket_target, seaweed.client())) == set(files)
+        result = ray.get(broken.audit.remote())                # endpoint down: one line, actor alive
         assert not result["ok"] and "cannot reach" in result["error"] and "\n" not in result["error"]
+        pokes = ray.get(broken.stats.remote())["pokes"]
         ray.get(broken.poke.remote())
-        assert ray.get(broken.stats.remote())["pokes"] == 1
+        assert ray.get(broken.stats.remote())["pokes"] == pokes + 1
     finally:
-        for handle in (actor, broken):
+        for handle in (actor, broken, owner):
             ray.kill(handle)
 
 
@@ -408,7 +426,7 @@ def test_an_upload_that_does_not_verify_is_never_marked(tmp_path, seaweed, bucke
     client.meta.events.register("before-parse.s3.PutObject", lying_head)   # no checksum echo either
     bad = reconcile(str(root), bucket_target, Catalog(str(root)), client=client)
     assert (bad.uploaded, bad.failed) == (0, len(files)) and "does not verify" in bad.errors[0]
-    assert backed_up(root) == {} and VerifiedState(str(root), bucket_target).entries == {}
+    assert backed_up(root) == {}
     good = reconcile(str(root), bucket_target, Catalog(str(root)))
     assert good.failed == 0 and good.verified_existing + good.uploaded == len(files)
     assert backed_up(root) == {rel: sha256_of(root / rel) for rel in files}
@@ -463,13 +481,14 @@ def test_sealed_files_go_unread_and_the_server_checks_them(tmp_path, seaweed, bu
     data[len(data) // 2] ^= 0xFF
     (root / bad).write_bytes(bytes(data))
     hashed = []
-    hash_here = VerifiedState.local_sha
+    from actors.backup import upload
+    check_here = upload.is_damaged
 
-    def spy(self, rel, *args, **kwargs):
-        hashed.append(rel)
-        return hash_here(self, rel, *args, **kwargs)
+    def spy(path, *args, **kwargs):          # called exactly when a file is hashed here
+        hashed.append(str(Path(path).relative_to(root)))
+        return check_here(path, *args, **kwargs)
 
-    monkeypatch.setattr(VerifiedState, "local_sha", spy)
+    monkeypatch.setattr(upload, "is_damaged", spy)
     summary = reconcile(str(root), bucket_target, Catalog(str(root)))
     assert (summary.uploaded, summary.damaged, summary.failed) == (len(files) - 1, [bad], 0), summary.line()
     assert hashed == [bad]
@@ -477,9 +496,10 @@ def test_sealed_files_go_unread_and_the_server_checks_them(tmp_path, seaweed, bu
     client = seaweed.client()
     assert set(bucket_keys(bucket_target, client)) == set(good)
     assert all(verifies(client, bucket_target, root, rel) for rel in good)
-    state = VerifiedState(str(root), bucket_target)
-    assert {rel: state.hashes[rel][2] for rel in good} == {rel: sha256_of(root / rel) for rel in good}
     assert backed_up(root) == {rel: sha256_of(root / rel) for rel in good}
+    etags = {r["key"]: r["backup_etag"] for r in Catalog(str(root)).rows() if r["backed_up_at"]}
+    heads = {rel: client.head_object(Bucket=bucket_target.bucket, Key=rel)["ETag"].strip('"') for rel in good}
+    assert etags == heads                            # the catalog records each copy's ETag, for the audit
 
 
 @pytest.mark.s3
@@ -506,7 +526,7 @@ def test_an_endpoint_that_ignores_checksums_gets_every_file_hashed_here(tmp_path
     assert len(probes) == 1
     assert (summary.uploaded, summary.failed) == (len(files), 0), summary.line()
     assert all(verifies(seaweed.client(), bucket_target, root, rel) for rel in files)
-    assert VerifiedState(str(root), blind).hashes.keys() == set(files)
+    assert backed_up(root) == {rel: sha256_of(root / rel) for rel in files}
 
 
 def sha256_of_bytes(data: bytes) -> str:

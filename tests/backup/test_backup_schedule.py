@@ -66,3 +66,36 @@ def test_stats_and_pokes_answer_while_a_pass_runs_and_errors_never_kill_it():
     assert service.stats()["last"]["uploaded"] == 3
     result = service.run_once()
     assert not result["ok"] and "boom" in result["error"] and service.schedule.errors_in_row == 1
+
+
+def test_a_long_audit_never_delays_the_pass_after_a_seal():
+    """The audit runs in its own thread when due: passes poked while it runs still happen at once,
+    only one audit runs at a time, and the audit's end pokes one more pass (its uploads)."""
+    release, audits, passes = threading.Event(), [], []
+    due = {"yes": True}
+
+    def run_audit():
+        audits.append(time.monotonic())
+        due["yes"] = False
+        release.wait(10)
+        return {"ok": True, "audited": 3}
+
+    service = BackupService(lambda: passes.append(time.monotonic()) or {"ok": True},
+                            BackupSchedule(interval_s=3600, settle_s=0.05), run_audit=run_audit,
+                            audit_due=lambda: due["yes"])
+    try:
+        service.poke()
+        wait_for(lambda: service.passes == 1 and len(audits) == 1)
+        assert service.stats()["auditing"]
+        for n in range(2, 5):                     # seals during the audit: each pass runs promptly
+            service.poke()
+            wait_for(lambda: service.passes == n, timeout_s=2.0)
+        due["yes"] = True                         # due again, but one is running: no second audit
+        assert not service.maybe_audit() and len(audits) == 1
+        due["yes"] = False
+        release.set()
+        wait_for(lambda: service.stats()["audits"] == 1 and service.passes == 5)
+        assert service.stats()["last_audit"]["audited"] == 3 and not service.stats()["auditing"]
+    finally:
+        release.set()
+        service.stop()

@@ -34,7 +34,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from actors.backup import Target, reconcile, sealed_files  # noqa: E402
+from actors.backup import Target, reconcile  # noqa: E402
+from actors.storage.layout import sealed_files  # noqa: E402
 from actors.storage.catalog import Catalog, file_record  # noqa: E402
 from actors.storage.layout import HOUR_NS, NS, StreamKey, parse_relpath  # noqa: E402
 from actors.backup.embedded import SeaweedS3  # noqa: E402

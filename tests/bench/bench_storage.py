@@ -6,14 +6,15 @@ Data: the real Binance USD-M recording (tests/fixtures/real/binance-usdm/btcusdt
 replayed offline through our client (6,547 depth-20 book rows, 21,313 trades), sealed by the
 real writer core. Printed side by side:
 
-1. bytes/row of our files (format 2: per-column types and encodings, see
-   actors/storage/fileformat.py) vs the files the writer sealed before (format 1: the record
-   schema with pyarrow's zstd defaults) vs quantpylib-style Parquet (``ts, bp, bs, ap, as`` and
-   ``ts, price, size, dir`` in ms, pyarrow defaults), and all our files against the archived raw
-   JSON frames gzip'd (level 6).
-2. partial-hour reads: the recording's book rows tiled to one hour (shifted in time), sealed in
-   both formats with the same row groups; median time of ``read_range`` for 10 minutes, format
-   2 vs format 1 (ratio > 1: format 2 faster).
+1. bytes/row of our files (format 3: one schema per channel, per-column encodings, see
+   actors/storage/fileformat.py) vs format 2 (per-file types: int64 ids, ms times; written by
+   its own writer, tests/legacy_formats.py) vs format 1 (the record schema with pyarrow's zstd
+   defaults) vs quantpylib-style Parquet (``ts, bp, bs, ap, as`` and ``ts, price, size, dir`` in
+   ms, pyarrow defaults), and all our files against the archived raw JSON frames gzip'd (level 6).
+2. encode and load: median time to write each channel's file (format 3's ``write_sealed`` vs
+   format 2's writer) and to load it whole with ``read_range`` (ratio > 1: format 3 faster).
+3. partial-hour reads: the recording's book rows tiled to one hour (shifted in time), sealed in
+   formats 3, 2 and 1 with the same row groups; median time of ``read_range`` for 10 minutes.
 """
 from __future__ import annotations
 
@@ -21,11 +22,14 @@ import argparse
 import gzip
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from recorded import SYMBOL, archived_payloads, recorded_rows
+from recorded import REPO, SYMBOL, archived_payloads, recorded_rows
+
+sys.path.insert(0, str(REPO / "tests"))
 
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
@@ -35,7 +39,9 @@ import pyarrow.parquet as pq  # noqa: E402
 from actors.feed.records import SCHEMAS  # noqa: E402
 from actors.restore.loading import read_range  # noqa: E402
 from actors.storage.layout import HOUR_NS, NS  # noqa: E402
+from actors.storage.fileformat import write_sealed  # noqa: E402
 from actors.storage.writer import ROW_GROUP_ROWS, ROW_GROUP_SPAN_NS, SymbolWriterCore  # noqa: E402
+from legacy_formats import write_legacy  # noqa: E402
 
 
 def seal(root: Path, tables: dict[str, pa.Table]) -> dict[str, Path]:
@@ -96,42 +102,71 @@ def main() -> None:
         ours = seal(work / "ours", tables)
         qp = quantpylib_tables(tables)
         print("bytes per row on the real recording (Binance USD-M BTCUSDT, depth 20):")
-        print(f"  {'channel':8} {'rows':>7} {'ours':>8} {'before':>8} {'quantpylib':>11}   ours/before  ours/quantpylib")
+        print(f"  {'channel':8} {'rows':>7} {'ours':>8} {'format 2':>9} {'format 1':>9} {'quantpylib':>11}"
+              "   ours/format 2  ours/quantpylib")
         ours_total = 0
         for ch in ("l2book", "trades"):
             rows = tables[ch].num_rows
             write_format1(work / f"{ch}.v1.parquet", tables[ch])
+            write_legacy(work / f"{ch}.v2.parquet", tables[ch], ch, 2)
             pq.write_table(qp[ch], work / f"{ch}.qp.parquet")
             o = ours[ch].stat().st_size
+            v2 = (work / f"{ch}.v2.parquet").stat().st_size
             b = (work / f"{ch}.v1.parquet").stat().st_size
             q = (work / f"{ch}.qp.parquet").stat().st_size
             ours_total += o
-            print(f"  {ch:8} {rows:7d} {o / rows:8.2f} {b / rows:8.2f} {q / rows:11.2f}   {o / b:11.2f}  {o / q:15.2f}")
+            print(f"  {ch:8} {rows:7d} {o / rows:8.2f} {v2 / rows:9.2f} {b / rows:9.2f} {q / rows:11.2f}"
+                  f"   {o / v2:13.2f}  {o / q:15.2f}")
         raw = "\n".join(archived_payloads()).encode()
         gz = len(gzip.compress(raw, 6))
         print(f"  all our files {ours_total / 1e3:.0f} kB vs archived raw JSON {len(raw) / 1e6:.1f} MB gzip'd "
               f"{gz / 1e3:.0f} kB: {ours_total / gz:.2f}x")
 
-        # partial-hour reads: one hour tiled from the recording, both formats
+        print(f"encode and load, median of {args.rounds} (ratio > 1: format 3 faster):")
+        for ch in ("l2book", "trades"):
+            encode: dict[str, list[float]] = {"3": [], "2": []}
+            decode: dict[str, list[float]] = {"3": [], "2": []}
+            files = {"3": work / f"{ch}.enc3.parquet", "2": work / f"{ch}.enc2.parquet"}
+            for _ in range(args.rounds):
+                t = time.perf_counter()
+                write_sealed(str(files["3"]), tables[ch], ch, {})
+                encode["3"].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                write_legacy(files["2"], tables[ch], ch, 2)
+                encode["2"].append(time.perf_counter() - t)
+                for version, path in files.items():
+                    t = time.perf_counter()
+                    got = read_range([str(path)], ch, 0, 2**63 - 1)
+                    decode[version].append(time.perf_counter() - t)
+                    assert got.num_rows == tables[ch].num_rows
+            e3, e2, d3, d2 = (statistics.median(x) for x in (encode["3"], encode["2"], decode["3"], decode["2"]))
+            print(f"  {ch:8} encode format 3 {e3 * 1000:6.1f} ms, format 2 {e2 * 1000:6.1f} ms: {e2 / e3:.2f}x;"
+                  f"  load format 3 {d3 * 1000:6.1f} ms, format 2 {d2 * 1000:6.1f} ms: {d2 / d3:.2f}x")
+
+        # partial-hour reads: one hour tiled from the recording, formats 3, 2 and 1
         start = int(tables["l2book"].column("ts_local").cast(pa.int64())[0].as_py()) // HOUR_NS * HOUR_NS
         hour = tiled_hour(tables["l2book"], start)
         new = seal(work / "hour", {"l2book": hour})["l2book"]
         old = work / "hour.v1.parquet"
         write_format1(old, hour)
+        v2 = work / "hour.v2.parquet"
+        write_legacy(v2, hour, "l2book", 2)
         lo, hi = start + 25 * 60 * NS, start + 35 * 60 * NS
-        times: dict[str, list[float]] = {"new": [], "old": []}
+        times: dict[str, list[float]] = {"new": [], "v2": [], "old": []}
         for _ in range(args.rounds):
-            for name, path in (("new", new), ("old", old)):
+            for name, path in (("new", new), ("v2", v2), ("old", old)):
                 t = time.perf_counter()
                 got = read_range([str(path)], "l2book", lo, hi)
                 times[name].append(time.perf_counter() - t)
                 assert got.schema.equals(SCHEMAS["l2book"])
         expect = read_range([str(old)], "l2book", lo, hi)
         assert got.num_rows == expect.num_rows > 0 and read_range([str(new)], "l2book", lo, hi).equals(expect)
-        n, o = statistics.median(times["new"]), statistics.median(times["old"])
+        n, m, o = (statistics.median(times[k]) for k in ("new", "v2", "old"))
         print(f"10 minutes of a one-hour depth-20 file ({hour.num_rows} rows; {new.stat().st_size / 1e6:.1f} MB "
-              f"ours, {old.stat().st_size / 1e6:.1f} MB before), median of {args.rounds}:")
-        print(f"  read_range ours {n * 1000:.1f} ms, before {o * 1000:.1f} ms: before/ours {o / n:.2f}x")
+              f"format 3, {v2.stat().st_size / 1e6:.1f} MB format 2, {old.stat().st_size / 1e6:.1f} MB format 1), "
+              f"median of {args.rounds}:")
+        print(f"  read_range format 3 {n * 1000:.1f} ms, format 2 {m * 1000:.1f} ms, format 1 {o * 1000:.1f} ms: "
+              f"format 2/format 3 {m / n:.2f}x")
         if args.keep:
             shutil.copy(new, args.keep)
     finally:

@@ -26,6 +26,11 @@ SYMBOL = "BTCUSDT"
 
 def recorded_rows(depth: int = 20) -> dict[str, pa.Table]:
     """channel -> the rows our Binance client makes of the recording (record schemas)."""
+    return {channel: pa.Table.from_batches([batch]) for (_, channel), batch in recorded_batches(depth).items()}
+
+
+def recorded_batches(depth: int = 20) -> dict[tuple[str, str], pa.RecordBatch]:
+    """(symbol, channel) -> the rows our Binance client makes of the recording, as the writer receives them."""
     venue = get_venue("binance")
     settings = venue.replay_settings(venue.settings({}), str(RECORDING))
     plan, = venue.plan_connections(settings, Endpoints("ws://x", "http://x"), [SYMBOL], ["l2book", "trades"], depth)
@@ -40,7 +45,7 @@ def recorded_rows(depth: int = 20) -> dict[str, pa.Table]:
             pending = []
             continue
         pending += [a for a in client.on_frame(rec.payload, rec.ts_local) if isinstance(a, FetchSnapshot)]
-    return {channel: pa.Table.from_batches([batch]) for (_, channel), batch in sink.take().items()}
+    return sink.take()
 
 
 def archived_payloads() -> list[str]:

@@ -37,7 +37,7 @@ def test_overrides_replace_lists_and_parse_durations():
     ("channels=[trades,quotes]", "channels"),
     ("nope=1", "nope: unknown config key"),
     ("source=bogus", "Could not find 'source/bogus'"),
-    ("mode=bogus", "mode: 'bogus' is not allowed (allowed: archive, backup, restore, status, reindex, stop)"),
+    ("mode=bogus", "mode: 'bogus' is not allowed (allowed: archive, backup, restore, status, reindex, migrate, export, stop)"),
     ("archive.binance=[../etc]", "not a valid name"),
 ])
 def test_bad_override_is_one_clear_error(override, needle):

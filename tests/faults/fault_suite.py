@@ -106,9 +106,16 @@ def secrets(work: Path, s3) -> FamilyResult:
     settings = sim_settings(archive, {"binance": ["BTCUSDT"], "bybit": ["BTCUSDT"]}, "backup=s3",
                             f"backup.endpoint={s3.endpoint}", f"backup.bucket={bucket}", "backup.interval=2s")
     report, _, _ = run_with_script(settings, collect)
-    actor = BackupActor.options(name=f"backup-suite-{uuid.uuid4().hex[:8]}", namespace=NAMESPACE).remote(
-        str(work / "archive"), {"name": "s3", "endpoint": s3.endpoint, "bucket": bucket, "interval": "1h"})
-    result = families.secrets_family(work, s3.endpoint, bucket, backup_actor=actor, marker=MARKER, archive=archive)
+    def backup_actor(root):
+        from actors.remote.restore import RestoreActor
+
+        owner = RestoreActor.options(name=f"catalog-suite-{uuid.uuid4().hex[:8]}", namespace=NAMESPACE).remote(
+            str(root), None, ["binance"])
+        return BackupActor.options(name=f"backup-suite-{uuid.uuid4().hex[:8]}", namespace=NAMESPACE).remote(
+            str(root), {"name": "s3", "endpoint": s3.endpoint, "bucket": bucket, "interval": "1h"},
+            catalog_owner=owner)
+    result = families.secrets_family(work, s3.endpoint, bucket, backup_actor=backup_actor, marker=MARKER,
+                                     archive=archive)
     result.check(bool(report.backup.get("ok")), f"the archive run's final backup with the marked key: {report.backup}")
     suite_logs = sorted(work.parent.rglob("logs/*.log*")) + sorted(work.parent.rglob("archiver-runs.log"))
     text = "".join(p.read_text(errors="replace") for p in suite_logs)

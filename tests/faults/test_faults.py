@@ -78,16 +78,26 @@ def test_no_secret_in_logs_config_or_actor_state(tmp_path, ray_session, seaweed,
     import uuid
 
     from actors.remote.backup import BackupActor
+    from actors.remote.restore import RestoreActor
 
     marker = f"secret-marker-{uuid.uuid4().hex}"
     section = {"name": "s3", "endpoint": seaweed.endpoint, "bucket": bucket_target.bucket, "interval": "1h"}
     env = {"AWS_ACCESS_KEY_ID": "AKFAULTSUITE", "AWS_SECRET_ACCESS_KEY": marker}    # how a cluster hands keys to actors
-    actor = BackupActor.options(name=f"backup-secrets-{uuid.uuid4().hex[:8]}", namespace="tickarchive",
-                                runtime_env={"env_vars": env}).remote(str(tmp_path / "archive"), section)
+    handles = []
+
+    def backup_actor(root):
+        owner = RestoreActor.options(name=f"catalog-secrets-{uuid.uuid4().hex[:8]}", namespace="tickarchive").remote(
+            str(root), None, ["binance"])
+        actor = BackupActor.options(name=f"backup-secrets-{uuid.uuid4().hex[:8]}", namespace="tickarchive",
+                                    runtime_env={"env_vars": env}).remote(str(root), section, catalog_owner=owner)
+        handles.extend([actor, owner])
+        return actor
     try:
-        result = secrets_family(tmp_path, seaweed.endpoint, bucket_target.bucket, backup_actor=actor, marker=marker)
+        result = secrets_family(tmp_path, seaweed.endpoint, bucket_target.bucket, backup_actor=backup_actor,
+                                marker=marker)
     finally:
-        ray_session.kill(actor)
+        for handle in handles:
+            ray_session.kill(handle)
     assert result.ok, failed(result)
 
 

@@ -118,3 +118,28 @@ def test_status_restore_and_the_picture_apply_one_coverage_rule(two_days):
            "2025-01-02:22" in proc.stderr
     assert "gaps: trades rows may be missing around recorded gap/lost events in 1 hour(s): 2025-01-02:22" \
         in proc.stderr
+
+
+def test_status_counts_holes_from_the_catalog_without_reading_events_files(two_days, tmp_path):
+    """Each events file's catalog row carries its hole and disconnect counts (counted at seal): the
+    overview of a copy whose events files are gone from disk gives the same counts; rows sealed
+    before marks existed (marks null) fall back to reading the files, with the same result."""
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(two_days, root)
+    catalog = Catalog(str(root))
+    rows = catalog.rows("channel = 'events'")
+    assert rows and all(r["marks"] is not None for r in rows)
+    expected = coverage_grid(str(two_days), Catalog(str(two_days)))
+    assert expected.gaps.sum() > 0 and expected.disconnects.sum() > 0
+    for r in rows:
+        (root / r["key"]).unlink()                       # the catalog alone must answer
+    from_catalog = coverage_grid(str(root), catalog)
+    assert (from_catalog.gaps == expected.gaps).all() and (from_catalog.disconnects == expected.disconnects).all()
+    shutil.rmtree(root)
+    shutil.copytree(two_days, root)
+    old = Catalog(str(root))
+    old.upsert([{**r, "marks": None} for r in old.rows("channel = 'events'")])    # as sealed by an older version
+    from_files = coverage_grid(str(root), old)
+    assert (from_files.gaps == expected.gaps).all() and (from_files.disconnects == expected.disconnects).all()

@@ -32,7 +32,7 @@ def test_index_lookups_equal_lancedb_queries_after_updates_and_reopen(tmp_path):
     indexed.upsert(first)
     changed = [dict(r, rows=99) for r in rng.sample(first, 20)]           # replaced by key, not added
     indexed.upsert(changed + [record("CUSDT", "trades", T0)])
-    indexed.mark_backed_up({first[0]["key"]: "f" * 64}, T0)
+    indexed.mark_backed_up({first[0]["key"]: ("f" * 64, "etag")}, T0)
     reopened = IndexedCatalog(tmp_path)                                    # index rebuilt from LanceDB
     plain = Catalog(tmp_path)
     assert plain.count() == len(first) + 1 == reopened.index.rows == indexed.index.rows

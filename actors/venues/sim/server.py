@@ -46,12 +46,15 @@ class Session:
         self.muted = False                  # ack_then_silence: no data frame reaches this client
         self.duplicates = 0                 # duplicate_frames: the next N data frames are sent twice
         self.reorders = 0                   # reorder_frames: the next N pairs of data frames are swapped
-        self.held: str | None = None        # ... the frame waiting to go after the next one
+        self.held: str | bytes | None = None   # ... the frame waiting to go after the next one
         self.oversize = False               # oversized_frame: the next data frame exceeds the client's limit
 
 
-def oversized(text: str, limit: int = CLIENT_MAX_FRAME) -> str:
-    """A JSON object frame padded with a ``pad`` field to ``limit + 1`` bytes (ASCII)."""
+def oversized(text: str | bytes, limit: int = CLIENT_MAX_FRAME) -> str | bytes:
+    """A JSON object frame padded with a ``pad`` field to ``limit + 1`` bytes (ASCII); a binary
+    frame padded with zero bytes."""
+    if isinstance(text, (bytes, bytearray)):
+        return bytes(text) + bytes(max(1, limit + 1 - len(text)))
     filler = ',"pad":""'
     return text[:-1] + filler[:-1] + "x" * max(1, limit + 1 - len(text) - len(filler)) + '"}'
 
@@ -174,8 +177,8 @@ class VenueServer:
     def on_close(self, session: Session) -> None:
         """A client went away."""
 
-    async def send(self, session: Session, text: str) -> bool:
-        """Send one text frame; False if the client is gone."""
+    async def send(self, session: Session, text: str | bytes) -> bool:
+        """Send one frame (text, or binary for bytes); False if the client is gone."""
         if not session.open:
             return False
         try:
@@ -187,7 +190,7 @@ class VenueServer:
         self.frames_sent += 1
         return True
 
-    async def send_data(self, session: Session, text: str) -> bool:
+    async def send_data(self, session: Session, text: str | bytes) -> bool:
         """Send one market-data frame, applying the session's frame faults; False if it does not
         reach the client (gone or muted). A frame held back to be swapped counts as sent: it goes
         out after the next data frame (or at :meth:`flush_held`)."""
@@ -219,7 +222,7 @@ class VenueServer:
             session.reorders = 0
             await self._send_held(session)
 
-    async def push(self, key: str, payload: str) -> int:
+    async def push(self, key: str, payload: str | bytes) -> int:
         """Send ``payload`` to every session subscribed to ``key``; how many sessions it reached."""
         reached = 0
         for session in list(self.sessions):
@@ -231,7 +234,7 @@ class VenueServer:
         """The streams starting with ``prefix`` that some session subscribed to."""
         return {key for session in self.sessions for key in session.streams if key.startswith(prefix)}
 
-    def wrap(self, session: Session, key: str, payload: str) -> str:
+    def wrap(self, session: Session, key: str, payload: str | bytes) -> str | bytes:
         """The frame that carries ``payload`` of stream ``key`` to ``session`` (default: as is)."""
         return payload
 
