@@ -24,8 +24,10 @@ def test_spot_symbol_is_written_and_exported_as_spot(tmp_path):
     batches[(name, "events")] = events.filter(pc.greater(events.column("ts_local").cast(pa.int64()), 0))
     core.write("replay", 1, batches)
     core.seal_all()
-    folders = {p.relative_to(root).parts[:2] for p in root.rglob("*.parquet") if not p.relative_to(root).parts[0].startswith(".")}
-    assert folders == {("binance", "spot")}
+    from actors.restore.dataset import archive_files
+    assert {parsed.stream.market for _, parsed in archive_files(root, "trades", symbol=name)} == {"spot"}
+    assert {p.relative_to(root).parts[:2] for p in root.rglob("*.parquet")
+            if not p.relative_to(root).parts[0].startswith(".")} == {("binance", "spot")}
     hour = "2024-08-08:23"
     want = load_trades(root, "binance", SYMBOL, hour, hour, market="spot").column("trade_id").to_pylist()
     assert len(want) == 21_313
