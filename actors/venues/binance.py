@@ -265,6 +265,31 @@ class BinanceSimServer(SimulatedVenue, BinanceServer):
             for name in self.subscribed_keys(f"{s.low}@depth"):
                 await self.push(name, payload)
 
+    def derivatives_message(self, s: SimSymbol, changed: dict[str, str], now_ms: int) -> tuple[str, str]:
+        """A ``markPriceUpdate`` (every value but open interest, which is polled from REST)."""
+        v = s.derivatives.values
+        key = next(iter(sorted(self.subscribed_keys(f"{s.low}@markPrice"))), f"{s.low}@markPrice@1s")
+        return key, (f'{{"e":"markPriceUpdate","E":{now_ms},"s":"{s.symbol}","p":"{v["mark_price"]}",'
+                     f'"i":"{v["index_price"]}","P":"{v["index_price"]}","r":"{v["funding_rate"]}",'
+                     f'"T":{v["next_funding_time"]}}}')
+
+    def liquidation_message(self, s: SimSymbol, liq, now_ms: int) -> tuple[str, str]:
+        side = "BUY" if liq.side > 0 else "SELL"
+        return f"{s.low}@forceOrder", (f'{{"e":"forceOrder","E":{now_ms},"o":{{"s":"{s.symbol}","S":"{side}",'
+                                       f'"o":"LIMIT","f":"IOC","q":"{liq.size_str}","p":"{liq.price_str}",'
+                                       f'"ap":"{liq.price_str}","X":"FILLED","l":"{liq.size_str}",'
+                                       f'"z":"{liq.size_str}","T":{now_ms}}}}}')
+
+    async def http(self, path: str, query: dict[str, str]) -> tuple[HTTPStatus, str]:
+        """``/fapi/v1/openInterest`` besides the depth snapshot."""
+        s = self.symbols.get(query.get("symbol", ""))
+        if path != "/fapi/v1/openInterest" or s is None:
+            return await super().http(path, query)
+        oi = s.derivatives.values["open_interest"]
+        if self.record_truth:
+            s.truth.open_interest_served.add(float(oi))
+        return HTTPStatus.OK, f'{{"openInterest":"{oi}","symbol":"{s.symbol}","time":{int(time.time() * 1000)}}}'
+
     snapshot_path = "/fapi/v1/depth"
     rest_errors = (NOT_FOUND, '{"code":-1121,"msg":"Invalid symbol."}')
 

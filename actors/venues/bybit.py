@@ -116,6 +116,11 @@ class BybitClient(VenueClient):
         return self.write_book(sym, st, ts_local, int(ts_ex) * MS if ts_ex else None, u)
 
 
+#: our derivatives values -> Bybit's ticker fields (the simulator's names; no predicted funding rate)
+TICKER_KEYS = {"mark_price": "markPrice", "index_price": "indexPrice", "funding_rate": "fundingRate",
+               "next_funding_time": "nextFundingTime", "open_interest": "openInterest", "last_price": "lastPrice"}
+
+
 def _number(text: str | None) -> float | None:
     """A Bybit decimal string as a float; absent or empty (``""``) is None."""
     return float(text) if text not in (None, "") else None
@@ -146,7 +151,24 @@ class BybitSimServer(SimulatedVenue, BybitServer):
         parts = topic.split(".")
         if parts[0] == "orderbook" and len(parts) == 3:
             return parts[1].isdigit() and int(parts[1]) in BOOK_DEPTHS and parts[2] in self.symbols
-        return parts[0] == "publicTrade" and len(parts) == 2 and parts[1] in self.symbols
+        return parts[0] in ("publicTrade", "tickers", "allLiquidation") and len(parts) == 2 and parts[1] in self.symbols
+
+    def _ticker_message(self, s: SimSymbol, kind: str, values: dict[str, str], now_ms: int) -> str:
+        data = {"symbol": s.symbol, **{TICKER_KEYS[k]: v for k, v in values.items() if k in TICKER_KEYS}}
+        if "markPrice" in data and "openInterest" in data:
+            data["openInterestValue"] = f"{float(data['markPrice']) * float(data['openInterest']):.2f}"
+        return orjson.dumps({"topic": f"tickers.{s.symbol}", "type": kind, "data": data, "cs": s.last_u,
+                             "ts": now_ms}).decode()
+
+    def derivatives_message(self, s: SimSymbol, changed: dict[str, str], now_ms: int) -> tuple[str, str]:
+        """A ``tickers`` delta of the values that changed (a subscriber got the snapshot first)."""
+        return f"tickers.{s.symbol}", self._ticker_message(s, "delta", changed, now_ms)
+
+    def liquidation_message(self, s: SimSymbol, liq, now_ms: int) -> tuple[str, str]:
+        topic = f"allLiquidation.{s.symbol}"      # S: the liquidated position's side (a sell order closed a long)
+        return topic, orjson.dumps({"topic": topic, "type": "snapshot", "ts": now_ms, "data": [{
+            "T": now_ms, "s": s.symbol, "S": "Buy" if liq.side < 0 else "Sell", "v": liq.size_str,
+            "p": liq.price_str}]}).decode()
 
     def _views(self, s: SimSymbol) -> dict[int, tuple[dict, dict]]:
         return s.state.setdefault("views", {})
@@ -162,6 +184,13 @@ class BybitSimServer(SimulatedVenue, BybitServer):
 
     async def on_subscribe(self, session: Session, topic: str) -> None:
         parts = topic.split(".")
+        if parts[0] == "tickers":                 # every value, then deltas
+            s = self.symbols[parts[1]]
+            await self.send_data(session, self._ticker_message(s, "snapshot", s.derivatives.values,
+                                                               int(time.time() * 1000)))
+            if self.record_truth:
+                s.truth.derivatives.append(s.derivatives.floats())
+            return
         if parts[0] != "orderbook":
             return
         s, n = self.symbols[parts[2]], int(parts[1])
