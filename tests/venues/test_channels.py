@@ -112,7 +112,9 @@ def test_binance_open_interest_polls_stay_within_the_weight_budget():
 # ----------------------------------------------------------------------------- simulators, end to end
 SIM = {"messages_per_s": 400, "record_truth": True, "derivatives_every": 4, "liquidation_probability": 0.05}
 #: the values each venue's derivatives stream carries (the rest: polled, or not said)
-CARRIED = {"binance": (MARK, INDEX, FUNDING, NEXT_FUNDING), "bybit": (MARK, INDEX, FUNDING, NEXT_FUNDING, OI, LAST)}
+CARRIED = {"binance": (MARK, INDEX, FUNDING, NEXT_FUNDING), "bybit": (MARK, INDEX, FUNDING, NEXT_FUNDING, OI, LAST),
+           "okx": (MARK, FUNDING, PREDICTED, NEXT_FUNDING, OI), "hyperliquid": (MARK, INDEX, FUNDING, OI)}
+LIQUIDATIONS = {"binance", "bybit"}      # of these simulators (Hyperliquid publishes none; OKX's: not archived yet)
 
 
 def archived_sim_run(venue_name, symbols, tmp_path, enough=40):
@@ -133,7 +135,8 @@ def archived_sim_run(venue_name, symbols, tmp_path, enough=40):
     def count(sym, channel):
         buf = buffers.buffers.get((sym, channel))
         return len(buf) if buf is not None else 0
-    harness.run(until=lambda: all(count(s, "derivatives") >= enough and count(s, "liquidations") >= 3
+    liquidations = 3 if venue_name in LIQUIDATIONS else 0
+    harness.run(until=lambda: all(count(s, "derivatives") >= enough and count(s, "liquidations") >= liquidations
                                   for s in symbols))
     core = SymbolWriterCore(str(tmp_path), venue_name, "perp", symbols, 10, 3600 * NS, "w1", Catalog(str(tmp_path)))
     core.recover()
@@ -163,9 +166,14 @@ def check_sim_channels(venue_name, server, loaded):
             got = [g for k, g in enumerate(got) if k == 0 or g != got[k - 1]]
             served = {r["open_interest"] for r in derivs} - {None}
             assert served and served <= truth.open_interest_served, f"{sym}: open interest not from the REST answers"
-        assert got == want and len(got) >= 20, f"{sym}: derivatives differ from the simulator's"
+        if venue_name == "okx":                  # three channels: a row per frame, the step's last one is the truth
+            rest = iter(got)
+            assert all(w in rest for w in want) and len(want) >= 20, f"{sym}: derivatives differ from the simulator's"
+        else:
+            assert got == want and len(got) >= 20, f"{sym}: derivatives differ from the simulator's"
         assert [(r["side"], r["price"], r["size"]) for r in liqs] == \
-            [(t.side, t.price, t.size) for t in truth.liquidations] and liqs, f"{sym}: liquidations differ"
+            [(t.side, t.price, t.size) for t in truth.liquidations], f"{sym}: liquidations differ"
+        assert bool(liqs) == (venue_name in LIQUIDATIONS)
 
 
 def _plain(value):
@@ -181,3 +189,13 @@ def test_binance_sim_derivatives_and_liquidations_through_the_writer(tmp_path):
 def test_bybit_sim_derivatives_and_liquidations_through_the_writer(tmp_path):
     server, loaded = archived_sim_run("bybit", ["BTCUSDT", "ETHUSDT"], tmp_path)
     check_sim_channels("bybit", server, loaded)
+
+
+def test_okx_sim_derivatives_through_the_writer(tmp_path):
+    server, loaded = archived_sim_run("okx", ["BTC-USDT-SWAP"], tmp_path)
+    check_sim_channels("okx", server, loaded)
+
+
+def test_hyperliquid_sim_derivatives_through_the_writer(tmp_path):
+    server, loaded = archived_sim_run("hyperliquid", ["BTC", "ETH"], tmp_path)
+    check_sim_channels("hyperliquid", server, loaded)

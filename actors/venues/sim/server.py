@@ -477,9 +477,10 @@ class SimulatedVenue(VenueServer):
             sent += 1
         return sent
 
-    def derivatives_message(self, s, changed: dict[str, str], now_ms: int) -> tuple[str, str] | None:
-        """``(stream key, payload)`` publishing the derivatives values (``changed`` moved since the last
-        one, ``s.derivatives.values`` holds them all); None: the venue publishes none."""
+    def derivatives_message(self, s, changed: dict[str, str], now_ms: int) -> tuple[str, str] | list | None:
+        """``(stream key, payload)`` (or a list of them, for a venue that spreads the values over several
+        channels) publishing the derivatives values: ``changed`` moved since the last one,
+        ``s.derivatives.values`` holds them all; None: the venue publishes none."""
         return None
 
     def liquidation_message(self, s, liq, now_ms: int) -> tuple[str, str] | None:
@@ -491,7 +492,8 @@ class SimulatedVenue(VenueServer):
         message = self.derivatives_message(s, s.derivatives.step(), now_ms)
         if message is None:
             return False
-        if await self.push(*message) and self.record_truth:
+        reached = [await self.push(*m) for m in ([message] if isinstance(message, tuple) else message)]
+        if any(reached) and self.record_truth:
             s.truth.derivatives.append(s.derivatives.floats())
         return True
 
