@@ -156,7 +156,7 @@ def _validate(app: AppConfig) -> Settings:
     mode, source = app.mode.value, app.source.name.value
     duration_s = None if app.duration_s in (None, "") else parse_duration(app.duration_s, "duration_s")
     if not app.channels:
-        raise ConfigError("channels: name at least one of l2book, trades")
+        raise ConfigError("channels: name at least one of l2book, trades, derivatives, liquidations")
     channels = tuple(dict.fromkeys(c.value for c in app.channels))
     specs = _venue_specs(app, mode, channels)
     root = _root(app.storage.root, mode, cluster=bool(app.ray.address))

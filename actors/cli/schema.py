@@ -42,12 +42,16 @@ class ParadexPayloads(str, Enum):
 class DataChannel(str, Enum):
     l2book = "l2book"
     trades = "trades"
+    derivatives = "derivatives"        # mark/index price, funding, open interest (a row per change)
+    liquidations = "liquidations"
 
 
 class Channel(str, Enum):
     l2book = "l2book"
     trades = "trades"
     events = "events"
+    derivatives = "derivatives"
+    liquidations = "liquidations"
 
 
 class BackupKind(str, Enum):
@@ -220,7 +224,8 @@ class AppConfig:
     mode: Mode = Mode.archive
     duration_s: Optional[str] = None
     depth: int = 20
-    channels: List[DataChannel] = field(default_factory=lambda: [DataChannel.l2book, DataChannel.trades])
+    channels: List[DataChannel] = field(default_factory=lambda: [DataChannel.l2book, DataChannel.trades,
+                                                                 DataChannel.derivatives, DataChannel.liquidations])
     archive: Dict[str, List[str]] = field(default_factory=dict)
     placement: Dict[str, Optional[str]] = field(default_factory=dict)   # venue -> Ray resource or node label
     log_level: LogLevel = LogLevel.INFO

@@ -278,11 +278,11 @@ class FeedConnection:
         body, error = None, None
         try:
             body = await asyncio.to_thread(fetch_url, action.url, self.options.snapshot_timeout_s)
-            self.stats.snapshots += 1
+            self.stats.snapshots += action.purpose == "book"
         except RuntimeError as exc:
             error = str(exc)
-            log.warning(f"{self.plan.name}: snapshot {action.symbol} failed: {error}", extra=self.options.tags)
-        actions = self.client.on_snapshot(action.symbol, body, self.now(), error=error)
+            log.warning(f"{self.plan.name}: {action.purpose} {action.symbol} failed: {error}", extra=self.options.tags)
+        actions = self.client.on_fetched(action, body, self.now(), error=error)
         try:
             await self._perform(ws, actions)
         except _ReconnectNow as exc:

@@ -121,7 +121,7 @@ def read_range(files: Iterable[str], channel: str, start_ns: int, end_ns: int,
 
 
 QUANTPYLIB_COLUMNS = {"l2book": {"ts", "bp", "bs", "ap", "as"}, "trades": {"ts", "price", "size", "dir"},
-                      "events": {"never"}}
+                      "events": {"never"}, "derivatives": {"never"}, "liquidations": {"never"}}
 
 
 def from_quantpylib(table: pa.Table, channel: str) -> pa.Table:
@@ -171,6 +171,18 @@ def load_trades(root: str | Path, exchange: str, symbol: str, start: TimeLike, e
                 market: str = DEFAULT_MARKET) -> pa.Table:
     """Trade rows of one symbol in a range, as an Arrow table."""
     return load(root, exchange, "trades", symbol, start, end, market=market)
+
+
+def load_derivatives(root: str | Path, exchange: str, symbol: str, start: TimeLike, end: TimeLike,
+                     market: str = DEFAULT_MARKET) -> pa.Table:
+    """Mark/index price, funding and open interest rows of one symbol in a range (a row per change)."""
+    return load(root, exchange, "derivatives", symbol, start, end, market=market)
+
+
+def load_liquidations(root: str | Path, exchange: str, symbol: str, start: TimeLike, end: TimeLike,
+                      market: str = DEFAULT_MARKET) -> pa.Table:
+    """Liquidation orders of one symbol in a range (side +1: a buy order, a short was liquidated)."""
+    return load(root, exchange, "liquidations", symbol, start, end, market=market)
 
 
 def load_events(root: str | Path, exchange: str, symbol: str, start: TimeLike, end: TimeLike,

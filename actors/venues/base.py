@@ -42,13 +42,13 @@ import orjson
 
 from actors.errors import ConfigError
 from actors.feed.book import OrderBook
-from actors.feed.records import RowSink
+from actors.feed.records import DERIVATIVE_FIELDS, RowSink
 from actors.storage.layout import DEFAULT_MARKET, join_market, split_market
 from actors.venues.settings import VenueSettings, build_settings
 from actors.venues.sim.recordings import first_lines
 
 MS = 1_000_000
-CHANNEL_ORDER = ("l2book", "trades")     # subscriptions of a symbol, in this order
+CHANNEL_ORDER = ("l2book", "trades", "derivatives", "liquidations")     # subscriptions of a symbol, in this order
 
 
 class ProtocolError(ValueError):
@@ -82,7 +82,7 @@ class Subscription:
     """One of our channels of one symbol, as the venue names it."""
 
     symbol: str
-    channel: str      # ours: l2book | trades
+    channel: str      # ours: l2book | trades | derivatives | liquidations
     name: str         # the venue's stream / topic / channel key (routing, acks)
     param: Any        # what a subscribe request carries for it (``name``, or an object)
 
@@ -115,10 +115,13 @@ class Send:
 
 @dataclass(frozen=True)
 class FetchSnapshot:
-    """GET ``url`` and hand the body to ``client.on_snapshot(symbol, body, ts_local)``."""
+    """GET ``url`` and hand the body to ``client.on_fetched(action, body, ts_local)`` (a ``book``
+    snapshot goes on to ``client.on_snapshot``; other purposes, e.g. an open-interest poll, are the
+    venue's)."""
 
     symbol: str
     url: str
+    purpose: str = "book"
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,7 @@ class Connections:
     unmatched_ack_means_all: bool = False   # an ack with an unknown id covers the whole plan
 
 
+DERIVATIVE_INDEX = {name: i for i, name in enumerate(DERIVATIVE_FIELDS)}
 STALE_LIMIT = 100          # updates in a row older than the book before it is called a gap
 TRADE_ID_WINDOW = 100_000  # recent trade ids remembered per symbol (repeats come within seconds)
 
@@ -245,6 +249,9 @@ class VenueClient(ABC):
         self.written_seq: dict[str, int | None] = {}
         #: rows are the book's plain top levels (no venue ``top`` conversion): the sink copies them itself
         self.plain_top = type(self).top is VenueClient.top
+        #: the derivatives values last written per symbol (:data:`DERIVATIVE_FIELDS` order): every
+        #: source of a venue merges into them, and a row is written only when one of them changed
+        self.derivatives: dict[str, list] = {}
 
     # -- connection ----------------------------------------------------------------------
     def on_connect(self, ts_local: int) -> list[Action]:
@@ -330,6 +337,11 @@ class VenueClient(ABC):
                     error: str | None = None) -> list[Action]:
         """Body of a REST snapshot asked for with FetchSnapshot (``error`` set if it failed)."""
         return []
+
+    def on_fetched(self, action: FetchSnapshot, body: bytes | None, ts_local: int,
+                   error: str | None = None) -> list[Action]:
+        """Body of any REST request asked for with FetchSnapshot: a book snapshot by default."""
+        return self.on_snapshot(action.symbol, body, ts_local, error=error)
 
     def decode(self, data: str | bytes, ts_local: int) -> dict | None:
         """A frame as a JSON object, or None after an ``error`` event quoting a malformed frame."""
@@ -435,6 +447,34 @@ class VenueClient(ABC):
         self.market_rows += 1
         self.sink.trade(symbol, ts_local, ts_exchange, trade_id, price, size, side, trade_type)
 
+    def derivative_row(self, symbol: str, ts_local: int, ts_exchange: int | None, **values: Any) -> bool:
+        """Merge the values a frame carries (names of :data:`DERIVATIVE_FIELDS`; None: not said) into
+        the symbol's last known ones and write a ``derivatives`` row when any of them changed.
+
+        One rule for every venue: Bybit's ticker deltas, OKX's three channels and Binance's mark
+        price stream plus its open-interest poll all land here. Returns True when a row was written."""
+        last = self.derivatives.get(symbol)
+        merged = list(last) if last is not None else [None] * len(DERIVATIVE_FIELDS)
+        for name, value in values.items():
+            if value is not None:
+                merged[DERIVATIVE_INDEX[name]] = value
+        if merged == last:
+            return False
+        self.derivatives[symbol] = merged
+        self.market_rows += 1
+        self.sink.derivative(symbol, ts_local, ts_exchange, merged)
+        return True
+
+    def forget_derivatives(self, symbol: str) -> None:
+        """Start the symbol's derivatives afresh (a venue snapshot replaces every value)."""
+        self.derivatives.pop(symbol, None)
+
+    def liquidation_row(self, symbol: str, ts_local: int, ts_exchange: int | None, side: int, price: float,
+                        size: float, order_id: str | None = None) -> None:
+        """Write one liquidation (``side`` is the liquidation order's: +1 buy, a short was closed)."""
+        self.market_rows += 1
+        self.sink.liquidation(symbol, ts_local, ts_exchange, side, price, size, order_id)
+
     def remember_trades(self, symbol: str, trade_ids: Iterable[str]) -> None:
         """Count these ids (already archived) as seen: a venue repeating them is not written again.
         ``symbol`` is the archive's name (``spot/BTCUSDT``)."""
@@ -465,8 +505,10 @@ class Venue(ABC):
     #: route name -> websocket path; a venue routing streams over several paths overrides :meth:`route`
     routes: ClassVar[dict[str, str]]
     #: our channel -> the venue's stream name: a template over ``symbol``, ``low`` (lower-case
-    #: symbol), the settings' fields and :meth:`stream_values`
-    streams: ClassVar[dict[str, str]]
+    #: symbol), the settings' fields and :meth:`stream_values`; a tuple of templates when the venue
+    #: spreads a channel over several streams (OKX's funding-rate, mark-price, open-interest). A
+    #: channel the venue does not publish is absent: it is not subscribed there.
+    streams: ClassVar[dict[str, str | tuple[str, ...]]]
     reconnect_is_resync: ClassVar[bool] = False        # the first book after a reconnect is a "resync"
     seq_name: ClassVar[str] = "seq"                    # the venue's name of its update id (event details)
     prev_name: ClassVar[str | None] = None             # ... of the id an update chains to (None: seq + 1)
@@ -569,10 +611,19 @@ class Venue(ABC):
         return name
 
     def subscription(self, settings: VenueSettings, symbol: str, channel: str, depth: int) -> Subscription:
-        """Our ``channel`` of ``symbol`` as the venue names and requests it."""
+        """Our ``channel`` of ``symbol`` as the venue names and requests it (its first stream)."""
+        return self.subscriptions_of(settings, symbol, channel, depth)[0]
+
+    def subscriptions_of(self, settings: VenueSettings, symbol: str, channel: str, depth: int) -> list[Subscription]:
+        """Every stream our ``channel`` of ``symbol`` needs on this venue (none: it does not publish it)."""
+        templates = self.streams.get(channel, ())
         values = {**vars(settings), **self.stream_values(settings, depth), "symbol": symbol, "low": symbol.lower()}
-        name = self.streams[channel].format(**values)
-        return Subscription(symbol, channel, name, self.request_param(settings, name))
+        names = [t.format(**values) for t in ((templates,) if isinstance(templates, str) else templates)]
+        return [Subscription(symbol, channel, name, self.request_param(settings, name)) for name in names]
+
+    def publishes(self, channel: str) -> bool:
+        """True when this venue has a stream for our ``channel``."""
+        return bool(self.streams.get(channel))
 
     def route(self, sub: Subscription) -> str:
         """The route (key of ``routes``) a subscription lives on."""
@@ -602,8 +653,8 @@ class Venue(ABC):
         for symbol in symbols:
             for channel in CHANNEL_ORDER:
                 if channel in channels:
-                    sub = self.subscription(settings, symbol, channel, depth)
-                    by_route.setdefault(self.route(sub), []).append(sub)
+                    for sub in self.subscriptions_of(settings, symbol, channel, depth):
+                        by_route.setdefault(self.route(sub), []).append(sub)
         # one yaml key for every protocol of the venue, each within its own documented limit
         per_conn = min(settings.max_streams_per_connection, self.connections.stream_limit or 1 << 30)
         plans = []

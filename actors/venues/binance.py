@@ -33,6 +33,13 @@ Client (:class:`BinanceClient`), per symbol:
 * trades from ``<sym>@trade`` (or ``@aggTrade`` when ``trade_stream: aggTrade``), side -1
   when ``m`` (buyer is maker, so the taker sold) else +1; frames with zero price or size
   ("spent" ids) are dropped.
+* ``derivatives`` from ``<sym>@markPrice@1s`` (on ``/market``): mark ``p``, index ``i``, funding
+  ``r`` and next funding time ``T``; open interest has no stream, so it is polled from REST
+  ``/fapi/v1/openInterest`` every ``open_interest_interval`` (weight 1 per call, checked against
+  the per-IP budget at startup), the poll driven by the mark-price frames' receive times.
+* ``liquidations`` from ``<sym>@forceOrder`` (on ``/market``): side ``S`` of the liquidation
+  order, average price ``ap`` (``p`` when not filled yet) and filled size ``z`` (else ``q``).
+  Binance pushes at most one liquidation per symbol per second (the latest): not all of them.
 * Binance pings every 3 minutes and websockets answers automatically; the connection is
   replaced before Binance's 24 h cut (``max_lifetime``).
 
@@ -63,8 +70,8 @@ import orjson
 
 from actors.storage.layout import join_market, split_market
 from actors.errors import ConfigError
-from actors.venues.base import MS, Action, Connections, Subscription, Venue, quote
-from actors.venues.settings import VenueSettings, choice
+from actors.venues.base import MS, Action, Connections, FetchSnapshot, Subscription, Venue, quote
+from actors.venues.settings import Seconds, VenueSettings, choice
 from actors.venues.sim.market import SimSymbol, SimTrade, Step
 from actors.venues.sim.recordings import first_lines, read_recording
 from actors.venues.sim.server import ReplayVenue, Session, SimulatedVenue, VenueServer
@@ -91,6 +98,8 @@ class BinanceSettings(VenueSettings):
     spot_depth_stream: str = choice("depth@100ms", "depth", "depth@100ms")
     spot_trade_stream: str = choice("trade", "trade", "aggTrade")
     spot_snapshot_limit: int = choice(1000, *SPOT_DEPTHS)
+    mark_price_stream: str = choice("markPrice@1s", "markPrice@1s", "markPrice")
+    open_interest_interval: Seconds = 5.0       # REST poll per symbol (weight 1 each)
 
 
 def futures_weight(limit: int) -> int:
@@ -101,6 +110,12 @@ def futures_weight(limit: int) -> int:
 def spot_weight(limit: int) -> int:
     """REST weight of a spot ``/api/v3/depth`` snapshot (Binance spot REST docs)."""
     return 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
+
+
+#: REST weight per minute the open-interest polls may use: half of Binance's 2400/min per IP, the
+#: rest is left for depth snapshots (weight 20 each at limit 1000)
+OPEN_INTEREST_WEIGHT_BUDGET = 1200
+OPEN_INTEREST_PURPOSE = "open_interest"
 
 
 def route_of(stream: str) -> str:
@@ -122,6 +137,8 @@ class BinanceClient(SnapshotSyncClient):
         super().__init__(*args, **kwargs)
         self.dropped_trades = 0
         self.spent: deque[tuple[int, int]] = deque()      # (ts_local, weight) of the last minute's snapshots
+        self.open_interest_due: dict[str, int] = {}      # symbol -> ts_local (ns) of its next poll
+        self.open_interest_asked: set[str] = set()      # polls on their way
 
     def handle(self, msg: dict, ts_local: int) -> list[Action]:
         if "stream" in msg and "data" in msg:
@@ -135,6 +152,9 @@ class BinanceClient(SnapshotSyncClient):
         return []
 
     def _on_payload(self, payload: dict, ts_local: int) -> list[Action]:
+        if payload.get("e") == "forceOrder":
+            self._on_force_order(payload, ts_local)
+            return []
         sym = payload.get("s")
         if sym not in self.states:                  # upper-case on the wire; anything else is checked
             sym = str(sym or "").upper()
@@ -145,7 +165,50 @@ class BinanceClient(SnapshotSyncClient):
             return self.on_update(sym, payload, ts_local)
         if event in ("trade", "aggTrade"):
             self._on_trade(sym, payload, ts_local)
+        elif event == "markPriceUpdate":
+            return self._on_mark_price(sym, payload, ts_local)
         return []
+
+    def _on_mark_price(self, sym: str, m: dict, ts_local: int) -> list[Action]:
+        """``{"e":"markPriceUpdate","E":1562305380000,"s":"BTCUSDT","p":"11794.15000000","i":"11784.62659091",
+        "P":"11784.25641265","r":"0.00038167","T":1562306400000}`` (``P``: estimated settle price, not kept)."""
+        self.derivative_row(sym, ts_local, int(m["E"]) * MS, mark_price=float(m["p"]), index_price=float(m["i"]),
+                            funding_rate=float(m["r"]) if m.get("r") not in (None, "") else None,
+                            next_funding_time=int(m["T"]) * MS if m.get("T") else None)
+        if sym in self.open_interest_asked or ts_local < self.open_interest_due.get(sym, 0):
+            return []
+        self.open_interest_asked.add(sym)
+        self.open_interest_due[sym] = ts_local + int(self.settings.open_interest_interval * 1e9)
+        return [FetchSnapshot(sym, f"{self.plan.rest_base}/fapi/v1/openInterest?symbol={sym}", OPEN_INTEREST_PURPOSE)]
+
+    def on_fetched(self, action: FetchSnapshot, body: bytes | None, ts_local: int,
+                   error: str | None = None) -> list[Action]:
+        """An open-interest answer ``{"openInterest":"10659.509","symbol":"BTCUSDT","time":1589437530011}``
+        (a failed poll is an ``error`` event; the next one is due an interval later)."""
+        if action.purpose != OPEN_INTEREST_PURPOSE:
+            return super().on_fetched(action, body, ts_local, error)
+        self.open_interest_asked.discard(action.symbol)
+        try:
+            if error is not None or body is None:
+                raise ValueError(error)
+            answer = orjson.loads(body)
+            self.derivative_row(action.symbol, ts_local, int(answer["time"]) * MS,
+                                open_interest=float(answer["openInterest"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            self.sink.event(action.symbol, ts_local, "derivatives", "error",
+                            f"open interest poll failed ({exc}): {quote(body or b'')}"[:2000])
+        return []
+
+    def _on_force_order(self, f: dict, ts_local: int) -> None:
+        """``{"e":"forceOrder","E":1568014460893,"o":{"s":"BTCUSDT","S":"SELL","o":"LIMIT","f":"IOC","q":"0.014",
+        "p":"9910","ap":"9910","X":"FILLED","l":"0.014","z":"0.014","T":1568014460893}}``"""
+        o = f["o"]
+        sym = str(o.get("s", "")).upper()
+        if sym not in self.states:
+            return
+        price = float(o.get("ap") or 0) or float(o["p"])
+        size = float(o.get("z") or 0) or float(o["q"])
+        self.liquidation_row(sym, ts_local, int(o.get("T") or f["E"]) * MS, 1 if o["S"] == "BUY" else -1, price, size)
 
     def _on_trade(self, sym: str, t: dict, ts_local: int) -> None:
         price, size = float(t["p"]), float(t["q"])
@@ -335,6 +398,31 @@ class BinanceSimServer(SimulatedVenue, BinanceServer):
         if not self.take_skip(s):
             for name in self.subscribed_keys(f"{s.low}@depth"):
                 await self.push(name, payload)
+
+    def derivatives_message(self, s: SimSymbol, changed: dict[str, str], now_ms: int) -> tuple[str, str]:
+        """A ``markPriceUpdate`` (every value but open interest, which is polled from REST)."""
+        v = s.derivatives.values
+        key = next(iter(sorted(self.subscribed_keys(f"{s.low}@markPrice"))), f"{s.low}@markPrice@1s")
+        return key, (f'{{"e":"markPriceUpdate","E":{now_ms},"s":"{s.symbol}","p":"{v["mark_price"]}",'
+                     f'"i":"{v["index_price"]}","P":"{v["index_price"]}","r":"{v["funding_rate"]}",'
+                     f'"T":{v["next_funding_time"]}}}')
+
+    def liquidation_message(self, s: SimSymbol, liq, now_ms: int) -> tuple[str, str]:
+        side = "BUY" if liq.side > 0 else "SELL"
+        return f"{s.low}@forceOrder", (f'{{"e":"forceOrder","E":{now_ms},"o":{{"s":"{s.symbol}","S":"{side}",'
+                                       f'"o":"LIMIT","f":"IOC","q":"{liq.size_str}","p":"{liq.price_str}",'
+                                       f'"ap":"{liq.price_str}","X":"FILLED","l":"{liq.size_str}",'
+                                       f'"z":"{liq.size_str}","T":{now_ms}}}}}')
+
+    async def http(self, path: str, query: dict[str, str]) -> tuple[HTTPStatus, str]:
+        """``/fapi/v1/openInterest`` besides the depth snapshot."""
+        s = self.symbols.get(query.get("symbol", ""))
+        if path != "/fapi/v1/openInterest" or s is None:
+            return await super().http(path, query)
+        oi = s.derivatives.values["open_interest"]
+        if self.record_truth:
+            s.truth.open_interest_served.add(float(oi))
+        return HTTPStatus.OK, f'{{"openInterest":"{oi}","symbol":"{s.symbol}","time":{int(time.time() * 1000)}}}'
 
     snapshot_path = "/fapi/v1/depth"
     rest_errors = (NOT_FOUND, '{"code":-1121,"msg":"Invalid symbol."}')
@@ -632,7 +720,8 @@ class Binance(BinanceBase):
     connections = Connections("wss://fstream.binance.com", "https://fapi.binance.com", max_streams=200,
                               stream_limit=1024, max_lifetime_s=LIFETIME_S)
     routes = {"market": "/market/stream", "public": "/public/stream"}
-    streams = {"l2book": "{low}@{depth_stream}", "trades": "{low}@{trade_stream}"}
+    streams = {"l2book": "{low}@{depth_stream}", "trades": "{low}@{trade_stream}",
+               "derivatives": "{low}@{mark_price_stream}", "liquidations": "{low}@forceOrder"}
     symbol_pattern, symbol_kind = r"[A-Z0-9]+(?:_\d{6})?", "Binance USD-M symbol (upper-case, e.g. BTCUSDT)"
     Client, SimServer, ReplayServer = BinanceClient, BinanceSimServer, BinanceReplayServer
     recording_sniff = (".gz", 200)
@@ -655,6 +744,18 @@ class Binance(BinanceBase):
         if market == "spot":
             return SPOT
         return COINM if COINM_SYMBOL.fullmatch(bare) else self
+
+    def validate(self, settings: BinanceSettings, symbols: list[str], channels: list[str], depth: int) -> None:
+        """Also: the open-interest polls of ``derivatives`` stay within their REST weight budget."""
+        super().validate(settings, symbols, channels, depth)
+        if "derivatives" not in channels:
+            return
+        interval = settings.open_interest_interval
+        per_minute = len(symbols) * 60 / interval if interval > 0 else float("inf")
+        if interval < 1 or per_minute > OPEN_INTEREST_WEIGHT_BUDGET:
+            raise ConfigError(f"venues.binance.open_interest_interval: {interval:g}s for {len(symbols)} symbol(s) is "
+                              f"{per_minute:.0f} REST weight/min (allowed: >= 1s and <= {OPEN_INTEREST_WEIGHT_BUDGET}/min,"
+                              f" half of Binance's 2400/min per IP); poll less often or archive fewer symbols")
 
     def route(self, sub: Subscription) -> str:
         return route_of(sub.name)

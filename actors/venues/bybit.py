@@ -15,6 +15,12 @@ Client (:class:`BybitClient`):
   row per applied message, ``seq = u``, ``ts_exchange = cts`` (matching-engine time) when
   present, else ``ts``.
 * ``publicTrade.{symbol}``: taker side ``S`` (Buy +1, Sell -1), UUID ids ``i``, fill time ``T``.
+* ``tickers.{symbol}`` (``derivatives``): a snapshot, then deltas carrying only the fields that
+  changed; each is merged into the last known values before a row is written (a row only when
+  mark/index/last price, funding rate, next funding time or open interest changed; a delta of
+  only the best bid/ask writes none). A snapshot starts the values afresh. ``ts_exchange = ts``.
+* ``allLiquidation.{symbol}`` (``liquidations``): ``S`` is the *position* side, so ``Buy`` (a long
+  was liquidated) is a sell order, side -1; size ``v``, price ``p``, time ``T``; no order id.
 * ``{"op":"ping"}`` every 20 s; acks (one per request) give ``subscribed`` or ``error`` events.
 
 The simulator publishes the top-N view of a synthetic book as Bybit does (snapshot on
@@ -68,6 +74,10 @@ class BybitClient(VenueClient):
                 return self._on_book(rest.split(".", 1)[1], msg, ts_local)
             if kind == "publicTrade":
                 self._on_trades(rest, msg, ts_local)
+            elif kind == "tickers":
+                self._on_ticker(rest, msg, ts_local)
+            elif kind == "allLiquidation":
+                self._on_liquidations(rest, msg, ts_local)
         elif msg.get("op") == "subscribe":
             self.acknowledged(msg.get("req_id", ""), ts_local, None if msg.get("success") else msg.get("ret_msg"))
         return []
@@ -78,6 +88,29 @@ class BybitClient(VenueClient):
         for t in msg["data"]:
             self.trade_row(sym, ts_local, int(t["T"]) * MS, str(t["i"]), float(t["p"]), float(t["v"]),
                            1 if t["S"] == "Buy" else -1)
+
+    def _on_ticker(self, sym: str, msg: dict, ts_local: int) -> None:
+        """``{"topic":"tickers.BTCUSDT","type":"delta","data":{"symbol":"BTCUSDT","markPrice":"65117.43",
+        "openInterestValue":"3899995666.09",...},"cs":753843915209,"ts":1786310818183}``"""
+        if sym not in self.states or "derivatives" not in self.plan.channels:
+            return
+        if msg.get("type") == "snapshot":
+            self.forget_derivatives(sym)
+        d = msg["data"]
+        self.derivative_row(sym, ts_local, int(msg["ts"]) * MS if msg.get("ts") else None,
+                            mark_price=_number(d.get("markPrice")), index_price=_number(d.get("indexPrice")),
+                            funding_rate=_number(d.get("fundingRate")),
+                            next_funding_time=int(d["nextFundingTime"]) * MS if d.get("nextFundingTime") else None,
+                            open_interest=_number(d.get("openInterest")), last_price=_number(d.get("lastPrice")))
+
+    def _on_liquidations(self, sym: str, msg: dict, ts_local: int) -> None:
+        """``{"topic":"allLiquidation.BTCUSDT","type":"snapshot","ts":1739502303204,"data":[{"T":1739502302929,
+        "s":"BTCUSDT","S":"Sell","v":"20000","p":"0.04499"}]}``: ``S`` is the liquidated position's side."""
+        if sym not in self.states:
+            return
+        for liq in msg["data"]:
+            self.liquidation_row(sym, ts_local, int(liq["T"]) * MS, -1 if liq["S"] == "Buy" else 1,
+                                 float(liq["p"]), float(liq["v"]))
 
     def _on_book(self, sym: str, msg: dict, ts_local: int) -> list[Action]:
         st = self.states.get(sym)
@@ -92,6 +125,16 @@ class BybitClient(VenueClient):
             return actions
         ts_ex = msg.get("cts") or msg.get("ts")
         return self.write_book(sym, st, ts_local, int(ts_ex) * MS if ts_ex else None, u)
+
+
+#: our derivatives values -> Bybit's ticker fields (the simulator's names; no predicted funding rate)
+TICKER_KEYS = {"mark_price": "markPrice", "index_price": "indexPrice", "funding_rate": "fundingRate",
+               "next_funding_time": "nextFundingTime", "open_interest": "openInterest", "last_price": "lastPrice"}
+
+
+def _number(text: str | None) -> float | None:
+    """A Bybit decimal string as a float; absent or empty (``""``) is None."""
+    return float(text) if text not in (None, "") else None
 
 
 # ----------------------------------------------------------------------------- server side
@@ -121,7 +164,24 @@ class BybitSimServer(SimulatedVenue, BybitServer):
         parts = topic.split(".")
         if parts[0] == "orderbook" and len(parts) == 3:
             return parts[1].isdigit() and int(parts[1]) in self.depths and parts[2] in self.symbols
-        return parts[0] == "publicTrade" and len(parts) == 2 and parts[1] in self.symbols
+        return parts[0] in ("publicTrade", "tickers", "allLiquidation") and len(parts) == 2 and parts[1] in self.symbols
+
+    def _ticker_message(self, s: SimSymbol, kind: str, values: dict[str, str], now_ms: int) -> str:
+        data = {"symbol": s.symbol, **{TICKER_KEYS[k]: v for k, v in values.items() if k in TICKER_KEYS}}
+        if "markPrice" in data and "openInterest" in data:
+            data["openInterestValue"] = f"{float(data['markPrice']) * float(data['openInterest']):.2f}"
+        return orjson.dumps({"topic": f"tickers.{s.symbol}", "type": kind, "data": data, "cs": s.last_u,
+                             "ts": now_ms}).decode()
+
+    def derivatives_message(self, s: SimSymbol, changed: dict[str, str], now_ms: int) -> tuple[str, str]:
+        """A ``tickers`` delta of the values that changed (a subscriber got the snapshot first)."""
+        return f"tickers.{s.symbol}", self._ticker_message(s, "delta", changed, now_ms)
+
+    def liquidation_message(self, s: SimSymbol, liq, now_ms: int) -> tuple[str, str]:
+        topic = f"allLiquidation.{s.symbol}"      # S: the liquidated position's side (a sell order closed a long)
+        return topic, orjson.dumps({"topic": topic, "type": "snapshot", "ts": now_ms, "data": [{
+            "T": now_ms, "s": s.symbol, "S": "Buy" if liq.side < 0 else "Sell", "v": liq.size_str,
+            "p": liq.price_str}]}).decode()
 
     def _views(self, s: SimSymbol) -> dict[int, tuple[dict, dict]]:
         return s.state.setdefault("views", {})
@@ -137,6 +197,13 @@ class BybitSimServer(SimulatedVenue, BybitServer):
 
     async def on_subscribe(self, session: Session, topic: str) -> None:
         parts = topic.split(".")
+        if parts[0] == "tickers":                 # every value, then deltas
+            s = self.symbols[parts[1]]
+            await self.send_data(session, self._ticker_message(s, "snapshot", s.derivatives.values,
+                                                               int(time.time() * 1000)))
+            if self.record_truth:
+                s.truth.derivatives.append(s.derivatives.floats())
+            return
         if parts[0] != "orderbook":
             return
         s, n = self.symbols[parts[2]], int(parts[1])
@@ -295,6 +362,8 @@ class Bybit(BybitBase):
     """Bybit v5 public, linear USDT/USDC perpetuals (protocols.md §3), and spot."""
 
     routes = {"linear": PATH}
+    streams = {"l2book": "orderbook.{book_depth}.{symbol}", "trades": "publicTrade.{symbol}",
+               "derivatives": "tickers.{symbol}", "liquidations": "allLiquidation.{symbol}"}
     symbol_pattern, symbol_kind = "[A-Z0-9]+", "Bybit linear symbol (upper-case, e.g. BTCUSDT)"
     SimServer, ReplayServer = BybitSimServer, BybitReplayServer
     recording_sniff = (".jsonl.zst", 20)        # cryptofeed captures

@@ -61,11 +61,25 @@ class HyperliquidClient(VenueClient):
             self._on_book(msg["data"], ts_local)
         elif channel == "trades":
             self._on_trades(msg["data"], ts_local)
+        elif channel == "activeAssetCtx":
+            self._on_asset_ctx(msg["data"], ts_local)
         elif channel == "subscriptionResponse":
             self.acknowledged(key_of((msg.get("data") or {}).get("subscription") or {}), ts_local)
         elif channel == "error":
             self.event_all(ts_local, "error", f"venue error: {str(msg.get('data'))[:300]}")
         return []
+
+    def _on_asset_ctx(self, d: dict, ts_local: int) -> None:
+        """``{"coin":"BTC","ctx":{"funding":"0.0000125","openInterest":"22342.1","oraclePx":"105050.0",
+        "markPx":"105056.0","midPx":"105055.5","premium":"0.0001",...}}``: mark ``markPx``, index
+        ``oraclePx``, funding ``funding`` (hourly), open interest; no exchange time, no next funding time."""
+        coin = d["coin"]
+        if coin not in self.states:
+            return
+        ctx = d["ctx"]
+        num = lambda key: float(ctx[key]) if ctx.get(key) not in (None, "") else None     # noqa: E731
+        self.derivative_row(coin, ts_local, None, mark_price=num("markPx"), index_price=num("oraclePx"),
+                            funding_rate=num("funding"), open_interest=num("openInterest"))
 
     def _on_book(self, d: dict, ts_local: int) -> None:
         coin = d["coin"]
@@ -128,7 +142,14 @@ class HyperliquidServer(VenueServer):
 class HyperliquidSimServer(SimulatedVenue, HyperliquidServer):
     """Synthetic Hyperliquid market: a full 20-level book push per step, trades with unique tids."""
 
-    stream_kinds = ("l2Book", "trades")
+    stream_kinds = ("l2Book", "trades", "activeAssetCtx")
+
+    def derivatives_message(self, s: SimSymbol, changed: dict[str, str], now_ms: int) -> tuple[str, str]:
+        v = s.derivatives.values
+        return f"activeAssetCtx:{s.symbol}", orjson.dumps({"channel": "activeAssetCtx", "data": {"coin": s.symbol, "ctx": {
+            "funding": v["funding_rate"], "openInterest": v["open_interest"], "prevDayPx": v["index_price"],
+            "dayNtlVlm": "0.0", "premium": "0.0", "oraclePx": v["index_price"], "markPx": v["mark_price"],
+            "midPx": v["last_price"], "impactPxs": [v["index_price"], v["mark_price"]]}}}).decode()
 
     def __init__(self, symbols: list[str], sim_cfg: dict, depth: int) -> None:
         super().__init__(symbols, sim_cfg, depth)
@@ -211,7 +232,7 @@ class Hyperliquid(Venue):
                               params_per_request=1, heartbeat_frame='{"method":"ping"}', heartbeat_s=30.0,
                               ignored_frames=(GREETING,), acks_by_request=False)
     routes = {"ws": PATH}
-    streams = {"l2book": "l2Book:{symbol}", "trades": "trades:{symbol}"}
+    streams = {"l2book": "l2Book:{symbol}", "trades": "trades:{symbol}", "derivatives": "activeAssetCtx:{symbol}"}
     reconnect_is_resync = True          # no sequence: every sync after the first is a resync
     seq_name = "time"
     symbol_pattern, symbol_kind = r"[^\s/\\]+", "Hyperliquid coin (e.g. BTC, ETH, SOL)"

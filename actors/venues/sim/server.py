@@ -358,6 +358,8 @@ class SimulatedVenue(VenueServer):
         self.symbols = {s: SimSymbol(s, seed) for s in symbols}
         self.rate = float(sim_cfg.get("messages_per_s", 200))
         self.record_truth = bool(sim_cfg.get("record_truth", False))
+        self.derivatives_every = max(1, int(sim_cfg.get("derivatives_every", 10)))          # market steps
+        self.liquidation_probability = float(sim_cfg.get("liquidation_probability", 0.01))  # per step
         self.depth = depth
         self.faults = sorted((dict(f) for f in sim_cfg.get("faults") or []), key=lambda f: float(f.get("at_s", 0)))
         self.stalled_until = 0.0
@@ -466,7 +468,44 @@ class SimulatedVenue(VenueServer):
         if step.trade is not None:
             await self.send_trade(s, step.trade, now_ms)
         await self.send_book(s, step, now_ms)
-        return 1 if step.trade is None else 2
+        sent = 1 if step.trade is None else 2
+        s.steps += 1
+        if s.steps % self.derivatives_every == 0 and await self.send_derivatives(s, now_ms):
+            sent += 1
+        if self.liquidation_probability and s.derivatives.rng.random() < self.liquidation_probability \
+                and await self.send_liquidation(s, now_ms):
+            sent += 1
+        return sent
+
+    def derivatives_message(self, s, changed: dict[str, str], now_ms: int) -> tuple[str, str] | list | None:
+        """``(stream key, payload)`` (or a list of them, for a venue that spreads the values over several
+        channels) publishing the derivatives values: ``changed`` moved since the last one,
+        ``s.derivatives.values`` holds them all; None: the venue publishes none."""
+        return None
+
+    def liquidation_message(self, s, liq, now_ms: int) -> tuple[str, str] | None:
+        """``(stream key, payload)`` of one liquidation; None: the venue publishes none."""
+        return None
+
+    async def send_derivatives(self, s, now_ms: int) -> bool:
+        """Move and publish a symbol's derivatives values; true (all of them) once a subscriber got them."""
+        message = self.derivatives_message(s, s.derivatives.step(), now_ms)
+        if message is None:
+            return False
+        reached = [await self.push(*m) for m in ([message] if isinstance(message, tuple) else message)]
+        if any(reached) and self.record_truth:
+            s.truth.derivatives.append(s.derivatives.floats())
+        return True
+
+    async def send_liquidation(self, s, now_ms: int) -> bool:
+        """Publish one liquidation; true once a subscriber got it."""
+        liq = s.derivatives.liquidation()
+        message = self.liquidation_message(s, liq, now_ms)
+        if message is None:
+            return False
+        if await self.push(*message) and self.record_truth:
+            s.truth.liquidations.append(liq)
+        return True
 
     def clock_ms(self, s) -> int:
         """The exchange time (ms) of a step (venues with block times keep them unique per symbol)."""
