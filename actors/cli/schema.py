@@ -224,8 +224,7 @@ class AppConfig:
     mode: Mode = Mode.archive
     duration_s: Optional[str] = None
     depth: int = 20
-    channels: List[DataChannel] = field(default_factory=lambda: [DataChannel.l2book, DataChannel.trades,
-                                                                 DataChannel.derivatives, DataChannel.liquidations])
+    channels: List[DataChannel] = field(default_factory=lambda: [DataChannel.l2book, DataChannel.trades])
     archive: Dict[str, List[str]] = field(default_factory=dict)
     placement: Dict[str, Optional[str]] = field(default_factory=dict)   # venue -> Ray resource or node label
     log_level: LogLevel = LogLevel.INFO
