@@ -114,7 +114,7 @@ def _hour_list(hours: list[int], limit: int = 12) -> str:
 
 def run_status(settings: Settings) -> int:
     """Coverage of one stream hour by hour, or (no ``restore.symbol``) every stream of the archive."""
-    if not Catalog(settings.root).healthy():
+    if not settings.ray.address and not Catalog(settings.root).healthy():
         print(f"warning: the catalog in {settings.root}/.catalog is unreadable; figures below come from the "
               "files themselves (python launch.py mode=reindex rebuilds it)", file=sys.stderr)
     if not settings.restore.symbol:
@@ -162,10 +162,10 @@ def run_overview(settings: Settings) -> int:
     if req.start or req.end:
         start_ns, end_ns = parse_range(req.start or "0", req.end or str(MAX_NS))
     filters = dict(exchange=req.exchange, symbol=req.symbol, start_ns=start_ns, end_ns=end_ns)
-    catalog = Catalog(settings.root)
+    catalog, title = _overview_catalog(settings)
     streams = archive_overview(settings.root, catalog, **filters)
     live = read_live_status(settings.root)
-    print(f"archive {settings.root}: {len(streams)} stream(s); archiver: "
+    print(f"{title}: {len(streams)} stream(s); archiver: "
           + (f"running (pid {live['pid']}) — {live['line']}" if live else "not running"))
     print_table([("stream", "<40"), ("first hour", "<16"), ("last hour", "<16"), ("rows last h", ">11"),
                  ("missing h", ">9"), ("gaps", ">5"), ("disconn", ">7"), ("where", "<7")],
@@ -178,6 +178,18 @@ def run_overview(settings: Settings) -> int:
                           f"tickarchive coverage of {Path(settings.root).name}")
         print(f"coverage picture: {path.absolute()}", file=sys.stderr)
     return 0
+
+
+def _overview_catalog(settings: Settings):
+    """The catalog the overview reads, and how the header names it: with ``ray=cluster`` the
+    cluster's (every node's files, through the ``restore`` actor that owns it), else the local one."""
+    if not settings.ray.address:
+        return Catalog(settings.root), f"archive {settings.root}"
+    from actors.remote.catalog import RemoteCatalog
+    from actors.remote.restore import RestoreClient
+
+    client = RestoreClient(settings)          # joins the cluster; one line if it has no catalog owner
+    return RemoteCatalog(owner=client.actor), f"cluster archive (ray.address={settings.ray.address})"
 
 
 def _hour(value) -> str:

@@ -121,6 +121,7 @@ def test_readme_cluster_commands_survive_worker_loss(tmp_path):
         hours = [time.strftime("%Y-%m-%d:%H", time.gmtime(time.time() + d)) for d in (-3600, 3600)]
         status = cluster.launch_in_background("mode=status", "restore.exchange=binance", "restore.symbol=BTCUSDT",
                                               f"restore.start={hours[0]}", f"restore.end={hours[1]}")
+        overview = cluster.launch_in_background("mode=status")
 
         # 2. a worker holding a venue dies (where the run's runner could have lived): binance moves on
         killed_asia = cluster.kill_raylet(first_asia)
@@ -135,7 +136,12 @@ def test_readme_cluster_commands_survive_worker_loss(tmp_path):
         streams = {line.split()[0]: int(line.split()[3]) for line in out.splitlines() if line.startswith("binance/")}
         assert {"binance/perp/trades/BTCUSDT", "binance/perp/l2book/BTCUSDT_depth10"} <= set(streams), out
         assert streams["binance/perp/l2book/BTCUSDT_depth10"] > 0, out
-        mark("mode=status ray=cluster answered")
+        out, err = overview.communicate(timeout=120)      # every stream of the cluster, from its catalog
+        assert overview.returncode == 0, err[-3000:]
+        listed = {line.split()[0] for line in out.splitlines() if line.startswith(("binance/", "bybit/"))}
+        assert listed == {f"{v}/perp/{c}" for v in ("binance", "bybit")
+                          for c in ("l2book/BTCUSDT_depth10", "trades/BTCUSDT")}, out
+        mark("mode=status ray=cluster answered (one stream, and every stream)")
 
         # 3. a Ray Client restore from another process: the rows of the files sealed on the survivor
         survivor = sealed(cluster.nodes[other_asia].root, "binance")
