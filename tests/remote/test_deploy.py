@@ -99,7 +99,9 @@ def test_readme_cluster_commands_survive_worker_loss(tmp_path):
         placed = {name: cluster.node_of(actors[name]["node_id"]) for name in ("archive", "restore",
                                                                              "socket:asia:0", "socket:us:0")}
         print("placement:", placed)
-        assert placed["restore"] == "head" and placed["archive"] == "head", placed
+        # the run's orchestration lives on the head: on a worker, that worker's loss would end the run
+        assert placed["restore"] == "head" and placed["archive"] == "head", \
+            f"orchestration off the head ({placed}): losing that worker would end the whole run"
         assert placed["socket:us:0"] == "us-1" and placed["socket:asia:0"] in ("asia-1", "asia-2"), placed
         first_asia = placed["socket:asia:0"]
         other_asia = ({"asia-1", "asia-2"} - {first_asia}).pop()
