@@ -1,13 +1,13 @@
 """Binance USD-M futures: client, simulator and replay server of the public market-data protocol.
 
-Wire protocol: ``../shared/protocols.md`` §1. Since 2026-04-23 streams are routed: book and
+Wire protocol: ``docs/protocols/binance.md``. Since 2026-04-23 streams are routed: book and
 trade streams on ``/public``, aggTrade and the rest on ``/market``; a stream subscribed on the
 wrong path is acknowledged and then silently never delivered, so routing is decided here.
 
 Client (:class:`BinanceClient`), per symbol:
 
 * diff depth (``<sym>@<depth_stream>``) synchronised with the REST snapshot exactly as
-  Binance documents for USD-M (§1.5), with the shared :mod:`~actors.venues.snapshot_sync`:
+  Binance documents for USD-M ("Local book sync"), with the shared :mod:`~actors.venues.snapshot_sync`:
   fetch ``/fapi/v1/depth``, drop diffs with ``u < lastUpdateId``, the first applied diff must
   bridge it (``U <= lastUpdateId <= u``), then every diff's ``pu`` must equal the previous ``u``.
 * one l2book row per applied diff: ``seq = u``, ``ts_exchange = T`` (transaction time, the
@@ -55,7 +55,7 @@ class BinanceSettings(VenueSettings):
 
 
 def route_of(stream: str) -> str:
-    """The route a stream lives on: ``public`` or ``market`` (protocols.md §1.1)."""
+    """The route a stream lives on: ``public`` or ``market`` (docs/protocols/binance.md, "URLs and routing")."""
     kind = stream.split("@", 1)[1] if "@" in stream else stream
     return "public" if kind.startswith(PUBLIC_STREAMS) else "market"
 
@@ -103,7 +103,7 @@ class BinanceClient(SnapshotSyncClient):
         trade_id = str(t["t"] if t.get("e") == "trade" else t["a"])
         self.trade_row(sym, ts_local, int(t["T"]) * MS, trade_id, price, size, -1 if t["m"] else 1)
 
-    # -- the sync rules of §1.5 ---------------------------------------------------------
+    # -- the local book sync rules -----------------------------------------------------
     def update_ids(self, update: dict) -> UpdateIds:
         return UpdateIds(update["pu"], update["U"], update["u"])
 
@@ -290,7 +290,7 @@ class BinanceReplayServer(ReplayVenue, BinanceServer):
 
 # ----------------------------------------------------------------------------- declaration
 class Binance(Venue):
-    """Binance USD-M futures (protocols.md §1)."""
+    """Binance USD-M futures (docs/protocols/binance.md)."""
 
     name, Settings = "binance", BinanceSettings
     connections = Connections("wss://fstream.binance.com", "https://fapi.binance.com", max_streams=200,

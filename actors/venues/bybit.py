@@ -1,4 +1,4 @@
-"""Bybit v5 public linear: client, simulator and replay server (``../shared/protocols.md`` §3).
+"""Bybit v5 public linear: client, simulator and replay server (``docs/protocols/bybit.md``).
 
 Client (:class:`BybitClient`):
 
@@ -133,7 +133,7 @@ class BybitSimServer(SimulatedVenue, BybitServer):
         await self.send_data(session, self._book_message(s, topic, "snapshot", *s.market.snapshot(n)))
 
     async def restart_venue(self) -> None:
-        """Bybit's service restart (protocols.md §3.3): every book topic gets a snapshot with ``u == 1``
+        """Bybit's service restart (docs/protocols/bybit.md, "Order book"): every book topic gets a snapshot with ``u == 1``
         (a new truth epoch) and the deltas go on from there; the sessions stay open."""
         async with self._stepping:
             for s in self.symbols.values():
@@ -192,7 +192,7 @@ class BybitReplayServer(ReplayVenue, BybitServer):
 
 # ----------------------------------------------------------------------------- declaration
 class Bybit(Venue):
-    """Bybit v5 public, linear USDT/USDC perpetuals (protocols.md §3)."""
+    """Bybit v5 public, linear USDT/USDC perpetuals (docs/protocols/bybit.md)."""
 
     name, Settings = "bybit", BybitSettings
     connections = Connections("wss://stream.bybit.com", "https://api.bybit.com", max_streams=200,

@@ -1,4 +1,4 @@
-"""Hyperliquid: client, simulator and replay server (``../shared/protocols.md`` §4).
+"""Hyperliquid: client, simulator and replay server (``docs/protocols/hyperliquid.md``).
 
 Client (:class:`HyperliquidClient`):
 
@@ -203,7 +203,7 @@ class HyperliquidReplayServer(ReplayVenue, HyperliquidServer):
 
 # ----------------------------------------------------------------------------- declaration
 class Hyperliquid(Venue):
-    """Hyperliquid perps (protocols.md §4). Symbols are coin names (BTC, ETH, SOL)."""
+    """Hyperliquid perps (docs/protocols/hyperliquid.md). Symbols are coin names (BTC, ETH, SOL)."""
 
     name, Settings = "hyperliquid", HyperliquidSettings
     # {"method":"ping"} every 30 s: the server closes sockets idle for 60 s

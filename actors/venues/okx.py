@@ -1,4 +1,4 @@
-"""OKX v5 public: client, simulator and replay server (``../shared/protocols.md`` §5).
+"""OKX v5 public: client, simulator and replay server (``docs/protocols/okx.md``).
 
 Client (:class:`OkxClient`):
 
@@ -203,7 +203,7 @@ class OkxSimServer(SimulatedVenue, OkxServer):
         await self.send_data(session, self._book_message(s, "snapshot", *s.market.snapshot(400), -1))
 
     async def restart_venue(self) -> None:
-        """OKX maintenance (protocols.md §5.3): each symbol's next update resets ``seqId`` below its
+        """OKX maintenance (docs/protocols/okx.md, "Sequence rules"): each symbol's next update resets ``seqId`` below its
         ``prevSeqId`` (a new truth epoch); later updates chain normally; the sessions stay open."""
         for s in self.symbols.values():
             s.state["reset"] = True
@@ -243,7 +243,7 @@ class OkxReplayServer(ReplayVenue, OkxServer):
 
 # ----------------------------------------------------------------------------- declaration
 class Okx(Venue):
-    """OKX v5 public (protocols.md §5). Symbols are instIds, e.g. BTC-USDT-SWAP."""
+    """OKX v5 public (docs/protocols/okx.md). Symbols are instIds, e.g. BTC-USDT-SWAP."""
 
     name, Settings = "okx", OkxSettings
     # 60 = 30 instruments x (book + trades); text "ping" every 20 s: OKX closes sockets idle for 30 s

@@ -1,4 +1,4 @@
-"""WOO X v3 public: client and simulator (``../shared/protocols.md`` §7). No recording exists.
+"""WOO X v3 public: client and simulator (``docs/protocols/woox.md``). No recording exists.
 
 Client (:class:`WooxClient`):
 
@@ -167,7 +167,7 @@ class WooxSimServer(SimulatedVenue):
 
 # ----------------------------------------------------------------------------- declaration
 class Woox(Venue):
-    """WOO X v3 public (protocols.md §7). Symbols like PERP_BTC_USDT."""
+    """WOO X v3 public (docs/protocols/woox.md). Symbols like PERP_BTC_USDT."""
 
     name, Settings = "woox", WooxSettings
     # the server pings with {"cmd":"PING"} (answered in WooxClient.handle); 24 h connection lifetime
