@@ -83,6 +83,17 @@ class BinanceClient(SnapshotSyncClient):
         return []
 
     def _on_payload(self, payload: dict, ts_local: int) -> list[Action]:
+        """One stream payload: a ``depthUpdate`` goes to the snapshot sync, a trade to :meth:`_on_trade`.
+
+        A real diff (``tests/fixtures/real/binance-usdm``, 2024-08-08, levels cut to 3), combined stream::
+
+            {"stream":"btcusdt@depth@0ms","data":{"e":"depthUpdate","E":1723161256299,"T":1723161256298,
+             "s":"BTCUSDT","U":5123107832006,"u":5123107837557,"pu":5123107831937,
+             "b":[["58710.20","0.014"],["61496.50","0.010"],["61510.90","0.000"]],
+             "a":[["61800.30","3.330"],["61804.60","0.057"],["61810.00","0.285"]]}}
+
+        ``pu`` chains to the previous diff's ``u``; ``T`` is the matching time; ``"0.000"`` removes a level.
+        """
         sym = payload.get("s")
         if sym not in self.states:                  # upper-case on the wire; anything else is checked
             sym = str(sym or "").upper()
@@ -96,6 +107,13 @@ class BinanceClient(SnapshotSyncClient):
         return []
 
     def _on_trade(self, sym: str, t: dict, ts_local: int) -> None:
+        """One trade or aggTrade payload as a trades row. A real one (``tests/fixtures/real/binance-usdm``)::
+
+            {"e":"trade","E":1723161256322,"T":1723161256322,"s":"BTCUSDT","t":5266583935,
+             "p":"61800.30","q":"0.006","X":"MARKET","m":false}
+
+        ``m`` false: the buyer was the taker (side +1).
+        """
         price, size = float(t["p"]), float(t["q"])
         if price == 0.0 or size == 0.0:
             self.dropped_trades += 1

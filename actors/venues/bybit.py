@@ -62,6 +62,14 @@ class BybitClient(VenueClient):
         return []
 
     def _on_trades(self, sym: str, msg: dict, ts_local: int) -> None:
+        """A ``publicTrade`` message as trades rows. A real one (``tests/fixtures/real/bybit``, 2026-08-10)::
+
+            {"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":1786310819681,"data":[{"T":1786310819680,
+             "s":"BTCUSDT","S":"Sell","v":"0.004","p":"65114.20","L":"MinusTick",
+             "i":"a9188a0a-82bc-50de-be60-03eedbe3cdd7","BT":false,"RPI":false,"seq":753843954913}]}
+
+        ``S`` is the taker's side; ``i`` is a UUID, so trades cannot show a gap by id.
+        """
         if sym not in self.states:
             return
         for t in msg["data"]:
@@ -69,6 +77,15 @@ class BybitClient(VenueClient):
                            1 if t["S"] == "Buy" else -1)
 
     def _on_book(self, sym: str, msg: dict, ts_local: int) -> list[Action]:
+        """An ``orderbook`` snapshot or delta. A real delta (``tests/fixtures/real/bybit``, levels cut to 3)::
+
+            {"topic":"orderbook.200.BTCUSDT","type":"delta","ts":1786310818130,"data":{"s":"BTCUSDT",
+             "b":[["65095.30","0.005"],["65094.60","0.076"],["65093.10","0"]],
+             "a":[["65116.60","0"],["65116.80","0.002"],["65129.10","0"]],
+             "u":15076953,"seq":753843913870},"cts":1786310818129}
+
+        ``u`` is the previous message's ``u`` + 1; ``cts`` is the matching-engine time.
+        """
         st = self.states.get(sym)
         if st is None:
             return []

@@ -120,12 +120,29 @@ class OkxClient(VenueClient):
         return []
 
     def _on_trades(self, sym: str, trades: list, ts_local: int) -> None:
+        """The ``data`` of a ``trades`` message as trades rows. A real one (``tests/fixtures/real/okx``, 2022-05-13)::
+
+            {"arg":{"channel":"trades","instId":"BTC-USD-220527"},"data":[{"instId":"BTC-USD-220527",
+             "tradeId":"7849","px":"30218.8","sz":"1","side":"buy","ts":"1652459199958"}]}
+
+        ``side`` is the taker's; ``sz`` is in contracts for a future (``ct_val`` converts).
+        """
         scale = self.settings.ct_val.get(sym, 1.0)
         for t in trades:
             self.trade_row(sym, ts_local, int(t["ts"]) * MS, str(t["tradeId"]), float(t["px"]),
                            float(t["sz"]) * scale, 1 if t["side"] == "buy" else -1)
 
     def _on_book(self, sym: str, msg: dict, ts_local: int) -> list[Action]:
+        """A ``books`` snapshot or update (or a ``books5`` snapshot). A real update, whole
+        (``tests/fixtures/real/okx``, 2022-05-13: before seq ids, so the CRC32 is the proof)::
+
+            {"arg":{"channel":"books","instId":"BTC-USD-220527"},"action":"update","data":[{
+             "asks":[["30249.4","0","0","0"],["30261","4","0","1"],["30310.3","19","0","1"]],
+             "bids":[["30182.6","452","0","1"]],"ts":"1652459225464","checksum":-914047754}]}
+
+        A level is ``[price, size, "0", orders]``, size ``"0"`` deletes; since 2026 ``seqId`` and
+        ``prevSeqId`` chain the updates and ``checksum`` is 0.
+        """
         st = self.states[sym]
         d = msg["data"][0]
         seq, prev = d.get("seqId"), d.get("prevSeqId")
