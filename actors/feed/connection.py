@@ -58,6 +58,7 @@ class FeedStats:
     last_error: str = ""
     refused: str = ""                  # "HTTP 400" while the venue refuses every connection attempt
     silent_reconnects: int = 0         # connections in a row closed for yielding no market row
+    gated: bool = False                # the reader waits at the backpressure gate (the writers are behind)
 
 
 @dataclass
@@ -99,7 +100,6 @@ class FeedConnection:
         self.stats = FeedStats()
         self.clock_ns: int | None = None
         self._tasks: set[asyncio.Task] = set()
-        self._gated = False
         self._close_reason = ""
         self._error_said_at = -float("inf")
 
@@ -204,9 +204,9 @@ class FeedConnection:
             gate, has_room = self.gate, self.has_room
             async for data in ws:
                 if gate is not None and (has_room is None or not has_room()):
-                    self._gated = True
+                    self.stats.gated = True
                     await gate()
-                    self._gated = False
+                    self.stats.gated = False
                 actions = self._receive(data)       # the hot path: no coroutine per frame
                 if actions:
                     await self._perform(ws, actions)
@@ -235,7 +235,7 @@ class FeedConnection:
                 self.stats.silent_reconnects = 0
             if lifetime and now - opened >= lifetime:
                 self._close_reason = "lifetime"
-            elif self._gated:
+            elif self.stats.gated:
                 last_data = now                        # backpressure is not a stalled feed
                 continue
             elif now - last_data > self.options.idle_timeout_s:

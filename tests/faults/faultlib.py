@@ -228,7 +228,8 @@ class FamilyResult:
     """One row of the suite's table, and every check of the family that failed."""
 
     family: str
-    injected: int = 0
+    injected: int = 0                    # faults the family injected (or bad inputs it gave)
+    observed: int = 0                    # ... of them, those whose effect the family saw (``seen``)
     acked_lost: int | None = None        # rows acknowledged (durable) then missing; None: not measured
     doubled: int | None = None
     books_wrong: int | None = None
@@ -246,6 +247,12 @@ class FamilyResult:
         """Record ``problem`` unless ``condition`` holds."""
         if not condition:
             self.problems.append(problem)
+
+    def seen(self, condition: bool, problem: str, faults: int = 1) -> None:
+        """``condition`` is the observed effect of ``faults`` injected faults: counted in ``observed``
+        when it holds, else ``problem`` is recorded. Tests compare ``observed`` with ``injected``."""
+        self.check(condition, problem)
+        self.observed += faults if condition else 0
 
     @staticmethod
     def cell(value: int | None) -> str:
