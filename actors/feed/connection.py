@@ -36,7 +36,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI, WebSocketException
 
 from actors.logs import get_logger
-from actors.venues.base import ConnectionPlan, FetchSnapshot, Reconnect, Send, VenueClient
+from actors.venues.base import ConnectionPlan, FetchSnapshot, Reconnect, SendFrame, VenueClient
 from actors.feed.clock import decode_clock
 
 log = get_logger("feed")
@@ -267,7 +267,7 @@ class FeedConnection:
 
     async def _perform(self, ws, actions) -> None:
         for action in actions:
-            if isinstance(action, Send):
+            if isinstance(action, SendFrame):
                 await ws.send(action.frame)
             elif isinstance(action, FetchSnapshot):
                 self._spawn(self._snapshot(ws, action))

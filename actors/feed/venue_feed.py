@@ -17,7 +17,7 @@ import time
 from typing import Any, Callable
 
 from actors.feed.connection import FeedConnection, FeedOptions
-from actors.feed.outbox import Outbox, Send
+from actors.feed.outbox import Outbox, Transport
 from actors.feed.records import StreamBuffers
 from actors.logs import get_logger
 from actors.venues.base import ConnectionPlan, VenueClient
@@ -49,7 +49,7 @@ class VenueFeed:
 
     def __init__(self, venue: str, plans: list[ConnectionPlan],
                  make_client: Callable[[ConnectionPlan, StreamBuffers], VenueClient],
-                 writer_of: dict[str, str], send: Send, producer: str, options: FeedOptions,
+                 writer_of: dict[str, str], send: Transport, producer: str, options: FeedOptions,
                  flush_s: float = 0.2, max_pending_rows: int = 200_000,
                  observer: FeedObserver | None = None) -> None:
         self.venue = venue

@@ -1,6 +1,6 @@
 """The durable per-symbol writer: spool every batch, seal periods into Parquet, record them.
 
-:class:`SymbolWriterCore` is plain logic (no Ray); the ``WriterProcess`` actor holds many.
+:class:`SymbolStore` is plain logic (no Ray); the ``WriterProcess`` actor holds many.
 Recovery after a crash is :mod:`actors.storage.recovery`, the footer a file carries is
 :mod:`actors.storage.footer`, the seal journal :mod:`actors.storage.journal`.
 
@@ -54,8 +54,9 @@ SPOOL_DIR = ".spool"
 RECENT_TRADE_IDS = 500           # trade ids a writer remembers per symbol (Hyperliquid repeats ~30)
 
 
-class SymbolWriterCore:
-    """Spools, seals and catalogs the streams of one symbol group (see module docstring)."""
+class SymbolStore:
+    """The durable store of one symbol group: its spools, watermarks, seal journal and sealed files;
+    it writes, seals and catalogs (see module docstring)."""
 
     def __init__(self, root: str, exchange: str, market: str, symbols: list[str], depth: int,
                  rollover_ns: int, writer_id: str, catalog: Any, node: str = "") -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from actors.venues.base import MS, Action, Connections, RecentIds, Send, Venue, quote
+from actors.venues.base import MS, Action, Connections, RecentIds, SendFrame, Venue, quote
 from actors.venues.settings import VenueSettings, choice
 from actors.venues.sim.market import SimSymbol, SimTrade, Step
 from actors.venues.sim.server import Session, SimulatedVenue
@@ -66,7 +66,7 @@ class WooxClient(SnapshotSyncClient):
         """
         cmd = msg.get("cmd")
         if cmd == "PING":
-            return [Send('{"cmd":"PONG"}')]
+            return [SendFrame('{"cmd":"PONG"}')]
         if cmd in ("SUBSCRIBE", "subscribe") or "success" in msg and "topic" not in msg:
             self.acknowledged(msg.get("id", ""), ts_local, None if msg.get("success", True) else quote(str(msg)))
         elif cmd == "ERROR":

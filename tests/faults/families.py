@@ -896,7 +896,7 @@ def disk_full_family(workdir: Path, full_s: float = 10.0, size_mb: int = 256) ->
 
 
 def disk_full_rlimit_family(workdir: Path, calls: int = 40, full_calls: int = 20) -> FamilyResult:
-    """Without root: the delivery path (Outbox → SealingWriter → spool) in this process under an
+    """Without root: the delivery path (Outbox → ScheduledStore → spool) in this process under an
     RLIMIT_FSIZE that makes the spool's next appends fail (EFBIG, as on a full disk), lifted later:
     calls fail and are re-sent, nothing torn stays in the spool, every row is sealed exactly once."""
     import asyncio
@@ -904,14 +904,14 @@ def disk_full_rlimit_family(workdir: Path, calls: int = 40, full_calls: int = 20
     import signal as signals
 
     from actors.feed.outbox import Outbox
-    from actors.storage.sealing import SealingWriter
+    from actors.storage.sealing import ScheduledStore
     from archive_reading import read_channel
     from writer_fixtures import SYM, T0, call_batches, make_core
 
     result = FamilyResult("disk full (RLIMIT_FSIZE in one process) then freed")
     started = time.monotonic()
     root = workdir / "archive-rlimit"
-    writer = SealingWriter(make_core(root, rollover_s=3600), grace_ns=0, clock="data")
+    writer = ScheduledStore(make_core(root, rollover_s=3600), grace_ns=0, clock="data")
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     previous = signals.signal(signals.SIGXFSZ, signals.SIG_IGN)
 

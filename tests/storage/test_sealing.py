@@ -1,4 +1,4 @@
-"""Many symbols in one process (WriterGroup) and the hand-over of a lost node's spools, on the real core."""
+"""Many symbols in one process (StoreGroup) and the hand-over of a lost node's spools, on the real core."""
 from __future__ import annotations
 
 from collections import Counter
@@ -9,8 +9,8 @@ from actors.feed.records import StreamBuffers
 from actors.storage.catalog import Catalog
 from actors.storage.layout import NS
 from actors.storage.recovery import discard_spools, unsealed_calls
-from actors.storage.sealing import CatalogBuffer, WriterGroup
-from actors.storage.writer import SymbolWriterCore
+from actors.storage.sealing import CatalogBuffer, StoreGroup
+from actors.storage.writer import SymbolStore
 from archive_reading import read_channel
 from writer_fixtures import T0
 
@@ -23,14 +23,14 @@ def trades_call(symbols, first_id, t):
 
 
 def core_for(root, symbol, catalog=None):
-    return SymbolWriterCore(str(root), "binance", "perp", [symbol], 20, 10 * NS, f"writer_binance_perp_{symbol}",
+    return SymbolStore(str(root), "binance", "perp", [symbol], 20, 10 * NS, f"writer_binance_perp_{symbol}",
                             catalog, node="test")
 
 
 def test_group_keeps_one_core_per_symbol_and_drops_resent_calls(tmp_path):
     symbols = ["AUSDT", "BUSDT", "CUSDT"]
     catalog = CatalogBuffer(Catalog(str(tmp_path)))
-    group = WriterGroup(lambda venue, sym: core_for(tmp_path, sym, catalog), [("binance", s) for s in symbols],
+    group = StoreGroup(lambda venue, sym: core_for(tmp_path, sym, catalog), [("binance", s) for s in symbols],
                         0, clock="data", catalog=catalog)
     for seq in range(1, 31):
         batches = trades_call(symbols, seq, T0 + seq * NS)
@@ -47,7 +47,7 @@ def test_group_keeps_one_core_per_symbol_and_drops_resent_calls(tmp_path):
 
 def test_files_sealed_just_before_a_crash_reach_the_catalog_at_restart(tmp_path):
     def group_on(catalog):
-        return WriterGroup(lambda venue, sym: core_for(tmp_path, sym, catalog), [("binance", "AUSDT")], 0,
+        return StoreGroup(lambda venue, sym: core_for(tmp_path, sym, catalog), [("binance", "AUSDT")], 0,
                            clock="data", catalog=catalog)
 
     lost = CatalogBuffer(Catalog(str(tmp_path)))

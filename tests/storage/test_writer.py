@@ -1,4 +1,4 @@
-"""SymbolWriterCore and the catalog: durability, exactly-once, crash points, concurrency."""
+"""SymbolStore and the catalog: durability, exactly-once, crash points, concurrency."""
 from __future__ import annotations
 
 import multiprocessing
@@ -11,7 +11,7 @@ from actors.storage.catalog import Catalog
 from actors.storage.layout import NS, parse_relpath
 from actors.feed.records import StreamBuffers
 from actors.storage.spool import SpoolFile, encode_frame, read_frames
-from actors.storage.writer import ROW_GROUP_SPAN_NS, SymbolWriterCore
+from actors.storage.writer import ROW_GROUP_SPAN_NS, SymbolStore
 from archive_reading import archive_files, read_channel
 
 from writer_fixtures import SYM, T0, call_batches, make_core, trade_ids
