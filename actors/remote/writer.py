@@ -26,7 +26,7 @@ from actors.remote.catalog import RemoteCatalog
 from actors.remote.placement import node_name, node_root
 from actors.storage.recovery import discard_spools, sealed_in_spools, unsealed_calls
 from actors.storage.sealing import CatalogBuffer, StoreGroup
-from actors.storage.writer import SymbolStore
+from actors.storage.writer import SymbolStore, WriterStats
 
 TAGS = ("exchange", "channel")
 
@@ -82,8 +82,11 @@ class WriterProcess:
         """Seal the periods that are over by ``now_ns`` (default: each writer's own clock)."""
         return self.group.seal_due(now_ns)
 
-    def stats(self) -> dict[str, Any]:
-        return {**self.group.stats(), "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
+    def stats(self) -> WriterStats:
+        """The group's stats with this process's pid and node."""
+        stats = self.group.stats()
+        stats.pid, stats.node = os.getpid(), ray.get_runtime_context().get_node_id()
+        return stats
 
 
 @ray.remote(**POLICIES["hand_over"])

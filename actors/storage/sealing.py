@@ -22,7 +22,7 @@ from typing import Any, Callable
 import pyarrow as pa
 
 from actors.logs import get_logger
-from actors.storage.writer import SymbolStore
+from actors.storage.writer import SymbolStore, WriterStats
 
 log = get_logger("writer")
 
@@ -90,9 +90,12 @@ class ScheduledStore:
             self.on_sealed(records)
         return records
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> WriterStats:
+        """The store's stats, with its recovered spools (read under the lock)."""
         with self.lock:
-            return {**self.core.stats(), "recovered": self.recovered}
+            stats = self.core.stats()
+        stats.recovered_spools = self.recovered.get("spools", 0)
+        return stats
 
     def stop(self) -> None:
         self._stop.set()
@@ -223,20 +226,10 @@ class StoreGroup:
     def spool_bytes(self) -> int:
         return sum(writer.core.spool_bytes for writer in self.writers.values())
 
-    def stats(self) -> dict[str, Any]:
-        """Counters summed over the writers, ``recovered`` spools, ``symbols`` served and the worst
+    def stats(self) -> WriterStats:
+        """Counters summed over the writers, recovered spools, ``symbols`` served and the worst
         symbol's receive-to-durable lag (``durable_lag_ms``: largest p50 / p99 / max)."""
-        total: dict[str, Any] = {}
-        lag: dict[str, float] = {}
-        recovered = 0
-        for writer in self.writers.values():
-            for key, value in writer.stats().items():
-                if isinstance(value, int) and not isinstance(value, bool) and key != "max_ts_local":
-                    total[key] = total.get(key, 0) + value
-                elif key == "durable_lag_ms" and value:
-                    lag = {k: max(v, lag.get(k, v)) for k, v in value.items() if isinstance(v, (int, float))}
-            recovered += writer.recovered.get("spools", 0)
-        return {**total, "recovered_spools": recovered, "symbols": len(self.writers), "durable_lag_ms": lag}
+        return WriterStats.summed([writer.stats() for writer in self.writers.values()], symbols=len(self.writers))
 
     def stop(self) -> None:
         self._stop.set()

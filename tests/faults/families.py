@@ -868,7 +868,7 @@ def disk_full_family(workdir: Path, full_s: float = 10.0, size_mb: int = 256) ->
             record.take()
             filler = _fill(mount)
             time.sleep(full_s)
-            failures = sum(run.socket_stats(timeout=30)["write_failures"] for run in runs)
+            failures = sum(run.socket_stats(timeout=30).write_failures for run in runs)
             free_while_full = os.statvfs(mount).f_bavail
             filler.unlink()
             time.sleep(4.0)

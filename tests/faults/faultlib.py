@@ -143,7 +143,7 @@ def judge_runs(root: str | Path, runs: list) -> dict[str, Verdict]:
 def actor_pid(handle, timeout: float = 60) -> int:
     import ray
 
-    return ray.get(handle.stats.remote(), timeout=timeout)["pid"]
+    return ray.get(handle.stats.remote(), timeout=timeout).pid
 
 
 def kill9(pid: int) -> None:
@@ -337,12 +337,12 @@ def slow_writer_script(stopped_s: float, record: DurableRecord, warmup_s: float 
         os.kill(writer_pid, signal.SIGSTOP)
         try:
             while time.monotonic() < until:
-                peak_pending = max(peak_pending, run.socket_stats(timeout=30)["pending_rows"])
+                peak_pending = max(peak_pending, run.socket_stats(timeout=30).pending_rows)
                 time.sleep(0.25)
         finally:
             os.kill(writer_pid, signal.SIGCONT)
         deadline = time.monotonic() + 120
-        while run.socket_stats(timeout=30)["pending_rows"] > 1000 and time.monotonic() < deadline:
+        while run.socket_stats(timeout=30).pending_rows > 1000 and time.monotonic() < deadline:
             time.sleep(0.25)
         time.sleep(1.0)
         record.take()

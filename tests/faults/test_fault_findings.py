@@ -127,7 +127,7 @@ def test_f4_the_reader_resumes_after_a_stalled_writer_catches_up():
             await until(lambda: feed.outbox.sent_rows > 0, "the writer acknowledged rows")
             writer_up.clear()                   # the writer stalls: the gate must hold the reader
             await until(lambda: conn.stats.gated, "the backpressure gate closed")
-            held = {"pending": feed.stats()["pending_rows"], "frames": feed.frames}
+            held = {"pending": feed.stats().pending_rows, "frames": feed.frames}
             await until(lambda: feed.outbox.pending_rows >= 200 and not feed.buffers.rows,
                         "the buffered rows moved into the outbox")
             assert conn.stats.gated and feed.frames == held["frames"], "the reader read on past the gate"

@@ -43,6 +43,11 @@ def test_group_keeps_one_core_per_symbol_and_drops_resent_calls(tmp_path):
         assert sorted(ids) == sorted(f"{sym}-{i}" for i in range(1, 31))
         assert (tmp_path / ".spool" / f"writer_binance_perp_{sym}").is_dir()
     assert len(Catalog(str(tmp_path)).all()) == 3 * 4 and not catalog.pending     # 3 symbols x periods 0-30 s
+    stats = group.stats()                     # the stores' counters summed: against what the archive holds
+    files = [r for r in Catalog(str(tmp_path)).all().to_pylist()]
+    assert stats.symbols == 3 and stats.files == len(files) and stats.rows == 3 * 30
+    assert stats.duplicates == sum(w.stats().duplicates for w in group.writers.values()) > 0
+    assert stats.bytes == sum(r["bytes"] for r in files) and stats.open_periods == 0
 
 
 def test_files_sealed_just_before_a_crash_reach_the_catalog_at_restart(tmp_path):

@@ -188,7 +188,7 @@ def test_durable_lag_is_measured_per_row(tmp_path):
         sink.trade(SYM, now - 50_000_000, None, str(k), 1.0, 1.0, 1)
     sink.trade(SYM, now - 2_000_000_000, None, "old", 1.0, 1.0, 1)
     core.write("p1", 1, sink.take())
-    lag = core.stats()["durable_lag_ms"]
+    lag = core.stats().durable_lag_ms
     assert 50 <= lag["p50"] < 50 * 1.1 + 20          # bucket edge above 50 ms, plus the write itself
     assert 50 <= lag["p99"] < 50 * 1.1 + 20          # 99 of 100 rows are the 50 ms ones
     assert 2000 <= lag["max"] < 2100
