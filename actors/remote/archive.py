@@ -141,7 +141,7 @@ def plan_sources(settings: Settings) -> list[VenueRun]:
         venue = get_venue(spec.name)
         vcfg = spec.cfg
         if settings.source == "live":
-            endpoints = Endpoints(ws_base=vcfg.ws_base, rest_base=vcfg.rest_base)
+            endpoints = venue.live_endpoints(vcfg)
             runs.append(VenueRun(spec, endpoints, vcfg))
             continue
         server = venue.make_sim_server(list(spec.symbols), settings.sim_section(), settings.depth)
@@ -167,7 +167,7 @@ def _plan_replay(settings: Settings) -> VenueRun:
             raise ConfigError(f"replay.file: the recording is {name} data but archive.{name} names no "
                               f"symbols (recording holds: {', '.join(sorted(venue.recording_symbols(path)))})")
         recorded = venue.recording_symbols(path)
-        symbols = [s for s in spec.symbols if s in recorded]
+        symbols = [s for s in spec.symbols if venue.recorded(s, recorded)]
         if not symbols:
             raise ConfigError(f"replay.file: archive.{name}={list(spec.symbols)} names none of the recording's "
                               f"symbols ({', '.join(sorted(recorded))})")

@@ -35,8 +35,8 @@ from actors.backup.bucket import Bucket, open_bucket
 from actors.backup.verify import MismatchError
 from actors.errors import TickarchiveError
 from actors.storage.catalog import Catalog, CatalogError, as_ns_ints, sql_str
-from actors.storage.layout import (HOUR_NS, LayoutError, StreamKey, file_in_range, month_of, parse_relpath,
-                                   sealed_files, stream_files)
+from actors.storage.layout import (HOUR_NS, MARKETS, LayoutError, StreamKey, file_in_range, month_of, parse_relpath,
+                                   sealed_files, split_market, stream_files)
 from actors.restore.coverage import FileFacts, HourCoverage, hour_coverage, read_marks, uncovered_hours
 from actors.restore.loading import DEFAULT_MARKET, read_range
 from actors.logs import get_logger
@@ -112,6 +112,9 @@ class Restorer:
             raise RestoreError(f"unknown venue {exchange!r} (supported: {', '.join(sorted(self.venues))})")
         if channel not in SCHEMAS:
             raise RestoreError(f"unknown channel {channel!r} (allowed: {', '.join(SCHEMAS)})")
+        market, symbol = split_market(symbol, market)
+        if market not in MARKETS:
+            raise RestoreError(f"restore.market: {market!r} is not a market of the archive (allowed: {', '.join(MARKETS)})")
         if channel == "l2book" and not depth:
             depth = self._default_depth(exchange, symbol, market)
         return StreamKey.of(exchange, market, channel, symbol, depth)
@@ -119,7 +122,7 @@ class Restorer:
     def _default_depth(self, exchange: str, symbol: str, market: str) -> int:
         try:
             rows = self.catalog.query(f"exchange = {sql_str(exchange)} AND symbol = {sql_str(symbol)} "
-                                      "AND channel = 'l2book'", columns=["depth"])
+                                      f"AND market = {sql_str(market)} AND channel = 'l2book'", columns=["depth"])
             depths = sorted(set(rows.column("depth").to_pylist()) - {None})
         except CatalogError:
             depths = []

@@ -16,6 +16,10 @@ Client (:class:`OkxClient`):
 * ``trades``: ``side`` is the taker side; ``tradeId`` string; ``ts`` fill time.
 * Text ``ping`` every 20 s (OKX closes sockets idle for 30 s); a ``notice`` (64008, planned
   upgrade) triggers a reconnect.
+
+Markets: spot, swaps and futures share one socket and one protocol (instIds name them). A bare
+instId is archived under ``perp/`` as it always was; ``spot/BTC-USDT`` (or ``futures/BTC-USD-220527``)
+archives it under that market's folder.
 """
 from __future__ import annotations
 
@@ -273,6 +277,7 @@ class Okx(Venue):
     symbol_pattern, symbol_kind = r"(?=.*-)[^\sa-z]+", "OKX instId (e.g. BTC-USDT-SWAP)"
     Client, SimServer, ReplayServer = OkxClient, OkxSimServer, OkxReplayServer
     recording_sniff = (".jsonl.zst", 40)        # cryptofeed captures
+    markets = ("perp", "spot", "futures")      # one protocol: the market only names the archive folder
 
     def allowed_depths(self, settings: OkxSettings) -> tuple[range, str]:
         levels = 5 if settings.book_channel == "books5" else 400

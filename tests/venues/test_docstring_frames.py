@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from actors.venues.binance import BinanceClient
-from actors.venues.bybit import BybitClient
+from actors.venues.binance import BinanceClient, BinanceCoinmClient, BinanceSpotClient
+from actors.venues.bybit import BybitClient, BybitSpot
 from actors.venues.hyperliquid import HyperliquidClient
 from actors.venues.okx import OkxClient
 from actors.venues.sim.recordings import read_recording
@@ -19,18 +19,31 @@ from conftest import FIXTURES
 
 HANDLERS = {
     "binance-usdm/btcusdt_20240808.gz": [BinanceClient._on_payload, BinanceClient._on_trade],
+    "binance-cm/BINANCE_DELIVERY_2021.jsonl.zst": [BinanceCoinmClient],
+    "binance-spot/BINANCE_SPOT_2021.jsonl.zst": [BinanceSpotClient],
     "bybit/bybit_v5_linear_btc_eth_2026-08-10.jsonl.zst": [BybitClient._on_book, BybitClient._on_trades],
+    "bybit/bybit_v5_spot_btc_2026-08-10.jsonl.zst": [BybitSpot],
     "hyperliquid/btcusd_20250126.gz": [HyperliquidClient._on_book, HyperliquidClient._on_trades],
     "okx/okx_v5_2022-05-13.jsonl.zst": [OkxClient._on_book, OkxClient._on_trades],
 }
 
 
+ELIDED = "\u2026"          # a list shown as ``[a, b, ...]`` or ``[...]``: more levels follow
+
+
 def docstring_frame(func) -> dict:
-    """The JSON of the ``::`` literal block in a function's docstring."""
+    """The first JSON frame of the ``::`` literal block in a handler's (or class's) docstring;
+    ``...`` in a list means the recorded list goes on."""
     doc = func.__doc__ or ""
     assert "::\n\n" in doc, f"{func.__qualname__}: no frame in its docstring"
-    block = doc.split("::\n\n", 1)[1].split("\n\n", 1)[0]
-    return json.loads("".join(line.strip() for line in block.splitlines()))
+    text = ""
+    for line in doc.split("::\n\n", 1)[1].split("\n\n", 1)[0].splitlines():
+        text += line.strip()
+        try:
+            return json.loads(text.replace("[...]", f'["{ELIDED}"]').replace(",...", f',"{ELIDED}"'))
+        except ValueError:
+            continue
+    raise AssertionError(f"{func.__qualname__}: its docstring frame is not JSON: {text[:200]}")
 
 
 def is_cut_of(shown, recorded) -> bool:
@@ -39,7 +52,11 @@ def is_cut_of(shown, recorded) -> bool:
         return isinstance(recorded, dict) and shown.keys() == recorded.keys() and \
             all(is_cut_of(v, recorded[k]) for k, v in shown.items())
     if isinstance(shown, list):
-        return isinstance(recorded, list) and 0 < len(shown) <= len(recorded) and \
+        if shown and shown[-1] == ELIDED:
+            shown = shown[:-1]
+        elif len(shown) != len(recorded or []) and not shown:
+            return False
+        return isinstance(recorded, list) and len(shown) <= len(recorded) and \
             all(is_cut_of(a, b) for a, b in zip(shown, recorded))
     return shown == recorded and type(shown) is type(recorded)
 

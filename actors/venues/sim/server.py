@@ -128,8 +128,8 @@ class VenueServer:
         return HTTPStatus.NOT_FOUND, '{"code":-1,"msg":"not found"}'
 
     # -- websocket -----------------------------------------------------------------------
-    async def _handle(self, ws: ServerConnection) -> None:
-        url = urlsplit(ws.request.path)
+    async def _handle(self, ws: ServerConnection, path: str | None = None) -> None:
+        url = urlsplit(path if path is not None else ws.request.path)
         session = Session(ws, url.path, parse_qs(url.query))
         self.sessions.add(session)
         try:
@@ -557,7 +557,7 @@ class ReplayVenue(VenueServer):
         first_ts, t0 = None, _time.monotonic()
         try:
             for rec in read_recording(self.path):
-                if self.speed > 0:
+                if self.speed > 0 and rec.kind == "recv":      # the pace of what the venue sent
                     first_ts = first_ts if first_ts is not None else rec.ts_local
                     delay = t0 + (rec.ts_local - first_ts) / 1e9 / self.speed - _time.monotonic()
                     if delay > 0:
@@ -578,6 +578,100 @@ class ReplayVenue(VenueServer):
 
     async def on_finished(self) -> None:
         """The recording is exhausted."""
+
+
+class MarketServers(VenueServer):
+    """Several markets of one venue on one loopback port, each served by its own server
+    (simulator or replay): the venue's main protocol at the root paths, every other one under
+    ``/<key>`` (where :meth:`actors.venues.base.Endpoints.of` points its connections).
+
+    ``names``: archive symbol (``spot/BTCUSDT``) -> (protocol key, wire symbol), so :meth:`truth`
+    and faults take the archive's names. ``finished`` is set once every replay finished.
+    """
+
+    def __init__(self, servers: dict[str, VenueServer], names: dict[str, tuple[str, str]]) -> None:
+        super().__init__()
+        self.servers, self.names = servers, names
+
+    def _route(self, path: str) -> tuple[VenueServer | None, str]:
+        head, _, rest = path.lstrip("/").partition("/")
+        if head in self.servers and head:
+            return self.servers[head], "/" + rest
+        return self.servers.get(""), path
+
+    async def start(self) -> None:
+        await super().start()
+        for server in self.servers.values():
+            server.loop, server.port = self.loop, self.port
+            server._tasks.append(asyncio.ensure_future(server.run()))
+
+    async def stop(self) -> None:
+        for server in self.servers.values():
+            for task in server._tasks:
+                task.cancel()
+        await super().stop()
+
+    async def run(self) -> None:
+        replays = [s for s in self.servers.values() if isinstance(s, ReplayVenue)]
+        if not replays:
+            return
+        while not all(s.finished.is_set() for s in replays):
+            await asyncio.sleep(0.05)
+        self.finished.set()
+
+    async def _process_request(self, connection, request):
+        url = urlsplit(request.path)
+        server, path = self._route(url.path)
+        if server is None:
+            return connection.respond(HTTPStatus.NOT_FOUND, f"nothing at {url.path}\n")
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            if not any(path.startswith(p) for p in server.ws_paths):
+                return connection.respond(HTTPStatus.NOT_FOUND, f"no websocket endpoint at {url.path}\n")
+            return None
+        status, body = await server.http(path, {k: v[-1] for k, v in parse_qs(url.query).items()})
+        response = connection.respond(status, body)
+        response.headers["Content-Type"] = "application/json"
+        return response
+
+    async def _handle(self, ws: ServerConnection, path: str | None = None) -> None:
+        url = urlsplit(ws.request.path)
+        server, rest = self._route(url.path)
+        await server._handle(ws, rest + (f"?{url.query}" if url.query else ""))
+
+    # -- what callers ask of a server, over every market --------------------------------
+    @property
+    def frames_sent(self) -> int:
+        return sum(s.frames_sent for s in self.servers.values())
+
+    @frames_sent.setter
+    def frames_sent(self, value: int) -> None:      # VenueServer.__init__ sets it; the sum is the truth
+        pass
+
+    def sent_on_open_sessions(self) -> int:
+        return sum(s.sent_on_open_sessions() for s in self.servers.values())
+
+    def _of(self, symbol: str) -> tuple[Any, str]:
+        key, wire = self.names[symbol]
+        return self.servers[key], wire
+
+    def truth(self, symbol: str):
+        server, wire = self._of(symbol)
+        return server.truth(wire)
+
+    async def fault(self, kind: str, symbol: str | None = None, **kw: Any) -> None:
+        targets = [self._of(symbol)] if symbol else [(s, None) for s in self.servers.values()]
+        for server, wire in targets:
+            await server.fault(kind, wire, **kw)
+
+    def pause(self) -> None:
+        for server in self.servers.values():
+            if isinstance(server, SimulatedVenue):
+                server.pause()
+
+    def halt(self) -> None:
+        for server in self.servers.values():
+            if isinstance(server, SimulatedVenue):
+                server.halt()
 
 
 class ServerThread:
