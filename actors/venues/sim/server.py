@@ -144,6 +144,10 @@ class VenueServer:
         finally:
             session.open = False
             self.sessions.discard(session)
+            # duplicated / reordered frames the closed session still owed go to the next subscriber, so an
+            # injected frame fault reaches a frame also when the connection drops first
+            self.pending_faults += [(kind, n) for kind, n in (("duplicate_frames", session.duplicates),
+                                                              ("reorder_frames", session.reorders)) if n]
             self.on_close(session)
 
     def sent_on_open_sessions(self) -> int:
