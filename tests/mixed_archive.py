@@ -17,7 +17,7 @@ import pyarrow as pa
 from actors.feed.records import SCHEMAS, StreamBuffers, conform
 from actors.storage.catalog import Catalog
 from actors.storage.layout import HOUR_NS, NS, StreamKey
-from actors.storage.writer import SymbolWriterCore
+from actors.storage.writer import SymbolStore
 from legacy_formats import add_legacy_file, v1_table
 
 T0 = 1_736_100_000 * NS - (1_736_100_000 * NS) % HOUR_NS      # an hour boundary (2025-01-05 18:00 UTC)
@@ -93,7 +93,7 @@ def build(root: str | Path) -> dict[str, pa.Table]:
             if version < 3:                      # derivatives and liquidations came with format 3
                 batches = {key: b for key, b in batches.items() if key[1] not in ("derivatives", "liquidations")}
             if version == 3:
-                core = SymbolWriterCore(str(root), venue.exchange, venue.market, [venue.symbol], venue.depth,
+                core = SymbolStore(str(root), venue.exchange, venue.market, [venue.symbol], venue.depth,
                                         HOUR_NS, f"w-{venue.exchange}", catalog, node="mixed")
                 core.write("mixed", hour + 1, batches)
                 core.seal_all()

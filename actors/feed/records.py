@@ -1,4 +1,4 @@
-"""Record schemas of the archive (DESIGN.md "Records") and columnar row buffers.
+"""Record schemas of the archive (docs/file-format.md "Schemas") and columnar row buffers.
 
 Every channel has one Arrow schema. Event kinds written to the ``events`` channel:
 ``connect``, ``subscribed``, ``disconnect`` (detail says why), ``gap`` (a sequence break:

@@ -107,7 +107,7 @@ class ConnectionPlan:
 
 
 @dataclass(frozen=True)
-class Send:
+class SendFrame:
     """Send this text frame on the connection."""
 
     frame: str
@@ -131,7 +131,7 @@ class Reconnect:
     reason: str
 
 
-Action = Union[Send, FetchSnapshot, Reconnect]
+Action = Union[SendFrame, FetchSnapshot, Reconnect]
 
 
 @dataclass(frozen=True)
@@ -286,7 +286,7 @@ class VenueClient(ABC):
                 self.awaiting[str(req_id)] = batch
             else:
                 self.awaiting.update((sub.name, [sub]) for sub in batch)
-            actions.append(Send(self.venue.request_frame("subscribe", [s.param for s in batch], req_id)))
+            actions.append(SendFrame(self.venue.request_frame("subscribe", [s.param for s in batch], req_id)))
         return actions
 
     def resubscribe(self, symbol: str, channel: str = "l2book") -> list[Action]:
@@ -295,7 +295,7 @@ class VenueClient(ABC):
         st.synced = False
         st.book.clear()
         sub = next(s for s in self.plan.subscriptions if s.symbol == symbol and s.channel == channel)
-        unsubscribe = Send(self.venue.request_frame("unsubscribe", [sub.param], self._next_request()))
+        unsubscribe = SendFrame(self.venue.request_frame("unsubscribe", [sub.param], self._next_request()))
         return [unsubscribe, *self.subscribe([sub])]
 
     def _next_request(self) -> int:

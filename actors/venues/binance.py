@@ -9,7 +9,7 @@ Markets (an ``archive.binance`` entry names its symbol the way Binance does):
   by their form (``<coin>USD_<PERP|YYMMDD>``); the quarterly lands under ``futures/``. The sync is
   USD-M's (``pu`` chain, ``/dapi/v1/depth`` snapshot); streams are not split by path; trades default
   to ``@aggTrade`` (``coinm_trade_stream``).
-* ``spot/BTCUSDT`` -- spot (``stream.binance.com``/``api.binance.com``, protocols.md §2): diffs carry
+* ``spot/BTCUSDT`` -- spot (``stream.binance.com``/``api.binance.com``, docs/protocols/binance.md "Spot"): diffs carry
   no ``pu`` and no ``T``; after the ``/api/v3/depth`` snapshot (limits up to 5000), diffs with
   ``u <= lastUpdateId`` are dropped, the first applied one has ``U <= lastUpdateId + 1 <= u``, then
   each must start where the last ended (``U <= last u + 1 <= u``, normally ``U == last u + 1``);
@@ -18,14 +18,14 @@ Markets (an ``archive.binance`` entry names its symbol the way Binance does):
 REST snapshots are spent from a per-connection weight budget (Binance's documented weights per
 ``limit``; 2400/min for futures, 6000/min for spot): a snapshot that would overspend it waits.
 
-Wire protocol: ``../shared/protocols.md`` §1. Since 2026-04-23 USD-M streams are routed: book and
+Wire protocol: ``docs/protocols/binance.md``. Since 2026-04-23 USD-M streams are routed: book and
 trade streams on ``/public``, aggTrade and the rest on ``/market``; a stream subscribed on the
 wrong path is acknowledged and then silently never delivered, so routing is decided here.
 
 Client (:class:`BinanceClient`), per symbol:
 
 * diff depth (``<sym>@<depth_stream>``) synchronised with the REST snapshot exactly as
-  Binance documents for USD-M (§1.5), with the shared :mod:`~actors.venues.snapshot_sync`:
+  Binance documents for USD-M ("Local book sync"), with the shared :mod:`~actors.venues.snapshot_sync`:
   fetch ``/fapi/v1/depth``, drop diffs with ``u < lastUpdateId``, the first applied diff must
   bridge it (``U <= lastUpdateId <= u``), then every diff's ``pu`` must equal the previous ``u``.
 * one l2book row per applied diff: ``seq = u``, ``ts_exchange = T`` (transaction time, the
@@ -103,7 +103,7 @@ class BinanceSettings(VenueSettings):
 
 
 def futures_weight(limit: int) -> int:
-    """REST weight of a USD-M / COIN-M depth snapshot (protocols.md §1.5)."""
+    """REST weight of a USD-M / COIN-M depth snapshot (docs/protocols/binance.md, "Local book sync")."""
     return 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
 
 
@@ -119,7 +119,7 @@ OPEN_INTEREST_PURPOSE = "open_interest"
 
 
 def route_of(stream: str) -> str:
-    """The route a stream lives on: ``public`` or ``market`` (protocols.md §1.1)."""
+    """The route a stream lives on: ``public`` or ``market`` (docs/protocols/binance.md, "URLs and routing")."""
     kind = stream.split("@", 1)[1] if "@" in stream else stream
     return "public" if kind.startswith(PUBLIC_STREAMS) else "market"
 
@@ -152,6 +152,17 @@ class BinanceClient(SnapshotSyncClient):
         return []
 
     def _on_payload(self, payload: dict, ts_local: int) -> list[Action]:
+        """One stream payload: a ``depthUpdate`` goes to the snapshot sync, a trade to :meth:`_on_trade`.
+
+        A real diff (``tests/fixtures/real/binance-usdm``, 2024-08-08, levels cut to 3), combined stream::
+
+            {"stream":"btcusdt@depth@0ms","data":{"e":"depthUpdate","E":1723161256299,"T":1723161256298,
+             "s":"BTCUSDT","U":5123107832006,"u":5123107837557,"pu":5123107831937,
+             "b":[["58710.20","0.014"],["61496.50","0.010"],["61510.90","0.000"]],
+             "a":[["61800.30","3.330"],["61804.60","0.057"],["61810.00","0.285"]]}}
+
+        ``pu`` chains to the previous diff's ``u``; ``T`` is the matching time; ``"0.000"`` removes a level.
+        """
         if payload.get("e") == "forceOrder":
             self._on_force_order(payload, ts_local)
             return []
@@ -211,6 +222,13 @@ class BinanceClient(SnapshotSyncClient):
         self.liquidation_row(sym, ts_local, int(o.get("T") or f["E"]) * MS, 1 if o["S"] == "BUY" else -1, price, size)
 
     def _on_trade(self, sym: str, t: dict, ts_local: int) -> None:
+        """One trade or aggTrade payload as a trades row. A real one (``tests/fixtures/real/binance-usdm``)::
+
+            {"e":"trade","E":1723161256322,"T":1723161256322,"s":"BTCUSDT","t":5266583935,
+             "p":"61800.30","q":"0.006","X":"MARKET","m":false}
+
+        ``m`` false: the buyer was the taker (side +1).
+        """
         price, size = float(t["p"]), float(t["q"])
         if price == 0.0 or size == 0.0:
             self.dropped_trades += 1
@@ -218,7 +236,7 @@ class BinanceClient(SnapshotSyncClient):
         trade_id = str(t["t"] if t.get("e") == "trade" else t["a"])
         self.trade_row(sym, ts_local, int(t["T"]) * MS, trade_id, price, size, -1 if t["m"] else 1)
 
-    # -- the sync rules of §1.5 ---------------------------------------------------------
+    # -- the local book sync rules -----------------------------------------------------
     def update_ids(self, update: dict) -> UpdateIds:
         return UpdateIds(update["pu"], update["U"], update["u"])
 
@@ -692,7 +710,7 @@ class BinanceCoinm(BinanceBase):
 
 
 class BinanceSpot(BinanceBase):
-    """Binance spot (``stream.binance.com``/``api.binance.com``, protocols.md §2)."""
+    """Binance spot (``stream.binance.com``/``api.binance.com``, docs/protocols/binance.md "Spot")."""
 
     protocol_key = "spot"
     connections = Connections("wss://stream.binance.com:9443", "https://api.binance.com", max_streams=200,
@@ -715,7 +733,7 @@ STREAM_KEYS = {"": ("depth_stream", "trade_stream"), "coinm": ("depth_stream", "
 
 
 class Binance(BinanceBase):
-    """Binance: USD-M futures (protocols.md §1), COIN-M futures and spot (§2)."""
+    """Binance: USD-M futures, COIN-M futures and spot (docs/protocols/binance.md)."""
 
     connections = Connections("wss://fstream.binance.com", "https://fapi.binance.com", max_streams=200,
                               stream_limit=1024, max_lifetime_s=LIFETIME_S)

@@ -1,4 +1,4 @@
-"""Bybit v5 public, linear and spot: client, simulators and replay servers (``../shared/protocols.md`` §3).
+"""Bybit v5 public, linear and spot: client, simulators and replay servers (``docs/protocols/bybit.md``).
 
 ``archive.bybit`` entries: ``BTCUSDT`` is the linear perpetual (``/v5/public/linear``),
 ``spot/BTCUSDT`` the spot pair (``/v5/public/spot``, archived under ``spot/``). Both speak the
@@ -83,6 +83,14 @@ class BybitClient(VenueClient):
         return []
 
     def _on_trades(self, sym: str, msg: dict, ts_local: int) -> None:
+        """A ``publicTrade`` message as trades rows. A real one (``tests/fixtures/real/bybit``, 2026-08-10)::
+
+            {"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":1786310819681,"data":[{"T":1786310819680,
+             "s":"BTCUSDT","S":"Sell","v":"0.004","p":"65114.20","L":"MinusTick",
+             "i":"a9188a0a-82bc-50de-be60-03eedbe3cdd7","BT":false,"RPI":false,"seq":753843954913}]}
+
+        ``S`` is the taker's side; ``i`` is a UUID, so trades cannot show a gap by id.
+        """
         if sym not in self.states:
             return
         for t in msg["data"]:
@@ -113,6 +121,15 @@ class BybitClient(VenueClient):
                                  float(liq["p"]), float(liq["v"]))
 
     def _on_book(self, sym: str, msg: dict, ts_local: int) -> list[Action]:
+        """An ``orderbook`` snapshot or delta. A real delta (``tests/fixtures/real/bybit``, levels cut to 3)::
+
+            {"topic":"orderbook.200.BTCUSDT","type":"delta","ts":1786310818130,"data":{"s":"BTCUSDT",
+             "b":[["65095.30","0.005"],["65094.60","0.076"],["65093.10","0"]],
+             "a":[["65116.60","0"],["65116.80","0.002"],["65129.10","0"]],
+             "u":15076953,"seq":753843913870},"cts":1786310818129}
+
+        ``u`` is the previous message's ``u`` + 1; ``cts`` is the matching-engine time.
+        """
         st = self.states.get(sym)
         if st is None:
             return []
@@ -213,7 +230,7 @@ class BybitSimServer(SimulatedVenue, BybitServer):
         await self.send_data(session, self._book_message(s, topic, "snapshot", *s.market.snapshot(n)))
 
     async def restart_venue(self) -> None:
-        """Bybit's service restart (protocols.md §3.3): every book topic gets a snapshot with ``u == 1``
+        """Bybit's service restart (docs/protocols/bybit.md, "Order book"): every book topic gets a snapshot with ``u == 1``
         (a new truth epoch) and the deltas go on from there; the sessions stay open."""
         async with self._stepping:
             for s in self.symbols.values():
@@ -317,7 +334,7 @@ class BybitSpotReplayServer(BybitReplayServer):
 
 # ----------------------------------------------------------------------------- declaration
 class BybitBase(Venue):
-    """What Bybit's linear and spot protocols share (protocols.md §3)."""
+    """What Bybit's linear and spot protocols share (docs/protocols/bybit.md)."""
 
     name, Settings = "bybit", BybitSettings
     connections = Connections("wss://stream.bybit.com", "https://api.bybit.com", max_streams=200,
@@ -359,7 +376,7 @@ SPOT = BybitSpot()
 
 
 class Bybit(BybitBase):
-    """Bybit v5 public, linear USDT/USDC perpetuals (protocols.md §3), and spot."""
+    """Bybit v5 public, linear USDT/USDC perpetuals, and spot (docs/protocols/bybit.md)."""
 
     routes = {"linear": PATH}
     streams = {"l2book": "orderbook.{book_depth}.{symbol}", "trades": "publicTrade.{symbol}",

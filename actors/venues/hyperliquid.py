@@ -1,4 +1,4 @@
-"""Hyperliquid: client, simulator and replay server (``../shared/protocols.md`` §4).
+"""Hyperliquid: client, simulator and replay server (``docs/protocols/hyperliquid.md``).
 
 Client (:class:`HyperliquidClient`):
 
@@ -82,6 +82,17 @@ class HyperliquidClient(VenueClient):
                             funding_rate=num("funding"), open_interest=num("openInterest"))
 
     def _on_book(self, d: dict, ts_local: int) -> None:
+        """An ``l2Book`` push: the whole book. A real one (``tests/fixtures/real/hyperliquid``, 2025-01-26,
+        levels cut to 3 per side)::
+
+            {"channel":"l2Book","data":{"coin":"BTC","levels":[
+             [{"n":5,"px":"105055.0","sz":"3.03622"},{"n":1,"px":"105054.0","sz":"0.1428"},
+              {"n":2,"px":"105053.0","sz":"0.16179"}],
+             [{"n":13,"px":"105056.0","sz":"6.34472"},{"n":1,"px":"105057.0","sz":"0.0001"},
+              {"n":1,"px":"105058.0","sz":"0.0001"}]],"time":1737918843542}}
+
+        ``levels`` is ``[bids, asks]``; ``time`` is the block time, the only id a push has.
+        """
         coin = d["coin"]
         st = self.states.get(coin)
         if st is None:
@@ -111,6 +122,16 @@ class HyperliquidClient(VenueClient):
                       [float(lv["sz"]) for lv in asks[:self.depth]])
 
     def _on_trades(self, trades: list, ts_local: int) -> None:
+        """The ``data`` of a ``trades`` message as trades rows. A real one (``tests/fixtures/real/hyperliquid``,
+        one of its trades)::
+
+            {"channel":"trades","data":[{"coin":"BTC",
+             "hash":"0xde477894bfb2b4eac0a8041c9228ca013100955485522c8e6e787dfa0077475b","px":"105056.0",
+             "side":"B","sz":"0.00219","tid":121451470284048,"time":1737918794873,
+             "users":["0xe9ed7e16612d676df804f5aecd16e1f9bf9ec9dd","0x6802b4267f7f2bf7003dcf993c51542245b38329"]}]}
+
+        ``side`` ``B``: the buyer was the aggressor (+1); ``tid`` is unique across assets.
+        """
         for t in trades:
             coin, tid = t["coin"], int(t["tid"])
             if coin not in self.states:
@@ -224,7 +245,7 @@ class HyperliquidReplayServer(ReplayVenue, HyperliquidServer):
 
 # ----------------------------------------------------------------------------- declaration
 class Hyperliquid(Venue):
-    """Hyperliquid perps (protocols.md §4). Symbols are coin names (BTC, ETH, SOL)."""
+    """Hyperliquid perps (docs/protocols/hyperliquid.md). Symbols are coin names (BTC, ETH, SOL)."""
 
     name, Settings = "hyperliquid", HyperliquidSettings
     # {"method":"ping"} every 30 s: the server closes sockets idle for 60 s

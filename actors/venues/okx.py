@@ -1,4 +1,4 @@
-"""OKX v5 public: client, simulator and replay server (``../shared/protocols.md`` §5).
+"""OKX v5 public: client, simulator and replay server (``docs/protocols/okx.md``).
 
 Client (:class:`OkxClient`):
 
@@ -138,6 +138,13 @@ class OkxClient(VenueClient):
         return []
 
     def _on_trades(self, sym: str, trades: list, ts_local: int) -> None:
+        """The ``data`` of a ``trades`` message as trades rows. A real one (``tests/fixtures/real/okx``, 2022-05-13)::
+
+            {"arg":{"channel":"trades","instId":"BTC-USD-220527"},"data":[{"instId":"BTC-USD-220527",
+             "tradeId":"7849","px":"30218.8","sz":"1","side":"buy","ts":"1652459199958"}]}
+
+        ``side`` is the taker's; ``sz`` is in contracts for a future (``ct_val`` converts).
+        """
         scale = self.settings.ct_val.get(sym, 1.0)
         for t in trades:
             self.trade_row(sym, ts_local, int(t["ts"]) * MS, str(t["tradeId"]), float(t["px"]),
@@ -163,6 +170,16 @@ class OkxClient(VenueClient):
                                     next_funding_time=int(d["fundingTime"]) * MS if d.get("fundingTime") else None)
 
     def _on_book(self, sym: str, msg: dict, ts_local: int) -> list[Action]:
+        """A ``books`` snapshot or update (or a ``books5`` snapshot). A real update, whole
+        (``tests/fixtures/real/okx``, 2022-05-13: before seq ids, so the CRC32 is the proof)::
+
+            {"arg":{"channel":"books","instId":"BTC-USD-220527"},"action":"update","data":[{
+             "asks":[["30249.4","0","0","0"],["30261","4","0","1"],["30310.3","19","0","1"]],
+             "bids":[["30182.6","452","0","1"]],"ts":"1652459225464","checksum":-914047754}]}
+
+        A level is ``[price, size, "0", orders]``, size ``"0"`` deletes; since 2026 ``seqId`` and
+        ``prevSeqId`` chain the updates and ``checksum`` is 0.
+        """
         st = self.states[sym]
         d = msg["data"][0]
         seq, prev = d.get("seqId"), d.get("prevSeqId")
@@ -265,7 +282,7 @@ class OkxSimServer(SimulatedVenue, OkxServer):
         await self.send_data(session, self._book_message(s, "snapshot", *s.market.snapshot(400), -1))
 
     async def restart_venue(self) -> None:
-        """OKX maintenance (protocols.md §5.3): each symbol's next update resets ``seqId`` below its
+        """OKX maintenance (docs/protocols/okx.md, "Sequence rules"): each symbol's next update resets ``seqId`` below its
         ``prevSeqId`` (a new truth epoch); later updates chain normally; the sessions stay open."""
         for s in self.symbols.values():
             s.state["reset"] = True
@@ -305,7 +322,7 @@ class OkxReplayServer(ReplayVenue, OkxServer):
 
 # ----------------------------------------------------------------------------- declaration
 class Okx(Venue):
-    """OKX v5 public (protocols.md §5). Symbols are instIds, e.g. BTC-USDT-SWAP."""
+    """OKX v5 public (docs/protocols/okx.md). Symbols are instIds, e.g. BTC-USDT-SWAP."""
 
     name, Settings = "okx", OkxSettings
     # 60 = 30 instruments x (book + trades); text "ping" every 20 s: OKX closes sockets idle for 30 s

@@ -98,7 +98,8 @@ def run_ours(port: int, symbols: int, root: str, overrides: list[str]) -> dict:
         frames = 0
         while True:
             time.sleep(0.1)
-            before, frames = frames, run.socket_stats().get("frames", 0)
+            stats = run.socket_stats()
+            before, frames = frames, stats.frames if stats is not None else 0
             if frames > before:
                 last = time.perf_counter()
                 first = first or last
@@ -123,9 +124,9 @@ def run_ours(port: int, symbols: int, root: str, overrides: list[str]) -> dict:
         channel = path.relative_to(root).parts[2]
         if channel in rows:
             rows[channel] += pq.ParquetFile(path).metadata.num_rows
-    lags = [w.get("durable_lag_ms") or {} for w in seen.get("writers", [])]
+    lags = [w.durable_lag_ms for w in seen.get("writers", [])]
     return {"frames": seen.get("frames", report.frames), "seconds": seen.get("seconds", report.seconds),
-            "rows": rows, "lag_ms": {k: max(x.get(k, 0) for x in lags) for k in ("p50", "p99", "max")} if lags else {}}
+            "rows": rows, "lag_ms": {k: max(x.get(k) or 0 for x in lags) for k in ("p50", "p99", "max")} if lags else {}}
 
 
 def run_cryptofeed(port: int, symbols: int, out_file: str | None) -> dict:

@@ -10,14 +10,14 @@ from actors.export import export
 from actors.restore.loading import load_trades
 from actors.storage.catalog import Catalog
 from actors.storage.layout import NS
-from actors.storage.writer import SymbolWriterCore
+from actors.storage.writer import SymbolStore
 from bench.recorded import SYMBOL, recorded_batches
 
 
 def test_spot_symbol_is_written_and_exported_as_spot(tmp_path):
     root = tmp_path / "archive"
     name = f"spot/{SYMBOL}"
-    core = SymbolWriterCore(str(root), "binance", "perp", [name], 20, 3600 * NS, "w1", Catalog(str(root)), node="t")
+    core = SymbolStore(str(root), "binance", "perp", [name], 20, 3600 * NS, "w1", Catalog(str(root)), node="t")
     core.recover()
     batches = {(name, channel): batch for (_, channel), batch in recorded_batches().items()}
     events = batches[(name, "events")]

@@ -124,7 +124,7 @@ def archived_sim_run(venue_name, symbols, tmp_path, enough=40):
     from actors.feed.records import StreamBuffers
     from actors.storage.catalog import Catalog
     from actors.storage.layout import NS
-    from actors.storage.writer import SymbolWriterCore
+    from actors.storage.writer import SymbolStore
     from venue_harness import Harness
 
     venue = get_venue(venue_name)
@@ -138,7 +138,7 @@ def archived_sim_run(venue_name, symbols, tmp_path, enough=40):
     liquidations = 3 if venue_name in LIQUIDATIONS else 0
     harness.run(until=lambda: all(count(s, "derivatives") >= enough and count(s, "liquidations") >= liquidations
                                   for s in symbols))
-    core = SymbolWriterCore(str(tmp_path), venue_name, "perp", symbols, 10, 3600 * NS, "w1", Catalog(str(tmp_path)))
+    core = SymbolStore(str(tmp_path), venue_name, "perp", symbols, 10, 3600 * NS, "w1", Catalog(str(tmp_path)))
     core.recover()
     batches = buffers.take()
     assert not [b for (sym, ch), b in batches.items() if ch == "events"

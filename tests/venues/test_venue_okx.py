@@ -8,7 +8,7 @@ import pytest
 from actors.errors import ConfigError
 from actors.feed.records import ListSink
 from actors.venues import get_venue
-from actors.venues.base import Endpoints, Send
+from actors.venues.base import Endpoints, SendFrame
 from actors.venues.okx import checksum
 from actors.venues.sim.recordings import read_recording
 from conftest import FIXTURES
@@ -64,7 +64,7 @@ def test_seq_chain_exceptions_gap_and_checksum_mismatch():
     assert [b[3] for b in sink.books] == [10, 15, 15, 3, 5] and sink.books[1][5] == [0.06]
     actions = client.on_frame(book_msg("update", [], [("103", "1")], 7, 9), 6)   # a real break
     assert [e[3] for e in sink.events].count("gap") == 1 and len(sink.books) == 5
-    assert [orjson.loads(a.frame)["op"] for a in actions if isinstance(a, Send)] == ["unsubscribe", "subscribe"]
+    assert [orjson.loads(a.frame)["op"] for a in actions if isinstance(a, SendFrame)] == ["unsubscribe", "subscribe"]
     client.on_frame(book_msg("update", [], [("104", "1")], 9, 11), 7)        # ignored until the snapshot
     good = checksum([("100", "5")], [("101", "7")])
     client.on_frame(book_msg("snapshot", [("100", "5")], [("101", "7")], -1, 20, good), 8)

@@ -74,6 +74,8 @@ class VenueServer:
         self.port: int | None = None
         self.sessions: set[Session] = set()
         self.frames_sent = 0                # text frames sent to clients (acks and data)
+        self.frames_doubled = 0             # duplicate_frames: second copies sent
+        self.frames_swapped = 0             # reorder_frames: frames sent after the one that followed them
         self.finished = threading.Event()   # replay: every recorded frame was sent
         self.pending_faults: list[tuple[str, int]] = []   # frame faults for the next subscriber
         self._server = None
@@ -142,6 +144,10 @@ class VenueServer:
         finally:
             session.open = False
             self.sessions.discard(session)
+            # duplicated / reordered frames the closed session still owed go to the next subscriber, so an
+            # injected frame fault reaches a frame also when the connection drops first
+            self.pending_faults += [(kind, n) for kind, n in (("duplicate_frames", session.duplicates),
+                                                              ("reorder_frames", session.reorders)) if n]
             self.on_close(session)
 
     def sent_on_open_sessions(self) -> int:
@@ -204,17 +210,21 @@ class VenueServer:
             session.held = text
             return True
         sent = await self.send(session, text)
-        await self._send_held(session)
+        if await self._send_held(session) and sent:
+            self.frames_swapped += 1
         if sent and session.duplicates:
             session.duplicates -= 1
-            await self.send(session, text)
+            if await self.send(session, text):
+                self.frames_doubled += 1
         return sent
 
-    async def _send_held(self, session: Session) -> None:
-        if session.held is not None:
-            held, session.held = session.held, None
-            session.reorders = max(0, session.reorders - 1)
-            await self.send(session, held)
+    async def _send_held(self, session: Session) -> bool:
+        """Send the frame a reorder fault held back, if any; True when one was sent."""
+        if session.held is None:
+            return False
+        held, session.held = session.held, None
+        session.reorders = max(0, session.reorders - 1)
+        return await self.send(session, held)
 
     async def flush_held(self) -> None:
         """Send every frame held back by a reorder fault (end of a run: nothing stays unsent)."""
