@@ -2,7 +2,7 @@
 
 The public Python API, importable without Ray::
 
-    from actors import load_l2book, load_trades, load_events, load_lob_archives, load_trade_archives, Restorer
+    from actors import load_l2book, load_trades, load_derivatives, load_liquidations, load_events, load_lob_archives, load_trade_archives, Restorer
     from actors import dataset, duckdb_relation, polars_frame      # the whole archive as one dataset
 
 Packages: ``feed`` (websocket loop, records, order book, delivery), ``venues`` (one module per
@@ -20,6 +20,8 @@ _PUBLIC = {
     "load_l2book": "actors.restore.loading",
     "load_trades": "actors.restore.loading",
     "load_events": "actors.restore.loading",
+    "load_derivatives": "actors.restore.loading",
+    "load_liquidations": "actors.restore.loading",
     "load_lob_archives": "actors.restore.loading",
     "load_trade_archives": "actors.restore.loading",
     "Restorer": "actors.restore.restorer",

@@ -110,11 +110,11 @@ def real_archive(tmp_path_factory):
 
     from actors.storage.catalog import Catalog
     from actors.storage.layout import NS
-    from actors.storage.writer import SymbolWriterCore
+    from actors.storage.writer import SymbolStore
     from bench.recorded import SYMBOL, recorded_batches
 
     root = tmp_path_factory.mktemp("real-archive")
-    core = SymbolWriterCore(str(root), "binance", "perp", [SYMBOL], 20, 3600 * NS, "w1", Catalog(str(root)),
+    core = SymbolStore(str(root), "binance", "perp", [SYMBOL], 20, 3600 * NS, "w1", Catalog(str(root)),
                             node="test")
     core.recover()
     batches = recorded_batches()

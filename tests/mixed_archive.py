@@ -17,7 +17,7 @@ import pyarrow as pa
 from actors.feed.records import SCHEMAS, StreamBuffers, conform
 from actors.storage.catalog import Catalog
 from actors.storage.layout import HOUR_NS, NS, StreamKey
-from actors.storage.writer import SymbolWriterCore
+from actors.storage.writer import SymbolStore
 from legacy_formats import add_legacy_file, v1_table
 
 T0 = 1_736_100_000 * NS - (1_736_100_000 * NS) % HOUR_NS      # an hour boundary (2025-01-05 18:00 UTC)
@@ -61,6 +61,11 @@ def rows(venue: Venue, index: int, hour: int) -> StreamBuffers:
         sink.book(venue.symbol, ts + 11, exch, 9_000_000 + 1000 * hour + k,
                   [price - 0.1 * i for i in range(levels)], [0.5 + i for i in range(levels)],
                   [price + 0.1 * (i + 1) for i in range(levels)], [1.5 + i for i in range(levels)])
+        if k % 20 == 0:                      # the channels format 3 added
+            sink.derivative(venue.symbol, ts + 13, exch, (price + 0.2, price + 0.3, 1e-4 * (k % 3), None,
+                                                         T0 + 8 * 3600 * NS, 1000.0 + k, price))
+        if k % 50 == 7:
+            sink.liquidation(venue.symbol, ts + 17, exch, 1 if k % 2 else -1, price, 0.5, None if k % 3 else str(k))
     sink.event(venue.symbol, start + 30 * NS, "", "connect", "ws://127.0.0.1")
     sink.event(venue.symbol, start + 61 * NS, "l2book", "gap", "sequence break", 41, 45)
     return sink
@@ -85,8 +90,10 @@ def build(root: str | Path) -> dict[str, pa.Table]:
         for hour in range(HOURS):
             batches = rows(venue, index, hour).take()
             version = version_of(index, hour)
+            if version < 3:                      # derivatives and liquidations came with format 3
+                batches = {key: b for key, b in batches.items() if key[1] not in ("derivatives", "liquidations")}
             if version == 3:
-                core = SymbolWriterCore(str(root), venue.exchange, venue.market, [venue.symbol], venue.depth,
+                core = SymbolStore(str(root), venue.exchange, venue.market, [venue.symbol], venue.depth,
                                         HOUR_NS, f"w-{venue.exchange}", catalog, node="mixed")
                 core.write("mixed", hour + 1, batches)
                 core.seal_all()
@@ -98,7 +105,7 @@ def build(root: str | Path) -> dict[str, pa.Table]:
                     add_legacy_file(root, rel, table, version, catalog)
                     table = conform(v1_table(table, channel), channel)
                 truth[channel].append(_with_layout(table, venue, channel))
-    return {ch: pa.concat_tables(parts) for ch, parts in truth.items()}
+    return {ch: pa.concat_tables(parts) for ch, parts in truth.items() if parts}   # the channels it holds
 
 
 SORT_KEY = ("exchange", "market", "symbol", "ts_local", "kind")

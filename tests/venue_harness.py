@@ -16,7 +16,7 @@ class Harness:
     """Run FeedConnections (asyncio, this thread) against a loopback server (its own thread)."""
 
     def __init__(self, venue, server, symbols, settings=None, depth=10, replay_clock=False, idle_timeout_s=60.0,
-                 sink=None):
+                 sink=None, channels=CHANNELS):
         self.server = server
         self.thread = ServerThread(server).start()
         self.settings = settings if settings is not None else venue.settings({})
@@ -25,7 +25,7 @@ class Harness:
         self.conns = [FeedConnection(plan, venue.make_client(plan, self.settings, self.sink, depth),
                                      FeedOptions(replay_clock=replay_clock, backoff_min_s=0.1, backoff_max_s=0.3,
                                                  idle_timeout_s=idle_timeout_s))
-                      for plan in venue.plan_connections(self.settings, endpoints, symbols, CHANNELS, depth)]
+                      for plan in venue.plan_connections(self.settings, endpoints, symbols, list(channels), depth)]
 
     def run(self, until, steps=(), timeout_s=90.0):
         """Run the steps in order (an action from a worker thread, then wait for its condition),

@@ -4,7 +4,7 @@ from __future__ import annotations
 from actors.feed.records import StreamBuffers
 from actors.storage.catalog import Catalog
 from actors.storage.layout import NS
-from actors.storage.writer import SymbolWriterCore
+from actors.storage.writer import SymbolStore
 from archive_reading import read_channel
 
 T0 = 1_736_100_000 * NS - (1_736_100_000 * NS) % (3600 * NS)   # an hour boundary
@@ -12,7 +12,7 @@ SYM = "BTCUSDT"
 
 
 def make_core(root, rollover_s=10, writer_id="w1"):
-    core = SymbolWriterCore(str(root), "binance", "perp", [SYM], 20, rollover_s * NS, writer_id,
+    core = SymbolStore(str(root), "binance", "perp", [SYM], 20, rollover_s * NS, writer_id,
                             Catalog(str(root)), node="test")
     core.recover()
     return core

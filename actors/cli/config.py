@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from actors.cli.schema import (AppConfig, BackupConfig, ExportConfig, RayConfig, RestoreConfig, SocketConfig,
                                SourceConfig, register)
 from actors.errors import ConfigError
-from actors.storage.layout import NS, LayoutError, check_name_part, parse_duration, parse_rollover
+from actors.storage.layout import NS, LayoutError, check_symbol, parse_duration, parse_rollover
 from actors.venues import CONF_DIR, get_venue, supported_venues
 
 
@@ -156,7 +156,7 @@ def _validate(app: AppConfig) -> Settings:
     mode, source = app.mode.value, app.source.name.value
     duration_s = None if app.duration_s in (None, "") else parse_duration(app.duration_s, "duration_s")
     if not app.channels:
-        raise ConfigError("channels: name at least one of l2book, trades")
+        raise ConfigError("channels: name at least one of l2book, trades, derivatives, liquidations")
     channels = tuple(dict.fromkeys(c.value for c in app.channels))
     specs = _venue_specs(app, mode, channels)
     root = _root(app.storage.root, mode, cluster=bool(app.ray.address))
@@ -228,11 +228,12 @@ def _venue_specs(app: AppConfig, mode: str, channels: tuple[str, ...]) -> list[V
             raise ConfigError(f"archive.{name}: unknown venue (supported: {', '.join(supported_venues())})")
         if not symbols:
             continue
-        symbols = tuple(dict.fromkeys(check_name_part(str(s), f"archive.{name}") for s in symbols))
+        venue = get_venue(name)
+        # an entry may carry its market (spot/BTCUSDT); the venue names it as the archive does
+        symbols = tuple(dict.fromkeys(venue.qualify(check_symbol(str(s), f"archive.{name}")) for s in symbols))
         vcfg = app.venues.get(name)
         if vcfg is None:
             raise ConfigError(f"archive.{name}: no protocol settings (add '{name}' to the venues list)")
-        venue = get_venue(name)
         vsettings = venue.settings(dict(vcfg))
         venue.validate(vsettings, list(symbols), list(channels), app.depth)
         specs.append(VenueSpec(name=name, market=vsettings.market, symbols=symbols, cfg=vsettings))

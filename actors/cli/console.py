@@ -15,7 +15,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from actors.feed.venue_feed import VenueFeedStats
+    from actors.storage.writer import WriterStats
 
 STATUS_FILE = "live-status.json"
 
@@ -25,8 +29,8 @@ class Snapshot:
     """Counters at one moment (``at``: monotonic seconds)."""
 
     at: float
-    venues: dict[str, dict[str, Any]] = field(default_factory=dict)   # venue -> socket stats
-    writers: list[dict[str, Any]] = field(default_factory=list)       # writer stats
+    venues: dict[str, "VenueFeedStats"] = field(default_factory=dict)   # venue -> its feed stats
+    writers: list["WriterStats"] = field(default_factory=list)          # one per writer process
     backup: dict[str, Any] | None = None
 
 
@@ -50,31 +54,28 @@ def venue_rows(now: Snapshot, before: Snapshot | None) -> list[VenueRow]:
     seconds = now.at - before.at if before else 0.0
     rows = []
     for venue, st in sorted(now.venues.items()):
-        old = (before.venues.get(venue) if before else None) or {}
-        conns = st.get("connected") or []
-        lag = st.get("lag_s")
-        rows.append(VenueRow(venue, venue_state(st), max(0, st.get("connects", 0) - len(conns)),
-                             _rate(st.get("frames", 0), old.get("frames"), seconds),
-                             None if lag is None else lag * 1000.0,
-                             _rate(st.get("sent_rows", 0), old.get("sent_rows"), seconds),
-                             st.get("pending_rows", 0)))
+        old = before.venues.get(venue) if before else None
+        rows.append(VenueRow(venue, venue_state(st), max(0, st.connects - len(st.connected)),
+                             _rate(st.frames, old.frames if old else None, seconds),
+                             None if st.lag_s is None else st.lag_s * 1000.0,
+                             _rate(st.sent_rows, old.sent_rows if old else None, seconds),
+                             st.pending_rows))
     return rows
 
 
 SILENT_AFTER = 3          # connections in a row without a market row before a venue shows as silent
 
 
-def venue_state(st: dict[str, Any]) -> str:
+def venue_state(st: "VenueFeedStats") -> str:
     """``1/1``, or why the venue is not delivering: ``waiting`` (its node is lost, none eligible),
     ``refused (HTTP 400)`` (every connection refused), ``0/1 silent`` (acknowledged, no market data)."""
-    conns = st.get("connected") or []
-    if st.get("waiting"):
+    conns = st.connected
+    if st.waiting:
         return "waiting"
-    refused = st.get("refused") or []
-    if refused and not any(conns):
-        return f"refused ({refused[0]})"
+    if st.refused and not any(conns):
+        return f"refused ({st.refused[0]})"
     text = f"{sum(conns)}/{len(conns)}"
-    if st.get("silent_reconnects", 0) >= SILENT_AFTER:
+    if st.silent_reconnects >= SILENT_AFTER:
         text += " silent"
     return text
 
@@ -82,11 +83,11 @@ def venue_state(st: dict[str, Any]) -> str:
 def totals(now: Snapshot, before: Snapshot | None) -> dict[str, float]:
     """Writers together: rows/s, open spool bytes, files sealed; backup backlog."""
     seconds = now.at - before.at if before else 0.0
-    rows = sum(w.get("rows", 0) for w in now.writers)
-    old_rows = sum(w.get("rows", 0) for w in before.writers) if before else None
+    rows = sum(w.rows for w in now.writers)
+    old_rows = sum(w.rows for w in before.writers) if before else None
     return {"writers": len(now.writers), "rows_per_s": _rate(rows, old_rows, seconds),
-            "spool_mb": sum(w.get("spool_bytes", 0) for w in now.writers) / 1e6,
-            "files": sum(w.get("files", 0) for w in now.writers),
+            "spool_mb": sum(w.spool_bytes for w in now.writers) / 1e6,
+            "files": sum(w.files for w in now.writers),
             "backlog": (now.backup or {}).get("backlog", 0) if now.backup else -1}
 
 

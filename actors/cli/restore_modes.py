@@ -113,7 +113,7 @@ def _print_paths(paths: list[str], req: dict, where: str) -> None:
 
 def run_status(settings: Settings) -> int:
     """Coverage of one stream hour by hour, or (no ``restore.symbol``) every stream of the archive."""
-    if not Catalog(settings.root).healthy():
+    if not settings.ray.address and not Catalog(settings.root).healthy():
         print(f"warning: the catalog in {settings.root}/.catalog is unreadable; figures below come from the "
               "files themselves (python launch.py mode=reindex rebuilds it)", file=sys.stderr)
     if not settings.restore.symbol:

@@ -42,12 +42,16 @@ class ParadexPayloads(str, Enum):
 class DataChannel(str, Enum):
     l2book = "l2book"
     trades = "trades"
+    derivatives = "derivatives"        # mark/index price, funding, open interest (a row per change)
+    liquidations = "liquidations"
 
 
 class Channel(str, Enum):
     l2book = "l2book"
     trades = "trades"
     events = "events"
+    derivatives = "derivatives"
+    liquidations = "liquidations"
 
 
 class BackupKind(str, Enum):

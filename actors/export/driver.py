@@ -28,7 +28,7 @@ from actors.restore.coverage import HOLE_KINDS, counts_for
 from actors.restore.loading import DEFAULT_MARKET, read_range
 from actors.restore.restorer import FileRef, Restorer, RestoreError
 from actors.restore.timerange import TimeLike, hour_list, hours_between, parse_range
-from actors.storage.layout import HOUR_NS
+from actors.storage.layout import HOUR_NS, split_market
 
 FORMATS = ("hftbacktest", "nautilus", "tardis")
 
@@ -177,6 +177,7 @@ def export(root: str | Path, format: str, exchange: str, symbol: str, start: Tim
     Pass ``restorer`` to use a bucket (files not local are fetched and verified)."""
     start_ns, end_ns = parse_range(start, end)
     restorer = restorer or Restorer(root)
+    market, symbol = split_market(str(symbol), market)          # spot/BTCUSDT names its market
     req = ExportRequest(exchange, str(symbol), start_ns, end_ns, depth, market)
     if depth is None:                 # the archived depth, as restore picks it
         req = ExportRequest(exchange, str(symbol), start_ns, end_ns,

@@ -36,7 +36,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI, WebSocketException
 
 from actors.logs import get_logger
-from actors.venues.base import ConnectionPlan, FetchSnapshot, Reconnect, Send, VenueClient
+from actors.venues.base import ConnectionPlan, FetchSnapshot, Reconnect, SendFrame, VenueClient
 from actors.feed.clock import decode_clock
 
 log = get_logger("feed")
@@ -58,6 +58,7 @@ class FeedStats:
     last_error: str = ""
     refused: str = ""                  # "HTTP 400" while the venue refuses every connection attempt
     silent_reconnects: int = 0         # connections in a row closed for yielding no market row
+    gated: bool = False                # the reader waits at the backpressure gate (the writers are behind)
 
 
 @dataclass
@@ -99,7 +100,6 @@ class FeedConnection:
         self.stats = FeedStats()
         self.clock_ns: int | None = None
         self._tasks: set[asyncio.Task] = set()
-        self._gated = False
         self._close_reason = ""
         self._error_said_at = -float("inf")
 
@@ -204,9 +204,9 @@ class FeedConnection:
             gate, has_room = self.gate, self.has_room
             async for data in ws:
                 if gate is not None and (has_room is None or not has_room()):
-                    self._gated = True
+                    self.stats.gated = True
                     await gate()
-                    self._gated = False
+                    self.stats.gated = False
                 actions = self._receive(data)       # the hot path: no coroutine per frame
                 if actions:
                     await self._perform(ws, actions)
@@ -235,7 +235,7 @@ class FeedConnection:
                 self.stats.silent_reconnects = 0
             if lifetime and now - opened >= lifetime:
                 self._close_reason = "lifetime"
-            elif self._gated:
+            elif self.stats.gated:
                 last_data = now                        # backpressure is not a stalled feed
                 continue
             elif now - last_data > self.options.idle_timeout_s:
@@ -271,7 +271,7 @@ class FeedConnection:
 
     async def _perform(self, ws, actions) -> None:
         for action in actions:
-            if isinstance(action, Send):
+            if isinstance(action, SendFrame):
                 await ws.send(action.frame)
             elif isinstance(action, FetchSnapshot):
                 self._spawn(self._snapshot(ws, action))
@@ -282,11 +282,11 @@ class FeedConnection:
         body, error = None, None
         try:
             body = await asyncio.to_thread(fetch_url, action.url, self.options.snapshot_timeout_s)
-            self.stats.snapshots += 1
+            self.stats.snapshots += action.purpose == "book"
         except RuntimeError as exc:
             error = str(exc)
-            log.warning(f"{self.plan.name}: snapshot {action.symbol} failed: {error}", extra=self.options.tags)
-        actions = self.client.on_snapshot(action.symbol, body, self.now(), error=error)
+            log.warning(f"{self.plan.name}: {action.purpose} {action.symbol} failed: {error}", extra=self.options.tags)
+        actions = self.client.on_fetched(action, body, self.now(), error=error)
         try:
             await self._perform(ws, actions)
         except _ReconnectNow as exc:

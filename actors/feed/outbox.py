@@ -25,7 +25,7 @@ from actors.logs import get_logger
 log = get_logger("outbox")
 
 Batches = dict[tuple[str, str], pa.RecordBatch]          # (symbol, channel) -> rows
-Send = Callable[[str, str, int, Batches], Awaitable[Any]]
+Transport = Callable[[str, str, int, Batches], Awaitable[Any]]
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -47,7 +47,7 @@ class _Queue:
 class Outbox:
     """Per-writer queues with ordered, acknowledged, exactly-once delivery (see module docstring)."""
 
-    def __init__(self, producer: str, writers: list[str], send: Send, max_pending_rows: int = 200_000,
+    def __init__(self, producer: str, writers: list[str], send: Transport, max_pending_rows: int = 200_000,
                  retry_min_s: float = 0.2, retry_max_s: float = 10.0, tags: dict | None = None) -> None:
         self.producer = producer
         self.send = send

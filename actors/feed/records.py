@@ -1,4 +1,4 @@
-"""Record schemas of the archive (DESIGN.md "Records") and columnar row buffers.
+"""Record schemas of the archive (docs/file-format.md "Schemas") and columnar row buffers.
 
 Every channel has one Arrow schema. Event kinds written to the ``events`` channel:
 ``connect``, ``subscribed``, ``disconnect`` (detail says why), ``gap`` (a sequence break:
@@ -55,13 +55,41 @@ EVENTS_SCHEMA = pa.schema(
         pa.field("seq_to", pa.int64()),
     ]
 )
+#: the values of a ``derivatives`` row, in schema order (a venue says what it knows, null elsewhere)
+DERIVATIVE_FIELDS = ("mark_price", "index_price", "funding_rate", "predicted_funding_rate", "next_funding_time",
+                     "open_interest", "last_price")
+DERIVATIVES_SCHEMA = pa.schema(
+    [
+        pa.field("ts_local", TS_TYPE, nullable=False),
+        pa.field("ts_exchange", TS_TYPE),
+        pa.field("mark_price", pa.float64()),
+        pa.field("index_price", pa.float64()),
+        pa.field("funding_rate", pa.float64()),
+        pa.field("predicted_funding_rate", pa.float64()),
+        pa.field("next_funding_time", TS_TYPE),
+        pa.field("open_interest", pa.float64()),      # in the venue's unit (contracts or base currency)
+        pa.field("last_price", pa.float64()),
+    ]
+)
+LIQUIDATIONS_SCHEMA = pa.schema(
+    [
+        pa.field("ts_local", TS_TYPE, nullable=False),
+        pa.field("ts_exchange", TS_TYPE),
+        pa.field("side", pa.int8()),                  # the liquidation ORDER's side: +1 buy = a short was liquidated
+        pa.field("price", pa.float64()),
+        pa.field("size", pa.float64()),
+        pa.field("order_id", pa.string()),            # null when the venue names none
+    ]
+)
 SCHEMAS: dict[str, pa.Schema] = {
     "l2book": L2BOOK_SCHEMA,
     "trades": TRADES_SCHEMA,
     "events": EVENTS_SCHEMA,
+    "derivatives": DERIVATIVES_SCHEMA,
+    "liquidations": LIQUIDATIONS_SCHEMA,
 }
 CHANNELS = tuple(SCHEMAS)
-DATA_CHANNELS = ("l2book", "trades")
+DATA_CHANNELS = ("l2book", "trades", "derivatives", "liquidations")
 
 class SchemaMismatch(ValueError):
     """Rows that cannot be put in a channel's record schema (a missing required column, an unknown one,
@@ -130,6 +158,12 @@ class RowSink(Protocol):
     def event(self, symbol: str, ts_local: int, channel: str, kind: str, detail: str = "",
               seq_from: int | None = None, seq_to: int | None = None) -> None: ...
 
+    def derivative(self, symbol: str, ts_local: int, ts_exchange: int | None, values: Sequence) -> None:
+        """One ``derivatives`` row: ``values`` in :data:`DERIVATIVE_FIELDS` order (next_funding_time in ns)."""
+
+    def liquidation(self, symbol: str, ts_local: int, ts_exchange: int | None, side: int, price: float,
+                    size: float, order_id: str | None = None) -> None: ...
+
 
 class ListSink:
     """A RowSink that keeps every row as a tuple in memory: for tests and offline tools."""
@@ -138,6 +172,8 @@ class ListSink:
         self.books: list[tuple] = []
         self.trades: list[tuple] = []
         self.events: list[tuple] = []
+        self.derivatives: list[tuple] = []
+        self.liquidations: list[tuple] = []
 
     def book(self, symbol, ts_local, ts_exchange, seq, bid_px, bid_sz, ask_px, ask_sz) -> None:
         self.books.append((symbol, ts_local, ts_exchange, seq, list(bid_px), list(bid_sz),
@@ -152,6 +188,12 @@ class ListSink:
 
     def event(self, symbol, ts_local, channel, kind, detail="", seq_from=None, seq_to=None) -> None:
         self.events.append((symbol, ts_local, channel, kind, detail, seq_from, seq_to))
+
+    def derivative(self, symbol, ts_local, ts_exchange, values) -> None:
+        self.derivatives.append((symbol, ts_local, ts_exchange, *values))
+
+    def liquidation(self, symbol, ts_local, ts_exchange, side, price, size, order_id=None) -> None:
+        self.liquidations.append((symbol, ts_local, ts_exchange, side, price, size, order_id))
 
 
 class ColumnBuffer:
@@ -296,6 +338,14 @@ class StreamBuffers:
 
     def event(self, symbol, ts_local, channel, kind, detail="", seq_from=None, seq_to=None) -> None:
         self._buffer(symbol, "events").append((ts_local, channel, kind, detail[:2000], seq_from, seq_to))
+        self.rows += 1
+
+    def derivative(self, symbol, ts_local, ts_exchange, values) -> None:
+        self._buffer(symbol, "derivatives").append((ts_local, ts_exchange, *values))
+        self.rows += 1
+
+    def liquidation(self, symbol, ts_local, ts_exchange, side, price, size, order_id=None) -> None:
+        self._buffer(symbol, "liquidations").append((ts_local, ts_exchange, side, price, size, order_id))
         self.rows += 1
 
     def take(self) -> dict[tuple[str, str], pa.RecordBatch]:

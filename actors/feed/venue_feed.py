@@ -13,11 +13,13 @@ metrics; the default records nothing).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from actors.feed.connection import FeedConnection, FeedOptions
-from actors.feed.outbox import Outbox, Send
+from actors.feed.outbox import Outbox, Transport
 from actors.feed.records import StreamBuffers
 from actors.logs import get_logger
 from actors.venues.base import ConnectionPlan, VenueClient
@@ -26,6 +28,47 @@ log = get_logger("feed")
 
 RESTART_GAP = ("socket process restarted: rows received but not yet handed to the writers were lost; "
                "books are resynced from fresh snapshots")
+
+
+@dataclass
+class VenueFeedStats:
+    """Counters of one venue's feed: of one socket process (:meth:`VenueFeed.stats`), or of all the
+    processes serving the venue (:meth:`merged`). Travels through Ray as is; :meth:`to_dict` for JSON."""
+
+    producer: str = ""
+    frames: int = 0
+    clock_frames: int = 0
+    connects: int = 0
+    disconnects: int = 0
+    connected: list[bool] = field(default_factory=list)     # per connection
+    refused: list[str] = field(default_factory=list)        # "HTTP 400" per connection refused right now
+    silent_reconnects: int = 0
+    market_rows: int = 0
+    frames_on_open_connections: int = 0
+    pending_rows: int = 0                                   # buffered, queued or in flight to the writers
+    sent_rows: int = 0                                      # acknowledged by the writers
+    write_failures: int = 0
+    lag_s: float | None = None                              # ts_local - ts_exchange of the newest row
+    pids: list[int] = field(default_factory=list)           # the socket processes that answered (merged)
+    waiting: str = ""                                       # why the venue is not running, if so (set by the driver)
+
+    @classmethod
+    def merged(cls, parts: list["VenueFeedStats"], pids: list[int] | None = None) -> "VenueFeedStats":
+        """Shards of one venue as one: numbers summed, lists joined, the largest lag, the first producer."""
+        out = cls(producer=parts[0].producer if parts else "", pids=list(pids or []))
+        for part in parts:
+            for f in dataclasses.fields(cls):
+                if f.name in ("producer", "pids", "waiting"):
+                    continue
+                mine, theirs = getattr(out, f.name), getattr(part, f.name)
+                if f.name == "lag_s":
+                    setattr(out, f.name, theirs if mine is None else mine if theirs is None else max(mine, theirs))
+                else:
+                    setattr(out, f.name, mine + theirs)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 class FeedObserver:
@@ -49,7 +92,7 @@ class VenueFeed:
 
     def __init__(self, venue: str, plans: list[ConnectionPlan],
                  make_client: Callable[[ConnectionPlan, StreamBuffers], VenueClient],
-                 writer_of: dict[str, str], send: Send, producer: str, options: FeedOptions,
+                 writer_of: dict[str, str], send: Transport, producer: str, options: FeedOptions,
                  flush_s: float = 0.2, max_pending_rows: int = 200_000,
                  observer: FeedObserver | None = None) -> None:
         self.venue = venue
@@ -147,22 +190,22 @@ class VenueFeed:
     def frames(self) -> int:
         return sum(c.stats.frames for c in self.connections)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> VenueFeedStats:
         """Counters of the connections and the delivery."""
         conns = [c.stats for c in self.connections]
-        return {
-            "producer": self.outbox.producer,
-            "frames": self.frames,
-            "clock_frames": sum(s.clock_frames for s in conns),
-            "connects": sum(s.connects for s in conns),
-            "disconnects": sum(s.disconnects for s in conns),
-            "connected": [s.connected for s in conns],
-            "refused": [s.refused for s in conns if s.refused],
-            "silent_reconnects": max((s.silent_reconnects for s in conns), default=0),
-            "market_rows": sum(c.client.market_rows for c in self.connections),
-            "frames_on_open_connections": sum(s.frames_this_connection for s in conns if s.connected),
-            "pending_rows": self.buffers.rows + self.outbox.pending_rows,
-            "sent_rows": self.outbox.sent_rows,
-            "write_failures": self.outbox.failures,
-            "lag_s": self.last_lag_s,
-        }
+        return VenueFeedStats(
+            producer=self.outbox.producer,
+            frames=self.frames,
+            clock_frames=sum(s.clock_frames for s in conns),
+            connects=sum(s.connects for s in conns),
+            disconnects=sum(s.disconnects for s in conns),
+            connected=[s.connected for s in conns],
+            refused=[s.refused for s in conns if s.refused],
+            silent_reconnects=max((s.silent_reconnects for s in conns), default=0),
+            market_rows=sum(c.client.market_rows for c in self.connections),
+            frames_on_open_connections=sum(s.frames_this_connection for s in conns if s.connected),
+            pending_rows=self.buffers.rows + self.outbox.pending_rows,
+            sent_rows=self.outbox.sent_rows,
+            write_failures=self.outbox.failures,
+            lag_s=self.last_lag_s,
+        )

@@ -25,6 +25,7 @@ from actors.cli.config import Settings, VenueSpec
 from actors.venues import get_venue
 from actors.logs import get_logger, setup_logging
 from actors.errors import ConfigError
+from actors.feed.venue_feed import VenueFeedStats
 from actors.venues.base import Endpoints
 from actors.remote.failover import NodeWatch
 from actors.remote.starting import backup_section, ensure_ray, start_sockets, start_writers
@@ -44,41 +45,38 @@ class VenueRun:
     writers: dict[str, Any] = field(default_factory=dict)     # writer name -> handle (shared in a group)
     writer_of: dict[str, str] = field(default_factory=dict)   # symbol -> writer name
     sockets: dict[str, Any] = field(default_factory=dict)     # socket processes serving it (shared in a group)
-    node_id: str | None = None                                # where its sockets and writers run
-    waiting: str = ""                                         # why it is not running (node lost), if so
+    group: Any = None             # its placement group (actors.remote.placement.Group): the one record of its node
+
+    @property
+    def node_id(self) -> str | None:
+        """Where its sockets and writers run: its group's node."""
+        return self.group.node_id if self.group is not None else None
+
+    @property
+    def waiting(self) -> str:
+        """Why it is not running (its node is lost and none qualifies), or ``""``."""
+        if self.group is None or not self.group.waiting:
+            return ""
+        return f"node lost, waiting for a node with {self.group.requirement!r}"
 
     @property
     def socket(self) -> Any:
         """The first socket process serving the venue."""
         return next(iter(self.sockets.values()), None)
 
-    def socket_stats(self, timeout: float = 60, quiet: bool = False) -> dict[str, Any]:
-        """This venue's feed stats over its socket processes, summed (``{}`` if none answered)."""
+    def socket_stats(self, timeout: float = 60, quiet: bool = False) -> VenueFeedStats | None:
+        """This venue's feed stats over its socket processes, merged (None if none answered)."""
         answers = _each(list(self.sockets.values()), "stats", timeout=timeout, quiet=quiet)
         return venue_stats(answers, self.spec.name)
 
 
-def venue_stats(answers: list[dict[str, Any]], venue: str) -> dict[str, Any]:
-    """One venue's part of socket stats answers, summed, with the serving processes' ``pids``."""
-    merged = merge_stats([a["venues"][venue] for a in answers if venue in a.get("venues", {})])
-    return {**merged, "pids": [a["pid"] for a in answers if "pid" in a]} if merged else {}
-
-
-def merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Socket shard stats as one venue's: numbers summed, lists joined, the largest lag."""
-    out: dict[str, Any] = {}
-    for part in parts:
-        for key, value in part.items():
-            if key == "lag_s":
-                out[key] = max(v for v in (out.get(key), value) if v is not None) if value is not None \
-                    else out.get(key)
-            elif isinstance(value, (int, float)) and not isinstance(value, bool) and key != "pid":
-                out[key] = out.get(key, 0) + value
-            elif isinstance(value, list):
-                out[key] = out.get(key, []) + value
-            else:
-                out.setdefault(key, value)
-    return out
+def venue_stats(answers: list[Any], venue: str) -> VenueFeedStats | None:
+    """One venue's part of socket stats answers (:class:`~actors.remote.socket.SocketStats`, None for
+    a process that did not answer), merged, with the serving processes' ``pids``; None if none serves it."""
+    serving = [a for a in answers if a is not None and venue in a.venues]
+    if not serving:
+        return None
+    return VenueFeedStats.merged([a.venues[venue] for a in serving], pids=[a.pid for a in serving])
 
 
 @dataclass
@@ -95,7 +93,7 @@ class RunReport:
     backup: dict = field(default_factory=dict)           # the final backup pass, if any
     moves: list[dict] = field(default_factory=list)      # venues moved off a lost node
     handed_over: dict = field(default_factory=dict)      # spool calls/rows handed over by returning nodes
-    venues: dict[str, Any] = field(default_factory=dict)
+    venues: dict[str, VenueFeedStats] = field(default_factory=dict)
     finite: bool = False                                 # duration_s or a replay: every venue must deliver
 
     @property
@@ -105,7 +103,7 @@ class RunReport:
 
         if not self.finite:
             return {}
-        return {venue: venue_state(st) for venue, st in sorted(self.venues.items()) if not st.get("market_rows")}
+        return {venue: venue_state(st) for venue, st in sorted(self.venues.items()) if not st.market_rows}
 
     @property
     def ok(self) -> bool:
@@ -143,7 +141,7 @@ def plan_sources(settings: Settings) -> list[VenueRun]:
         venue = get_venue(spec.name)
         vcfg = spec.cfg
         if settings.source == "live":
-            endpoints = Endpoints(ws_base=vcfg.ws_base, rest_base=vcfg.rest_base)
+            endpoints = venue.live_endpoints(vcfg)
             runs.append(VenueRun(spec, endpoints, vcfg))
             continue
         server = venue.make_sim_server(list(spec.symbols), settings.sim_section(), settings.depth)
@@ -169,7 +167,7 @@ def _plan_replay(settings: Settings) -> VenueRun:
             raise ConfigError(f"replay.file: the recording is {name} data but archive.{name} names no "
                               f"symbols (recording holds: {', '.join(sorted(venue.recording_symbols(path)))})")
         recorded = venue.recording_symbols(path)
-        symbols = [s for s in spec.symbols if s in recorded]
+        symbols = [s for s in spec.symbols if venue.recorded(s, recorded)]
         if not symbols:
             raise ConfigError(f"replay.file: archive.{name}={list(spec.symbols)} names none of the recording's "
                               f"symbols ({', '.join(sorted(recorded))})")
@@ -204,9 +202,9 @@ def start_actors(settings: Settings, runs: list[VenueRun]) -> list[Any]:
                               f"{group.requirement!r} (nodes: {describe_nodes(nodes)})")
         load[node.node_id] = load.get(node.node_id, 0) + 1
         group_runs = [by_name[v] for v in group.venues]
-        for run in group_runs:
-            run.node_id = node.node_id
         group.node_id = node.node_id
+        for run in group_runs:
+            run.group = group
         start_writers(settings, group.label, group_runs, node.node_id)
         start_sockets(settings, group.label, group_runs, node.node_id)
     return groups
@@ -332,9 +330,9 @@ def _snapshot(runs: list[VenueRun], services: Services):
 
     snap = Snapshot(at=time.monotonic())
     for run in runs:
-        snap.venues[run.spec.name] = {"waiting": run.waiting} if run.waiting else \
-            run.socket_stats(timeout=5, quiet=True)
-    snap.writers = _each(list(_writers(runs).values()), "stats", timeout=5, quiet=True)
+        snap.venues[run.spec.name] = VenueFeedStats(waiting=run.waiting) if run.waiting else \
+            run.socket_stats(timeout=5, quiet=True) or VenueFeedStats()
+    snap.writers = [st for st in _each(list(_writers(runs).values()), "stats", timeout=5, quiet=True) if st is not None]
     if services.backup is not None:
         snap.backup = _each([services.backup], "stats", timeout=5, quiet=True)[0]
     return snap
@@ -375,7 +373,7 @@ def _replay_done(runs: list[VenueRun]) -> bool:
         if not run.server.finished.is_set():
             return False
         stats = run.socket_stats()
-        if stats.get("frames", 0) < run.server.frames_sent:
+        if stats is None or stats.frames < run.server.frames_sent:
             return False
     return True
 
@@ -399,7 +397,7 @@ def _quiesce_sim(runs: list[VenueRun], timeout_s: float = 15.0) -> None:
         except Exception:        # a socket restarting: its frames in flight are a recorded gap
             time.sleep(0.2)
             continue
-        if all(st.get("frames_on_open_connections", 0) >= run.server.call(run.server.sent_on_open_sessions)
+        if all(st is not None and st.frames_on_open_connections >= run.server.call(run.server.sent_on_open_sessions)
                for st, run in zip(stats, sims)):
             return
         time.sleep(0.1)
@@ -412,15 +410,15 @@ def _shutdown(settings: Settings, runs: list[VenueRun], report: RunReport, seal_
         _quiesce_sim(runs)
     sockets = [socket for socket, _ in _sockets(runs).values()]
     for run in runs:
-        stats = run.socket_stats()
-        report.frames += stats.get("frames", 0)
+        stats = run.socket_stats() or VenueFeedStats()
+        report.frames += stats.frames
         report.venues[run.spec.name] = stats
     if not all(_each(sockets, "stop", timeout=180, default=False)):
         log.error("some rows could not be handed to the writers before the timeout")
     for run in runs:
         stats = run.socket_stats()
-        report.rows += stats.get("sent_rows", 0)
-        report.venues[run.spec.name] = stats or report.venues.get(run.spec.name, {})
+        report.rows += stats.sent_rows if stats is not None else 0
+        report.venues[run.spec.name] = stats if stats is not None else report.venues.get(run.spec.name, VenueFeedStats())
     writers = list(_writers(runs).values())
     method = "seal_all" if seal_everything else "seal_due"
     report.files = [rec for batch in _each(writers, method, timeout=600, default=[]) for rec in batch]
@@ -455,12 +453,13 @@ def _sealed_since(started_ns: int, writers: list[Any]) -> int:
         return RemoteCatalog().query(f"sealed_at >= {ts_literal(started_ns)}", columns=["key"]).num_rows
     except Exception as exc:
         log.warning(f"catalog unreadable, counting sealed files from the writers: {exc}")
-        return sum(st.get("files", 0) for st in _each(writers, "stats"))
+        return sum(st.files for st in _each(writers, "stats") if st is not None)
 
 
 def _each(actors: list[Any], method: str, timeout: float = 60, default: Any = None,
           quiet: bool = False) -> list[Any]:
-    """Call ``method`` on every actor at once; an actor that fails gives ``default`` (logged unless quiet)."""
+    """Call ``method`` on every actor at once; an actor that fails gives ``default`` (None unless given;
+    logged unless quiet)."""
     import ray
 
     refs = [getattr(actor, method).remote() for actor in actors]
@@ -471,7 +470,7 @@ def _each(actors: list[Any], method: str, timeout: float = 60, default: Any = No
         except Exception as exc:
             if not quiet:
                 log.error(f"{method} failed on an actor: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
-            out.append({} if default is None else default)
+            out.append(default)
     return out
 
 

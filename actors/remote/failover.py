@@ -62,9 +62,7 @@ class NodeWatch:
             if not group.waiting:
                 log.error(f"node {str(group.node_id)[:8]} lost: {', '.join(group.venues)} waiting for a node "
                           f"advertising {group.requirement!r}")
-                group.waiting = True
-                for run in runs:
-                    run.waiting = f"node lost, waiting for a node with {group.requirement!r}"
+                group.waiting = True          # the runs' ``waiting`` says so (VenueRun reads its group)
             return
         for run in runs:
             for handle in [*run.sockets.values(), *run.writers.values()]:
@@ -72,8 +70,7 @@ class NodeWatch:
                     ray.kill(handle, no_restart=True)
                 except Exception:     # already gone with its node
                     pass
-            run.sockets, run.writers, run.writer_of, run.waiting = {}, {}, {}, ""
-            run.node_id = node.node_id
+            run.sockets, run.writers, run.writer_of = {}, {}, {}
         if str(group.node_id) not in group.lost:
             group.lost.append(str(group.node_id))
         old, group.node_id, group.waiting = group.node_id, node.node_id, False

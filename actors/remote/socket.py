@@ -24,7 +24,7 @@ from ray.util.metrics import Counter, Gauge
 
 from actors.cli.schema import SocketConfig
 from actors.feed.connection import FeedOptions
-from actors.feed.venue_feed import FeedObserver, VenueFeed
+from actors.feed.venue_feed import FeedObserver, VenueFeed, VenueFeedStats
 from actors.logs import get_logger, setup_actor_logging
 from actors.remote import NAMESPACE
 from actors.remote.options import POLICIES
@@ -69,6 +69,15 @@ class VenueShard:
     venue_cfg: Any
     plans: list[ConnectionPlan]
     writer_of: dict[str, str]          # symbol -> writer process name
+
+
+@dataclass
+class SocketStats:
+    """What a socket process answers to ``stats``: its pid and node, and each venue's feed stats."""
+
+    pid: int
+    node: str
+    venues: dict[str, VenueFeedStats]
 
 
 async def archived_trades(shard: VenueShard, handles: dict[str, Any], timeout_s: float = 5.0) -> dict[str, list[str]]:
@@ -139,7 +148,7 @@ class ExchangeSocket:
         done = await asyncio.gather(*(feed.stop(timeout_s) for feed in self.feeds.values()))
         return all(done)
 
-    async def stats(self) -> dict[str, Any]:
-        """``{"pid", "node", "venues": {venue: feed stats}}``."""
-        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
-                "venues": {venue: feed.stats() for venue, feed in self.feeds.items()}}
+    async def stats(self) -> "SocketStats":
+        """This process, its node and the feed stats of each venue it serves."""
+        return SocketStats(os.getpid(), ray.get_runtime_context().get_node_id(),
+                           {venue: feed.stats() for venue, feed in self.feeds.items()})

@@ -1,7 +1,7 @@
 """``WriterProcess``: the Ray actor that makes many symbols' rows durable in one process.
 
-It holds a :class:`~actors.storage.sealing.WriterGroup`: one logical writer per (venue, symbol),
-each with its own spool folder, watermarks and files (:class:`~actors.storage.writer.SymbolWriterCore`),
+It holds a :class:`~actors.storage.sealing.StoreGroup`: one logical writer per (venue, symbol),
+each with its own spool folder, watermarks and files (:class:`~actors.storage.writer.SymbolStore`),
 and one sealing timer. It writes under its node's archive root
 (:func:`actors.remote.placement.node_root`) and records sealed files in the cluster's catalog
 (:class:`~actors.remote.catalog.RemoteCatalog`). Ray restarts it after a crash
@@ -25,8 +25,8 @@ from actors.remote.backup import poke_backup
 from actors.remote.catalog import RemoteCatalog
 from actors.remote.placement import node_name, node_root
 from actors.storage.recovery import discard_spools, sealed_in_spools, unsealed_calls
-from actors.storage.sealing import CatalogBuffer, WriterGroup
-from actors.storage.writer import SymbolWriterCore
+from actors.storage.sealing import CatalogBuffer, StoreGroup
+from actors.storage.writer import SymbolStore, WriterStats
 
 TAGS = ("exchange", "channel")
 
@@ -46,12 +46,12 @@ class WriterProcess:
         market = {(venue, symbol): mkt for venue, mkt, symbol in streams}
         catalog, node = CatalogBuffer(RemoteCatalog()), node_name()
 
-        def make_core(venue: str, symbol: str) -> SymbolWriterCore:
+        def make_core(venue: str, symbol: str) -> SymbolStore:
             mkt = market[(venue, symbol)]
-            return SymbolWriterCore(self.root, venue, mkt, [symbol], depth, rollover_ns,
+            return SymbolStore(self.root, venue, mkt, [symbol], depth, rollover_ns,
                                     core_id(venue, mkt, symbol), catalog, node=node)
 
-        self.group = WriterGroup(make_core, list(market), seal_grace_ns, clock, on_sealed=self._sealed,
+        self.group = StoreGroup(make_core, list(market), seal_grace_ns, clock, on_sealed=self._sealed,
                                  catalog=catalog)
         self.group.commit_recovered()
 
@@ -82,8 +82,11 @@ class WriterProcess:
         """Seal the periods that are over by ``now_ns`` (default: each writer's own clock)."""
         return self.group.seal_due(now_ns)
 
-    def stats(self) -> dict[str, Any]:
-        return {**self.group.stats(), "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
+    def stats(self) -> WriterStats:
+        """The group's stats with this process's pid and node."""
+        stats = self.group.stats()
+        stats.pid, stats.node = os.getpid(), ray.get_runtime_context().get_node_id()
+        return stats
 
 
 @ray.remote(**POLICIES["hand_over"])
@@ -108,7 +111,7 @@ def hand_over_spools(root: str, streams: list[tuple[str, str, str, str]], depth:
         folder = os.path.join(root, SPOOL_DIR, ident)
         if not os.path.isdir(folder):
             continue
-        core = SymbolWriterCore(root, venue, market, [symbol], depth, rollover_ns, ident, catalog, node=node)
+        core = SymbolStore(root, venue, market, [symbol], depth, rollover_ns, ident, catalog, node=node)
         core.recover()
         leftovers = [rel for rel in sealed_in_spools(core) if rel not in {r["key"] for r in core.pending_records}]
         known = catalog.catalog.get_many(leftovers) if leftovers else {}

@@ -28,7 +28,7 @@ import pyarrow.fs as pafs
 
 from actors.errors import TickarchiveError
 from actors.feed.records import SCHEMAS, TS_TYPE
-from actors.storage.layout import HOUR_NS, LayoutError, ParsedPath, parse_relpath, sealed_files
+from actors.storage.layout import HOUR_NS, LayoutError, ParsedPath, parse_relpath, sealed_files, split_market
 from actors.restore.timerange import MAX_NS, TimeLike, parse_range
 
 CATALOG_DIR = ".catalog"
@@ -87,7 +87,9 @@ def archive_files(root: str | Path, channel: str, *, start: TimeLike | None = No
                   exchange: str | None = None, market: str | None = None,
                   symbol: str | None = None) -> list[tuple[str, ParsedPath]]:
     """The local sealed files a :func:`dataset` reads: (relative path, parsed path), sorted by
-    stream and period."""
+    stream and period. A ``symbol`` carrying its market (``spot/BTCUSDT``) selects that market."""
+    if symbol is not None and "/" in symbol:
+        market, symbol = split_market(symbol)
     root = Path(root)
     span = _time_range(start, end)
     if span is not None and (root / CATALOG_DIR).is_dir():

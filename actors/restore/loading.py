@@ -22,7 +22,7 @@ import gc
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -31,12 +31,11 @@ import pyarrow.dataset as ds
 
 from actors.storage.fileformat import file_schema_of, from_file
 from actors.storage.integrity import DamagedFileError, check_files  # noqa: F401  (DamagedFileError: re-exported)
-from actors.storage.layout import NS, StreamKey, stream_files
+from actors.storage.layout import DEFAULT_MARKET, MARKETS, NS, LayoutError, StreamKey, split_market, stream_files
 from actors.logs import get_logger
 from actors.feed.records import SCHEMAS, TS_TYPE, conform
 from actors.restore.timerange import TimeLike, hours_between, parse_range
 
-DEFAULT_MARKET = "perp"
 LOB_COLUMNS = ["ts_local", "bid_px", "bid_sz", "ask_px", "ask_sz"]      # what load_lob_archives reads
 CATALOG_DIR = ".catalog"
 log = get_logger("loading")
@@ -44,8 +43,38 @@ log = get_logger("loading")
 
 def stream_key(exchange: str, channel: str, symbol: str, depth: int | None = None,
                market: str = DEFAULT_MARKET) -> StreamKey:
-    """The StreamKey of a query (depth only matters for l2book)."""
+    """The StreamKey of a query (depth only matters for l2book); ``symbol`` may carry its market
+    (``spot/BTCUSDT``), which then wins over ``market``."""
+    market = split_market(symbol, market)[0]
+    if market not in MARKETS:
+        raise LayoutError(f"market: {market!r} is not a market of the archive (allowed: {', '.join(MARKETS)})")
     return StreamKey.of(exchange, market, channel, symbol, depth)
+
+
+_FEED_WORDS = (("spot", "spot"), ("perp", "perp"), ("swap", "perp"), ("future", "futures"), ("deliver", "futures"))
+
+
+def market_of(feed_cls: Any = None, market: str = DEFAULT_MARKET) -> str:
+    """The archive market a quantpylib ``feed_cls`` argument selects.
+
+    quantpylib names the market folder by the feed's class: a market name (``"spot"``,
+    ``"perp"``, ``"futures"``) is taken as is; a class (or instance) is read by its name
+    (``...Spot...`` -> spot, ``...Perp...``/``...Swap...`` -> perp, ``...Future...`` -> futures).
+    None keeps ``market``.
+    """
+    if feed_cls is None:
+        return market
+    if isinstance(feed_cls, str):
+        name = feed_cls
+    else:
+        name = getattr(feed_cls, "__name__", None) or type(feed_cls).__name__
+    low = name.lower()
+    if low in MARKETS:
+        return low
+    for word, found in _FEED_WORDS:
+        if word in low:
+            return found
+    raise LayoutError(f"feed_cls: {name!r} names no market of the archive (allowed: {', '.join(MARKETS)})")
 
 
 def verify_local(root: str | Path, files: Iterable[str]) -> None:
@@ -92,7 +121,7 @@ def read_range(files: Iterable[str], channel: str, start_ns: int, end_ns: int,
 
 
 QUANTPYLIB_COLUMNS = {"l2book": {"ts", "bp", "bs", "ap", "as"}, "trades": {"ts", "price", "size", "dir"},
-                      "events": {"never"}}
+                      "events": {"never"}, "derivatives": {"never"}, "liquidations": {"never"}}
 
 
 def from_quantpylib(table: pa.Table, channel: str) -> pa.Table:
@@ -142,6 +171,18 @@ def load_trades(root: str | Path, exchange: str, symbol: str, start: TimeLike, e
                 market: str = DEFAULT_MARKET) -> pa.Table:
     """Trade rows of one symbol in a range, as an Arrow table."""
     return load(root, exchange, "trades", symbol, start, end, market=market)
+
+
+def load_derivatives(root: str | Path, exchange: str, symbol: str, start: TimeLike, end: TimeLike,
+                     market: str = DEFAULT_MARKET) -> pa.Table:
+    """Mark/index price, funding and open interest rows of one symbol in a range (a row per change)."""
+    return load(root, exchange, "derivatives", symbol, start, end, market=market)
+
+
+def load_liquidations(root: str | Path, exchange: str, symbol: str, start: TimeLike, end: TimeLike,
+                      market: str = DEFAULT_MARKET) -> pa.Table:
+    """Liquidation orders of one symbol in a range (side +1: a buy order, a short was liquidated)."""
+    return load(root, exchange, "liquidations", symbol, start, end, market=market)
 
 
 def load_events(root: str | Path, exchange: str, symbol: str, start: TimeLike, end: TimeLike,
@@ -210,14 +251,16 @@ def _levels(prices_column: pa.ChunkedArray, sizes_column: pa.ChunkedArray) -> li
 
 
 def load_lob_archives(exc: str, ticker: str, depth: int, start: TimeLike, end: TimeLike,
-                      path: str | Path, only_paths: bool = False, market: str = DEFAULT_MARKET):
+                      path: str | Path, only_paths: bool = False, market: str = DEFAULT_MARKET,
+                      feed_cls: Any = None):
     """quantpylib-compatible: ``[{'ts': ms, 'b': ndarray[[px, sz], ...], 'a': ndarray[[px, sz], ...]}, ...]``.
 
     With ``only_paths=True`` returns the hourly file paths the range needs (existing or not), as
-    quantpylib does, e.g. to decide what to restore.
+    quantpylib does, e.g. to decide what to restore. ``feed_cls`` (quantpylib's) or ``market``
+    selects the market folder (:func:`market_of`).
     """
     start_ns, end_ns = parse_range(start, end)
-    key = stream_key(exc, "l2book", ticker, depth, market)
+    key = stream_key(exc, "l2book", ticker, depth, market_of(feed_cls, market))
     if only_paths:
         return expected_paths(path, key, start_ns, end_ns)
     files = checked_files(path, key, start_ns, end_ns)
@@ -246,13 +289,14 @@ def _lob_rows(table: pa.Table) -> list[dict]:
 
 
 def load_trade_archives(exc: str, ticker: str, start: TimeLike, end: TimeLike, path: str | Path,
-                        only_paths: bool = False, market: str = DEFAULT_MARKET):
+                        only_paths: bool = False, market: str = DEFAULT_MARKET, feed_cls: Any = None):
     """quantpylib-compatible: rows ``[ts_ms, price, size, dir]`` (dir +1 taker buy, -1 taker sell).
 
-    With ``only_paths=True`` returns the hourly file paths the range needs (existing or not).
+    With ``only_paths=True`` returns the hourly file paths the range needs (existing or not);
+    ``feed_cls`` or ``market`` selects the market folder (:func:`market_of`).
     """
     start_ns, end_ns = parse_range(start, end)
-    key = stream_key(exc, "trades", ticker, None, market)
+    key = stream_key(exc, "trades", ticker, None, market_of(feed_cls, market))
     if only_paths:
         return expected_paths(path, key, start_ns, end_ns)
     table = read_range(checked_files(path, key, start_ns, end_ns), "trades", start_ns, end_ns)

@@ -35,8 +35,8 @@ from actors.backup.bucket import Bucket, open_bucket
 from actors.backup.verify import MismatchError
 from actors.errors import TickarchiveError
 from actors.storage.catalog import Catalog, CatalogError, as_ns_ints, sql_str
-from actors.storage.layout import (HOUR_NS, LayoutError, StreamKey, file_in_range, month_of, parse_relpath,
-                                   sealed_files, stream_files)
+from actors.storage.layout import (HOUR_NS, MARKETS, LayoutError, StreamKey, file_in_range, month_of, parse_relpath,
+                                   sealed_files, split_market, stream_files)
 from actors.restore.coverage import FileFacts, HourCoverage, hour_coverage, read_marks, uncovered_hours
 from actors.restore.loading import DEFAULT_MARKET, read_range
 from actors.logs import get_logger
@@ -112,6 +112,9 @@ class Restorer:
             raise RestoreError(f"unknown venue {exchange!r} (supported: {', '.join(sorted(self.venues))})")
         if channel not in SCHEMAS:
             raise RestoreError(f"unknown channel {channel!r} (allowed: {', '.join(SCHEMAS)})")
+        market, symbol = split_market(symbol, market)
+        if market not in MARKETS:
+            raise RestoreError(f"restore.market: {market!r} is not a market of the archive (allowed: {', '.join(MARKETS)})")
         if channel == "l2book" and not depth:
             depth = self._default_depth(exchange, symbol, market)
         return StreamKey.of(exchange, market, channel, symbol, depth)
@@ -119,7 +122,7 @@ class Restorer:
     def _default_depth(self, exchange: str, symbol: str, market: str) -> int:
         try:
             rows = self.catalog.query(f"exchange = {sql_str(exchange)} AND symbol = {sql_str(symbol)} "
-                                      "AND channel = 'l2book'", columns=["depth"])
+                                      f"AND market = {sql_str(market)} AND channel = 'l2book'", columns=["depth"])
             depths = sorted(set(rows.column("depth").to_pylist()) - {None})
         except CatalogError:
             depths = []
@@ -142,9 +145,7 @@ class Restorer:
         stream = self.stream_key(exchange, symbol, channel, depth, market)
         found: dict[str, FileRef] = {}
         known = self._from_catalog(stream, start_ns, end_ns)
-        covered = {h for ref in known for h in range(ref.period_start - ref.period_start % HOUR_NS,
-                                                     max(ref.period_end, ref.period_start + 1), HOUR_NS)}
-        months = {month_of(h) for h in hours_between(start_ns, end_ns) if h not in covered}
+        months = {month_of(h) for h in uncovered(known, start_ns, end_ns)}
         listed = self._from_listings(stream, start_ns, end_ns, months) if months else []
         for ref in known + listed:
             known = found.get(ref.rel)
@@ -389,6 +390,22 @@ class Restorer:
 COVERAGE_SCHEMA = pa.schema([
     ("stream", pa.string()), ("hour", pa.timestamp("ns", tz="UTC")), ("rows", pa.int64()), ("bytes", pa.int64()),
     ("where", pa.string()), ("gaps", pa.int64()), ("disconnects", pa.int64()), ("files", pa.int64())])
+
+
+def uncovered(refs: list[FileRef], start_ns: int, end_ns: int) -> list[int]:
+    """The hours of ``[start_ns, end_ns)`` whose part in the range these files do not tile whole
+    (files of shorter periods than an hour must cover all of it; a file of a quiet period never
+    written leaves its hour to be looked up in the listings)."""
+    covered: dict[int, int] = {}
+    for ref in refs:
+        lo, hi = max(ref.period_start, start_ns), min(ref.period_end, end_ns)
+        while lo < hi:
+            hour = lo - lo % HOUR_NS
+            part = min(hi, hour + HOUR_NS) - lo
+            covered[hour] = covered.get(hour, 0) + part
+            lo += part
+    return [h for h in hours_between(start_ns, end_ns)
+            if covered.get(h, 0) < min(end_ns, h + HOUR_NS) - max(start_ns, h)]
 
 
 def reindex(root: str | Path, catalog: Catalog, bucket: Bucket | None = None,

@@ -3,7 +3,7 @@
 The table ``files`` lives in ``{root}/.catalog`` (hidden, so it is never backed up as data).
 Its key column ``key`` is the file's path relative to the archive root, declared as
 LanceDB's unenforced primary key: every write is a ``merge_insert`` on it, which stays
-correct when several writer processes commit at once (see stack-notes §7: an insert/insert
+correct when several writer processes commit at once (measured on LanceDB 0.40: an insert/insert
 race on a compound key duplicates rows; on a single declared key it does not).
 
 Scalar indexes (Bitmap on exchange/market/channel/symbol, BTree on the period bounds and

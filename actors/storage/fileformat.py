@@ -14,6 +14,9 @@ column. The storage goals are kept by Parquet encodings, not by types that diffe
 | trade ``size``, ``side``, ``trade_type`` | ``float64``, ``int8``, ``string`` (null: a plain trade) | dictionary |
 | book ``bid_px``... ``ask_sz`` | ``list<float64>`` | plain (zstd finds the rows that repeat) |
 | events | as in memory | dictionary |
+| ``derivatives`` values (mark, index, funding, predicted funding, open interest, last price) | ``float64`` | dictionary |
+| ``derivatives`` ``next_funding_time`` | ``timestamp[ns, UTC]`` | DELTA_BINARY_PACKED |
+| ``liquidations`` ``side``, ``price``, ``size``, ``order_id`` | ``int8``, ``float64``, ``float64``, ``string`` | dictionary |
 
 Pages are compressed with zstd at :data:`ZSTD_LEVEL` (trades at 15: ns exchange times and text ids
 cost ~0.4 B/row more than format 2's ms and int64 at level 9, a higher level wins it back); row groups hold at most five minutes and
@@ -71,8 +74,8 @@ def write_options(channel: str) -> dict[str, Any]:
             encodings[field.name] = "DELTA_BYTE_ARRAY"
         elif channel == "trades" and field.name == "price":
             encodings[field.name] = "PLAIN"
-        elif channel in ("trades", "events"):
-            dictionary.append(field.name)
+        elif channel in ("trades", "events", "derivatives", "liquidations"):
+            dictionary.append(field.name)      # derivatives: funding, index, open interest repeat row to row
     return {"compression": "zstd", "compression_level": ZSTD_LEVELS.get(channel, ZSTD_LEVEL),
             "use_dictionary": dictionary, "column_encoding": encodings}
 

@@ -2,6 +2,11 @@
 
 ``{root}/{exchange}/{market}/{channel}/{YYYY}/{MM}/{SYMBOL}[_depth{N}]_{DDHH}.parquet``
 
+``market`` is ``perp`` (a venue's perpetuals, the default), ``spot`` or ``futures`` (dated
+contracts). Inside the archiver a symbol of another market than the default carries it as a
+prefix (``spot/BTCUSDT``, ``futures/BTCUSD_250627``: :func:`split_market`); the file name holds
+the bare symbol.
+
 Hourly files end in ``_{DDHH}``. A shorter rollover (tests, demos) must divide one hour
 and names its files ``_{DDHHMMSS}``: those sort by time among themselves, and can never
 collide with an hourly name (different length).
@@ -70,6 +75,32 @@ def check_name_part(value: str, what: str) -> str:
     return value
 
 
+MARKETS = ("perp", "spot", "futures")
+DEFAULT_MARKET = "perp"
+
+
+def split_market(symbol: str, market: str = DEFAULT_MARKET) -> tuple[str, str]:
+    """``(market, bare symbol)`` of a symbol that may carry its market: ``spot/BTCUSDT`` ->
+    ``("spot", "BTCUSDT")``; a bare symbol is in ``market``."""
+    head, sep, rest = symbol.partition("/")
+    return (head, rest) if sep else (market, symbol)
+
+
+def join_market(market: str, symbol: str) -> str:
+    """The inverse of :func:`split_market`: the default market stays bare."""
+    return symbol if market == DEFAULT_MARKET else f"{market}/{symbol}"
+
+
+def check_symbol(value: str, what: str) -> str:
+    """A symbol, optionally ``market/SYMBOL`` with a known market; LayoutError otherwise."""
+    market, bare = split_market(str(value))
+    check_name_part(market, what)
+    if market not in MARKETS:
+        raise LayoutError(f"{what}: {value!r} names an unknown market {market!r} (allowed: {', '.join(MARKETS)})")
+    check_name_part(bare, what)
+    return str(value)
+
+
 @dataclass(frozen=True)
 class StreamKey:
     """One archived stream: exchange + market + channel + symbol (+ depth for l2book)."""
@@ -82,7 +113,9 @@ class StreamKey:
 
     @classmethod
     def of(cls, exchange: str, market: str, channel: str, symbol: str, depth: int | None = None) -> "StreamKey":
-        """The stream of a symbol's channel: ``depth`` only names l2book streams."""
+        """The stream of a symbol's channel: ``depth`` only names l2book streams; a symbol carrying
+        its market (``spot/BTCUSDT``) is in that market."""
+        market, symbol = split_market(symbol, market)
         return cls(exchange, market, channel, symbol, depth if channel == "l2book" else None)
 
     @property

@@ -1,6 +1,6 @@
 """Recovering a writer's spool folder: after a crash, on restart, or on a node its streams left.
 
-:func:`recover` runs three named steps over a :class:`~actors.storage.writer.SymbolWriterCore`:
+:func:`recover` runs three named steps over a :class:`~actors.storage.writer.SymbolStore`:
 
 1. :func:`scan_spools` reads every spool of the folder (damaged stretches skipped, torn tails
    truncated so appends follow valid frames) and registers the calls they hold;
@@ -36,7 +36,7 @@ from actors.storage.layout import newest_files
 from actors.storage.spool import SpoolFile, encode_frame, fsync_dir, read_frames, scan_spool
 
 if TYPE_CHECKING:
-    from actors.storage.writer import SymbolWriterCore
+    from actors.storage.writer import SymbolStore
 
 log = get_logger("writer")
 
@@ -67,7 +67,7 @@ class SpoolScan:
     last_ts: dict[int, int] = field(default_factory=dict)                    # period -> newest ts before damage
 
 
-def recover(core: "SymbolWriterCore") -> dict[str, Any]:
+def recover(core: "SymbolStore") -> dict[str, Any]:
     """Load the watermarks and every spool left in the core's folder (see module docstring).
 
     Returns ``{"spools", "frames", "damaged_bytes", "lost_calls", "journal"}``; never raises for bad
@@ -89,7 +89,7 @@ def recover(core: "SymbolWriterCore") -> dict[str, Any]:
             "journal": len(core.pending_records)}
 
 
-def scan_spools(core: "SymbolWriterCore") -> SpoolScan:
+def scan_spools(core: "SymbolStore") -> SpoolScan:
     """Step 1: open every spool for appending and register the calls, times and trade ids it holds."""
     scan = SpoolScan()
     for spool_path in sorted(glob.glob(os.path.join(core.spool_dir, "*.spool"))):
@@ -126,7 +126,7 @@ def acknowledged(seq: int, persisted: int, newest_complete: int) -> bool:
     return seq <= persisted or seq < newest_complete
 
 
-def settle_calls(core: "SymbolWriterCore", persisted: dict[str, int], damaged: bool) -> dict[str, list[list[int]]]:
+def settle_calls(core: "SymbolStore", persisted: dict[str, int], damaged: bool) -> dict[str, list[list[int]]]:
     """Step 2: watermarks from the complete calls; the acknowledged calls lost to damage, as runs per producer.
 
     An acknowledged call with parts missing keeps the parts that are left (they are sealed); a
@@ -153,7 +153,7 @@ def settle_calls(core: "SymbolWriterCore", persisted: dict[str, int], damaged: b
     return {p: ranges(sorted(set(seqs))) for p, seqs in lost.items() if seqs}
 
 
-def record_loss(core: "SymbolWriterCore", damage: dict[int, list[tuple[int, int]]], last_ts: dict[int, int],
+def record_loss(core: "SymbolStore", damage: dict[int, list[tuple[int, int]]], last_ts: dict[int, int],
                 lost_calls: dict[str, list[list[int]]]) -> None:
     """Step 3: a ``lost`` event per symbol into each damaged period, spooled like any other call."""
     from actors.feed.records import StreamBuffers
@@ -173,7 +173,7 @@ def record_loss(core: "SymbolWriterCore", damage: dict[int, list[tuple[int, int]
         core.calls[(producer, 1)] = Call(1, {0}, {period})
 
 
-def load_watermarks(core: "SymbolWriterCore") -> dict[str, int]:
+def load_watermarks(core: "SymbolStore") -> dict[str, int]:
     """The saved watermarks; rebuilt from the newest sealed files when missing or unreadable."""
     path = os.path.join(core.spool_dir, WATERMARKS)
     if os.path.exists(path):
@@ -190,7 +190,7 @@ def load_watermarks(core: "SymbolWriterCore") -> dict[str, int]:
     return watermarks_from_sealed(core)
 
 
-def watermarks_from_sealed(core: "SymbolWriterCore") -> dict[str, int]:
+def watermarks_from_sealed(core: "SymbolStore") -> dict[str, int]:
     """Highest call per producer in the footers of the core's newest sealed files."""
     marks: dict[str, int] = {}
     for stream in core.streams():
@@ -205,7 +205,7 @@ def watermarks_from_sealed(core: "SymbolWriterCore") -> dict[str, int]:
     return marks
 
 
-def save_watermarks(core: "SymbolWriterCore", max_producers: int = 1000) -> None:
+def save_watermarks(core: "SymbolStore", max_producers: int = 1000) -> None:
     """Persist the watermarks (the oldest producers, restarted sockets, go first beyond ``max_producers``)."""
     if len(core.watermarks) > max_producers:
         core.watermarks = dict(sorted(core.watermarks.items(), key=lambda kv: kv[1])[-max_producers:])
@@ -226,7 +226,7 @@ def max_ts(batches) -> int | None:
     return max(tops) if tops else None
 
 
-def unsealed_calls(core: "SymbolWriterCore") -> list[tuple[str, int, dict[tuple[str, str], pa.RecordBatch]]]:
+def unsealed_calls(core: "SymbolStore") -> list[tuple[str, int, dict[tuple[str, str], pa.RecordBatch]]]:
     """The acknowledged rows a recovered core still holds only in its spools, call by call.
 
     For a node that comes back after its streams moved to another node: every complete call in
@@ -259,7 +259,7 @@ def unsealed_calls(core: "SymbolWriterCore") -> list[tuple[str, int, dict[tuple[
             for (producer, seq), batches in sorted(calls.items())]
 
 
-def sealed_in_spools(core: "SymbolWriterCore") -> list[str]:
+def sealed_in_spools(core: "SymbolStore") -> list[str]:
     """Relative paths of the files already sealed for the periods the core's spools still hold
     (a seal whose spool a crash left behind): their catalog rows must exist before the spools go."""
     out = []
@@ -271,7 +271,7 @@ def sealed_in_spools(core: "SymbolWriterCore") -> list[str]:
     return out
 
 
-def discard_spools(core: "SymbolWriterCore") -> None:
+def discard_spools(core: "SymbolStore") -> None:
     """Delete a core's spools, watermarks and journal (after :func:`unsealed_calls` were handed over
     and the journal's files committed)."""
     for spool in core.spools.values():

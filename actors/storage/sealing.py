@@ -1,6 +1,6 @@
-"""When a writer seals: the clock and the schedule around :class:`~actors.storage.writer.SymbolWriterCore`.
+"""When a writer seals: the clock and the schedule around :class:`~actors.storage.writer.SymbolStore`.
 
-A :class:`SealingWriter` owns one core behind a lock (writes and seals never interleave) and
+A :class:`ScheduledStore` owns one core behind a lock (writes and seals never interleave) and
 decides when periods are over:
 
 * ``clock="wall"`` (live and simulated feeds): a timer thread seals, once a second, every
@@ -22,15 +22,15 @@ from typing import Any, Callable
 import pyarrow as pa
 
 from actors.logs import get_logger
-from actors.storage.writer import SymbolWriterCore
+from actors.storage.writer import SymbolStore, WriterStats
 
 log = get_logger("writer")
 
 
-class SealingWriter:
-    """A writer core with its sealing schedule (see module docstring)."""
+class ScheduledStore:
+    """One :class:`~actors.storage.writer.SymbolStore` behind a lock, with its sealing schedule (see module docstring)."""
 
-    def __init__(self, core: SymbolWriterCore, grace_ns: int, clock: str = "wall",
+    def __init__(self, core: SymbolStore, grace_ns: int, clock: str = "wall",
                  on_sealed: Callable[[list[dict]], None] | None = None, tick_s: float = 1.0,
                  timer: bool = True) -> None:
         if clock not in ("wall", "data"):
@@ -41,7 +41,7 @@ class SealingWriter:
         self.recovered = core.recover()
         self._stop = threading.Event()
         if clock == "wall":
-            if timer:      # a WriterGroup runs one timer for all its writers instead
+            if timer:      # a StoreGroup runs one timer for all its writers instead
                 threading.Thread(target=self._tick, args=(tick_s,), daemon=True, name="seal-timer").start()
         else:
             self.seal_due()
@@ -90,16 +90,19 @@ class SealingWriter:
             self.on_sealed(records)
         return records
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> WriterStats:
+        """The store's stats, with its recovered spools (read under the lock)."""
         with self.lock:
-            return {**self.core.stats(), "recovered": self.recovered}
+            stats = self.core.stats()
+        stats.recovered_spools = self.recovered.get("spools", 0)
+        return stats
 
     def stop(self) -> None:
         self._stop.set()
 
 
 class CatalogBuffer:
-    """The catalog as the writers of a :class:`WriterGroup` see it: sealed-file rows are collected
+    """The catalog as the writers of a :class:`StoreGroup` see it: sealed-file rows are collected
     and committed in one ``upsert`` per sealing round (:meth:`flush`), not one per symbol.
 
     A failed commit keeps the rows and retries at the next round (files are sealed and safe
@@ -145,8 +148,8 @@ class CatalogBuffer:
         return len(pending)
 
 
-class WriterGroup:
-    """Many logical writers in one process: one :class:`SealingWriter` per (venue, symbol).
+class StoreGroup:
+    """Many logical writers in one process: one :class:`ScheduledStore` per (venue, symbol).
 
     Each symbol keeps its own core (spool folder, watermarks, files); the group only routes a
     call's batches to the symbols' writers (each sees the call's ``(producer, seq)``, so a
@@ -155,11 +158,11 @@ class WriterGroup:
     with ``catalog`` (a :class:`CatalogBuffer`) have their files recorded once per round.
     """
 
-    def __init__(self, make_core: Callable[[str, str], SymbolWriterCore], streams: list[tuple[str, str]],
+    def __init__(self, make_core: Callable[[str, str], SymbolStore], streams: list[tuple[str, str]],
                  grace_ns: int, clock: str = "wall", on_sealed: Callable[[list[dict]], None] | None = None,
                  tick_s: float = 1.0, catalog: CatalogBuffer | None = None) -> None:
         self.catalog = catalog
-        self.writers = {(venue, symbol): SealingWriter(make_core(venue, symbol), grace_ns, clock, on_sealed,
+        self.writers = {(venue, symbol): ScheduledStore(make_core(venue, symbol), grace_ns, clock, on_sealed,
                                                        timer=False)
                         for venue, symbol in streams}
         self._stop = threading.Event()
@@ -223,20 +226,10 @@ class WriterGroup:
     def spool_bytes(self) -> int:
         return sum(writer.core.spool_bytes for writer in self.writers.values())
 
-    def stats(self) -> dict[str, Any]:
-        """Counters summed over the writers, ``recovered`` spools, ``symbols`` served and the worst
+    def stats(self) -> WriterStats:
+        """Counters summed over the writers, recovered spools, ``symbols`` served and the worst
         symbol's receive-to-durable lag (``durable_lag_ms``: largest p50 / p99 / max)."""
-        total: dict[str, Any] = {}
-        lag: dict[str, float] = {}
-        recovered = 0
-        for writer in self.writers.values():
-            for key, value in writer.stats().items():
-                if isinstance(value, int) and not isinstance(value, bool) and key != "max_ts_local":
-                    total[key] = total.get(key, 0) + value
-                elif key == "durable_lag_ms" and value:
-                    lag = {k: max(v, lag.get(k, v)) for k, v in value.items() if isinstance(v, (int, float))}
-            recovered += writer.recovered.get("spools", 0)
-        return {**total, "recovered_spools": recovered, "symbols": len(self.writers), "durable_lag_ms": lag}
+        return WriterStats.summed([writer.stats() for writer in self.writers.values()], symbols=len(self.writers))
 
     def stop(self) -> None:
         self._stop.set()

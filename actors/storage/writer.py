@@ -1,6 +1,6 @@
 """The durable per-symbol writer: spool every batch, seal periods into Parquet, record them.
 
-:class:`SymbolWriterCore` is plain logic (no Ray); the ``WriterProcess`` actor holds many.
+:class:`SymbolStore` is plain logic (no Ray); the ``WriterProcess`` actor holds many.
 Recovery after a crash is :mod:`actors.storage.recovery`, the footer a file carries is
 :mod:`actors.storage.footer`, the seal journal :mod:`actors.storage.journal`.
 
@@ -24,9 +24,11 @@ Delivery rules it implements (docs/durability.md):
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -54,8 +56,55 @@ SPOOL_DIR = ".spool"
 RECENT_TRADE_IDS = 500           # trade ids a writer remembers per symbol (Hyperliquid repeats ~30)
 
 
-class SymbolWriterCore:
-    """Spools, seals and catalogs the streams of one symbol group (see module docstring)."""
+@dataclass
+class WriterStats:
+    """Counters of one :class:`SymbolStore`, or of a writer process's stores together
+    (:meth:`summed`: counters added, the newest ``max_ts_local``, the worst durable lag per
+    percentile; ``recovered_spools`` and ``symbols`` are set there, ``pid`` and ``node`` by the actor).
+    Travels through Ray as is; :meth:`to_dict` for JSON."""
+
+    rows: int = 0
+    calls: int = 0
+    duplicates: int = 0              # re-sent calls dropped (already durable)
+    files: int = 0
+    bytes: int = 0
+    late_merges: int = 0
+    orphan_parts: int = 0
+    rejected: int = 0                # rows whose batch did not fit the channel's schema
+    open_periods: int = 0
+    spool_bytes: int = 0
+    pending_catalog: int = 0         # sealed files the catalog has not committed yet
+    max_ts_local: int | None = None
+    durable_lag_ms: dict[str, float | None] = field(default_factory=dict)   # p50 / p99 / max
+    recovered_spools: int = 0
+    symbols: int = 0
+    pid: int | None = None
+    node: str | None = None
+
+    COUNTERS = ("rows", "calls", "duplicates", "files", "bytes", "late_merges", "orphan_parts", "rejected")
+    SUMMED = COUNTERS + ("open_periods", "spool_bytes", "pending_catalog", "recovered_spools")
+
+    @classmethod
+    def summed(cls, parts: list["WriterStats"], **extra: Any) -> "WriterStats":
+        """Several stores' stats as one writer's (``extra``: fields to set, e.g. ``symbols``)."""
+        out = cls(**extra)
+        for part in parts:
+            for name in cls.SUMMED:
+                setattr(out, name, getattr(out, name) + getattr(part, name))
+            if part.max_ts_local is not None:
+                out.max_ts_local = max(out.max_ts_local or part.max_ts_local, part.max_ts_local)
+            for k, v in part.durable_lag_ms.items():
+                if v is not None:
+                    out.durable_lag_ms[k] = max(v, out.durable_lag_ms.get(k) or v)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class SymbolStore:
+    """The durable store of one symbol group: its spools, watermarks, seal journal and sealed files;
+    it writes, seals and catalogs (see module docstring)."""
 
     def __init__(self, root: str, exchange: str, market: str, symbols: list[str], depth: int,
                  rollover_ns: int, writer_id: str, catalog: Any, node: str = "") -> None:
@@ -75,8 +124,7 @@ class SymbolWriterCore:
         self.max_ts_local: int | None = None
         self.pending_records: list[dict] = []
         self.recovery: dict[str, Any] = {}
-        self.counters = {"rows": 0, "calls": 0, "duplicates": 0, "files": 0, "bytes": 0,
-                         "late_merges": 0, "orphan_parts": 0, "rejected": 0}
+        self.counters = dict.fromkeys(WriterStats.COUNTERS, 0)
         self.durable_lag = LagHistogram()
         self.recent_trades: dict[str, deque[str]] = {}
 
@@ -297,8 +345,9 @@ class SymbolWriterCore:
         """Bytes in the open spools (rows durable but not sealed yet)."""
         return sum(s.size for s in self.spools.values())
 
-    def stats(self) -> dict[str, Any]:
-        return {**self.counters, "open_periods": len(self.spools), "spool_bytes": self.spool_bytes,
-                "pending_catalog": len(self.pending_records) + len(self.journal.records),
-                "max_ts_local": self.max_ts_local, "durable_lag_ms": self.durable_lag.summary()}
+    def stats(self) -> WriterStats:
+        """This store's counters, open spools, pending catalog rows and durable lag."""
+        return WriterStats(**self.counters, open_periods=len(self.spools), spool_bytes=self.spool_bytes,
+                           pending_catalog=len(self.pending_records) + len(self.journal.records),
+                           max_ts_local=self.max_ts_local, durable_lag_ms=self.durable_lag.summary())
 

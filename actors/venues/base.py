@@ -13,6 +13,12 @@ about one venue's wire protocol, client side and server side, and nothing about 
 * a :class:`VenueClient` subclass holding only the venue's parsing and sequencing rules,
 * its simulator and replay server (``actors/venues/sim/server.py`` has the shared machinery).
 
+Markets: a symbol of ``archive.<venue>`` may carry its market (``spot/BTCUSDT``; bare is the
+perpetual). A market speaking another protocol (Binance COIN-M and spot, Bybit spot) is a
+declaration of its own in the venue's ``protocols``; :meth:`Venue.protocol_of` routes each archive
+symbol to its declaration, and the venue plans, builds clients (rows renamed from the wire symbol
+to the archive's name by :class:`QualifiedSink`) and starts loopback servers per protocol.
+
 The base classes do the rest once for every venue: connection planning (one chunking loop),
 subscribe requests and ack bookkeeping, connect/disconnect events, per-symbol book state,
 resubscribe-to-resync, the crossed-book rule and row writing. REST-snapshot venues reuse
@@ -36,12 +42,13 @@ import orjson
 
 from actors.errors import ConfigError
 from actors.feed.book import OrderBook, apply_top
-from actors.feed.records import RowSink
+from actors.feed.records import DERIVATIVE_FIELDS, RowSink
+from actors.storage.layout import DEFAULT_MARKET, join_market, split_market
 from actors.venues.settings import VenueSettings, build_settings
 from actors.venues.sim.recordings import first_lines
 
 MS = 1_000_000
-CHANNEL_ORDER = ("l2book", "trades")     # subscriptions of a symbol, in this order
+CHANNEL_ORDER = ("l2book", "trades", "derivatives", "liquidations")     # subscriptions of a symbol, in this order
 
 
 class ProtocolError(ValueError):
@@ -50,10 +57,24 @@ class ProtocolError(ValueError):
 
 @dataclass(frozen=True)
 class Endpoints:
-    """Where to connect. Live venues use the yaml's URLs; sim/replay use loopback servers."""
+    """Where to connect. Live venues use the yaml's URLs; sim/replay use loopback servers.
+
+    A venue with several protocols (Binance USD-M, COIN-M and spot, ...) reaches each of the
+    others at :meth:`of` its key: live at the yaml's ``<key>_ws_base`` / ``<key>_rest_base``
+    (``markets``), on a loopback server under the path ``/<key>`` of the same port.
+    """
 
     ws_base: str      # e.g. "wss://fstream.binance.com" or "ws://127.0.0.1:41234"
     rest_base: str    # e.g. "https://fapi.binance.com" or "http://127.0.0.1:41234"
+    markets: dict[str, tuple[str, str]] = field(default_factory=dict)   # protocol key -> (ws_base, rest_base)
+
+    def of(self, key: str) -> "Endpoints":
+        """The endpoints of the venue's protocol ``key`` ("" its main one)."""
+        if not key:
+            return self
+        if key in self.markets:
+            return Endpoints(*self.markets[key])
+        return Endpoints(f"{self.ws_base}/{key}", f"{self.rest_base}/{key}")
 
 
 @dataclass(frozen=True)
@@ -61,7 +82,7 @@ class Subscription:
     """One of our channels of one symbol, as the venue names it."""
 
     symbol: str
-    channel: str      # ours: l2book | trades
+    channel: str      # ours: l2book | trades | derivatives | liquidations
     name: str         # the venue's stream / topic / channel key (routing, acks)
     param: Any        # what a subscribe request carries for it (``name``, or an object)
 
@@ -81,10 +102,12 @@ class ConnectionPlan:
     channels: list[str]
     subscriptions: list[Subscription] = field(default_factory=list)
     rest_base: str = ""
+    protocol: str = ""                          # key of the venue's protocol it speaks ("" the main one)
+    names: dict[str, str] = field(default_factory=dict)   # wire symbol -> archive symbol, where they differ
 
 
 @dataclass(frozen=True)
-class Send:
+class SendFrame:
     """Send this text frame on the connection."""
 
     frame: str
@@ -92,10 +115,13 @@ class Send:
 
 @dataclass(frozen=True)
 class FetchSnapshot:
-    """GET ``url`` and hand the body to ``client.on_snapshot(symbol, body, ts_local)``."""
+    """GET ``url`` and hand the body to ``client.on_fetched(action, body, ts_local)`` (a ``book``
+    snapshot goes on to ``client.on_snapshot``; other purposes, e.g. an open-interest poll, are the
+    venue's)."""
 
     symbol: str
     url: str
+    purpose: str = "book"
 
 
 @dataclass(frozen=True)
@@ -105,7 +131,7 @@ class Reconnect:
     reason: str
 
 
-Action = Union[Send, FetchSnapshot, Reconnect]
+Action = Union[SendFrame, FetchSnapshot, Reconnect]
 
 
 @dataclass(frozen=True)
@@ -127,6 +153,7 @@ class Connections:
     unmatched_ack_means_all: bool = False   # an ack with an unknown id covers the whole plan
 
 
+DERIVATIVE_INDEX = {name: i for i, name in enumerate(DERIVATIVE_FIELDS)}
 STALE_LIMIT = 100          # updates in a row older than the book before it is called a gap
 TRADE_ID_WINDOW = 100_000  # recent trade ids remembered per symbol (repeats come within seconds)
 
@@ -160,6 +187,28 @@ class BookState:
     synced_once: bool = False                   # a later sync is a "resync"
     last_seq: int | None = None
     stale: int = 0                              # updates dropped in a row as older than the book
+
+
+class QualifiedSink:
+    """The :class:`RowSink` of a connection whose wire symbols are not the archive's names
+    (``BTCUSDT`` on Binance spot's socket is ``spot/BTCUSDT`` in the archive): renames, passes on."""
+
+    __slots__ = ("sink", "names")
+
+    def __init__(self, sink: RowSink, names: dict[str, str]) -> None:
+        self.sink, self.names = sink, names
+
+    def book(self, symbol: str, *row: Any) -> None:
+        self.sink.book(self.names.get(symbol, symbol), *row)
+
+    def book_top(self, symbol: str, *row: Any) -> None:
+        self.sink.book_top(self.names.get(symbol, symbol), *row)
+
+    def trade(self, symbol: str, *row: Any) -> None:
+        self.sink.trade(self.names.get(symbol, symbol), *row)
+
+    def event(self, symbol: str, *row: Any, **kw: Any) -> None:
+        self.sink.event(self.names.get(symbol, symbol), *row, **kw)
 
 
 def quote(data: str | bytes, limit: int = 300) -> str:
@@ -206,6 +255,9 @@ class VenueClient(ABC):
         #: compiled call (``apply_and_write``): plain books, plain rows, a sink that hands out its buffers
         self.book_buffer = (getattr(sink, "book_buffer", None)
                             if self.plain_top and self.book_type is OrderBook else None)
+        #: the derivatives values last written per symbol (:data:`DERIVATIVE_FIELDS` order): every
+        #: source of a venue merges into them, and a row is written only when one of them changed
+        self.derivatives: dict[str, list] = {}
 
     # -- connection ----------------------------------------------------------------------
     def on_connect(self, ts_local: int) -> list[Action]:
@@ -240,7 +292,7 @@ class VenueClient(ABC):
                 self.awaiting[str(req_id)] = batch
             else:
                 self.awaiting.update((sub.name, [sub]) for sub in batch)
-            actions.append(Send(self.venue.request_frame("subscribe", [s.param for s in batch], req_id)))
+            actions.append(SendFrame(self.venue.request_frame("subscribe", [s.param for s in batch], req_id)))
         return actions
 
     def resubscribe(self, symbol: str, channel: str = "l2book") -> list[Action]:
@@ -249,7 +301,7 @@ class VenueClient(ABC):
         st.synced = False
         st.book.clear()
         sub = next(s for s in self.plan.subscriptions if s.symbol == symbol and s.channel == channel)
-        unsubscribe = Send(self.venue.request_frame("unsubscribe", [sub.param], self._next_request()))
+        unsubscribe = SendFrame(self.venue.request_frame("unsubscribe", [sub.param], self._next_request()))
         return [unsubscribe, *self.subscribe([sub])]
 
     def _next_request(self) -> int:
@@ -298,6 +350,11 @@ class VenueClient(ABC):
                     error: str | None = None) -> list[Action]:
         """Body of a REST snapshot asked for with FetchSnapshot (``error`` set if it failed)."""
         return []
+
+    def on_fetched(self, action: FetchSnapshot, body: bytes | None, ts_local: int,
+                   error: str | None = None) -> list[Action]:
+        """Body of any REST request asked for with FetchSnapshot: a book snapshot by default."""
+        return self.on_snapshot(action.symbol, body, ts_local, error=error)
 
     def decode(self, data: str | bytes, ts_local: int) -> dict | None:
         """A frame as a JSON object, or None after an ``error`` event quoting a malformed frame."""
@@ -419,8 +476,38 @@ class VenueClient(ABC):
         self.market_rows += 1
         self.sink.trade(symbol, ts_local, ts_exchange, trade_id, price, size, side, trade_type)
 
+    def derivative_row(self, symbol: str, ts_local: int, ts_exchange: int | None, **values: Any) -> bool:
+        """Merge the values a frame carries (names of :data:`DERIVATIVE_FIELDS`; None: not said) into
+        the symbol's last known ones and write a ``derivatives`` row when any of them changed.
+
+        One rule for every venue: Bybit's ticker deltas, OKX's three channels and Binance's mark
+        price stream plus its open-interest poll all land here. Returns True when a row was written."""
+        last = self.derivatives.get(symbol)
+        merged = list(last) if last is not None else [None] * len(DERIVATIVE_FIELDS)
+        for name, value in values.items():
+            if value is not None:
+                merged[DERIVATIVE_INDEX[name]] = value
+        if merged == last:
+            return False
+        self.derivatives[symbol] = merged
+        self.market_rows += 1
+        self.sink.derivative(symbol, ts_local, ts_exchange, merged)
+        return True
+
+    def forget_derivatives(self, symbol: str) -> None:
+        """Start the symbol's derivatives afresh (a venue snapshot replaces every value)."""
+        self.derivatives.pop(symbol, None)
+
+    def liquidation_row(self, symbol: str, ts_local: int, ts_exchange: int | None, side: int, price: float,
+                        size: float, order_id: str | None = None) -> None:
+        """Write one liquidation (``side`` is the liquidation order's: +1 buy, a short was closed)."""
+        self.market_rows += 1
+        self.sink.liquidation(symbol, ts_local, ts_exchange, side, price, size, order_id)
+
     def remember_trades(self, symbol: str, trade_ids: Iterable[str]) -> None:
-        """Count these ids (already archived) as seen: a venue repeating them is not written again."""
+        """Count these ids (already archived) as seen: a venue repeating them is not written again.
+        ``symbol`` is the archive's name (``spot/BTCUSDT``)."""
+        symbol = next((wire for wire, name in self.plan.names.items() if name == symbol), symbol)
         if self.recent_trades is not None and symbol in self.recent_trades:
             for trade_id in trade_ids:
                 self.recent_trades[symbol].first_time(trade_id)
@@ -447,8 +534,10 @@ class Venue(ABC):
     #: route name -> websocket path; a venue routing streams over several paths overrides :meth:`route`
     routes: ClassVar[dict[str, str]]
     #: our channel -> the venue's stream name: a template over ``symbol``, ``low`` (lower-case
-    #: symbol), the settings' fields and :meth:`stream_values`
-    streams: ClassVar[dict[str, str]]
+    #: symbol), the settings' fields and :meth:`stream_values`; a tuple of templates when the venue
+    #: spreads a channel over several streams (OKX's funding-rate, mark-price, open-interest). A
+    #: channel the venue does not publish is absent: it is not subscribed there.
+    streams: ClassVar[dict[str, str | tuple[str, ...]]]
     reconnect_is_resync: ClassVar[bool] = False        # the first book after a reconnect is a "resync"
     seq_name: ClassVar[str] = "seq"                    # the venue's name of its update id (event details)
     prev_name: ClassVar[str | None] = None             # ... of the id an update chains to (None: seq + 1)
@@ -462,6 +551,43 @@ class Venue(ABC):
     #: trades carry the venue's own unique id: a trade seen again (a repeated frame, the recent
     #: trades a venue repeats on subscribe) is written once. False when the client makes the id up.
     trade_ids_unique: ClassVar[bool] = True
+    #: the markets (archive folders) this venue archives: a symbol ``<market>/SYMBOL`` of another is refused
+    markets: ClassVar[tuple[str, ...]] = (DEFAULT_MARKET,)
+    #: the venue's other protocols by key (e.g. Binance ``spot``, ``coinm``), each declared like this one;
+    #: ``protocol_key`` is a declaration's own key ("" for the venue's main one)
+    protocols: ClassVar[dict[str, "Venue"]] = {}
+    protocol_key: ClassVar[str] = ""
+
+    # -- markets ---------------------------------------------------------------------------
+    def qualify(self, symbol: str) -> str:
+        """The archive's name of a configured symbol: bare for the perpetual (``perp/X`` is ``X``),
+        ``<market>/SYMBOL`` otherwise; ConfigError for a market the venue does not archive."""
+        market, bare = split_market(symbol)
+        if market not in self.markets:
+            raise ConfigError(f"archive.{self.name}: {symbol!r}: {self.name} archives no {market} market "
+                              f"(markets: {', '.join(self.markets)})")
+        return join_market(market, bare)
+
+    def protocol_of(self, symbol: str) -> "Venue":
+        """The declaration speaking the archive symbol ``symbol`` (by its market; venues override)."""
+        return self.protocols.get(split_market(symbol)[0], self)
+
+    def by_protocol(self, symbols: Iterable[str]) -> dict["Venue", list[str]]:
+        """Archive symbols grouped by the declaration speaking them, in order."""
+        groups: dict[Venue, list[str]] = {}
+        for symbol in symbols:
+            groups.setdefault(self.protocol_of(symbol), []).append(symbol)
+        return groups
+
+    def _single(self, symbols: Sequence[str]) -> bool:
+        """True when every symbol is a bare one of this declaration (no renaming, no other protocol)."""
+        return all("/" not in s for s in symbols) and all(self.protocol_of(s) is self for s in symbols)
+
+    def live_endpoints(self, settings: VenueSettings) -> Endpoints:
+        """The live URLs of every protocol of the venue (``<key>_ws_base`` / ``<key>_rest_base`` keys)."""
+        return Endpoints(settings.ws_base, settings.rest_base,
+                         {key: (getattr(settings, f"{key}_ws_base"), getattr(settings, f"{key}_rest_base"))
+                          for key in self.protocols})
 
     # -- settings and validation -----------------------------------------------------------
     def settings(self, raw: dict[str, Any] | None) -> VenueSettings:
@@ -484,7 +610,17 @@ class Venue(ABC):
         return range(1, 1001), ""
 
     def validate(self, settings: VenueSettings, symbols: list[str], channels: list[str], depth: int) -> None:
-        """Raise ConfigError (one line) for a depth or symbol this venue cannot serve."""
+        """Raise ConfigError (one line) for a depth or symbol this venue cannot serve (each symbol
+        checked by the protocol speaking it)."""
+        if not self._single(symbols):
+            for decl, group in self.by_protocol(symbols).items():
+                wire = [split_market(s)[1] for s in group]
+                twice = sorted({w for w in wire if wire.count(w) > 1})
+                if twice:
+                    raise ConfigError(f"archive.{self.name}: {twice[0]} is named in two markets of one protocol "
+                                      f"({', '.join(s for s in group if split_market(s)[1] == twice[0])}): keep one")
+                decl.validate(settings, wire, channels, depth)
+            return
         allowed, why = self.allowed_depths(settings)
         if depth not in allowed:
             shown = f"{allowed[0]}..{allowed[-1]}" if isinstance(allowed, range) else ", ".join(map(str, allowed))
@@ -504,10 +640,19 @@ class Venue(ABC):
         return name
 
     def subscription(self, settings: VenueSettings, symbol: str, channel: str, depth: int) -> Subscription:
-        """Our ``channel`` of ``symbol`` as the venue names and requests it."""
+        """Our ``channel`` of ``symbol`` as the venue names and requests it (its first stream)."""
+        return self.subscriptions_of(settings, symbol, channel, depth)[0]
+
+    def subscriptions_of(self, settings: VenueSettings, symbol: str, channel: str, depth: int) -> list[Subscription]:
+        """Every stream our ``channel`` of ``symbol`` needs on this venue (none: it does not publish it)."""
+        templates = self.streams.get(channel, ())
         values = {**vars(settings), **self.stream_values(settings, depth), "symbol": symbol, "low": symbol.lower()}
-        name = self.streams[channel].format(**values)
-        return Subscription(symbol, channel, name, self.request_param(settings, name))
+        names = [t.format(**values) for t in ((templates,) if isinstance(templates, str) else templates)]
+        return [Subscription(symbol, channel, name, self.request_param(settings, name)) for name in names]
+
+    def publishes(self, channel: str) -> bool:
+        """True when this venue has a stream for our ``channel``."""
+        return bool(self.streams.get(channel))
 
     def route(self, sub: Subscription) -> str:
         """The route (key of ``routes``) a subscription lives on."""
@@ -515,14 +660,32 @@ class Venue(ABC):
 
     def plan_connections(self, settings: VenueSettings, endpoints: Endpoints, symbols: list[str],
                          channels: list[str], depth: int) -> list[ConnectionPlan]:
-        """Sockets per route, each carrying at most ``max_streams_per_connection`` subscriptions."""
+        """Sockets per protocol and route, each carrying at most ``max_streams_per_connection``
+        subscriptions; ``symbols`` are the archive's names (``spot/BTCUSDT``)."""
+        if self._single(symbols):
+            return self._plan(settings, endpoints, symbols, channels, depth)
+        plans = []
+        for decl, group in self.by_protocol(symbols).items():
+            names = {split_market(s)[1]: s for s in group}
+            for plan in decl._plan(settings, endpoints.of(decl.protocol_key), list(names), channels, depth):
+                plan.protocol = decl.protocol_key
+                plan.names = {wire: names[wire] for wire in plan.symbols if names[wire] != wire}
+                if decl.protocol_key:
+                    plan.name = f"{decl.protocol_key}-{plan.name}"
+                plans.append(plan)
+        return plans
+
+    def _plan(self, settings: VenueSettings, endpoints: Endpoints, symbols: list[str],
+              channels: list[str], depth: int) -> list[ConnectionPlan]:
+        """This declaration's sockets for its own (wire) symbols."""
         by_route: dict[str, list[Subscription]] = {}
         for symbol in symbols:
             for channel in CHANNEL_ORDER:
                 if channel in channels:
-                    sub = self.subscription(settings, symbol, channel, depth)
-                    by_route.setdefault(self.route(sub), []).append(sub)
-        per_conn = settings.max_streams_per_connection
+                    for sub in self.subscriptions_of(settings, symbol, channel, depth):
+                        by_route.setdefault(self.route(sub), []).append(sub)
+        # one yaml key for every protocol of the venue, each within its own documented limit
+        per_conn = min(settings.max_streams_per_connection, self.connections.stream_limit or 1 << 30)
         plans = []
         for route, subs in sorted(by_route.items()):
             for i in range(0, len(subs), per_conn):
@@ -538,21 +701,50 @@ class Venue(ABC):
         """A ``subscribe``/``unsubscribe`` request for ``params`` as the venue's text frame."""
 
     def make_client(self, plan: ConnectionPlan, settings: VenueSettings, sink: RowSink, depth: int) -> VenueClient:
-        """Protocol state for one planned socket."""
-        return self.Client(self, plan, settings, sink, depth)
+        """Protocol state for one planned socket (rows named as the archive names its symbols)."""
+        decl = self.protocols.get(plan.protocol, self) if plan.protocol else self
+        return decl.Client(decl, plan, settings, QualifiedSink(sink, plan.names) if plan.names else sink, depth)
 
     # -- server side -----------------------------------------------------------------------
     def make_sim_server(self, symbols: list[str], sim_cfg: dict[str, Any], depth: int):
-        """The venue's simulator (a ``SimulatedVenue``) for these symbols."""
+        """The venue's simulator (a ``SimulatedVenue``) for these symbols; symbols of several
+        protocols get one simulator each behind one loopback port."""
+        return self._servers(symbols, lambda decl, wire: decl._sim_server(wire, sim_cfg, depth))
+
+    def _sim_server(self, symbols: list[str], sim_cfg: dict[str, Any], depth: int):
         if self.SimServer is None:
-            raise ConfigError(f"source=sim: {self.name} has no simulator")
+            raise ConfigError(f"source=sim: {self.name} has no simulator{' for ' + self.protocol_key if self.protocol_key else ''}")
         return self.SimServer(symbols, sim_cfg, depth)
 
     def make_replay_server(self, path: str, speed: float, symbols: list[str]):
-        """A ``ReplayVenue`` serving the recording at ``path`` back over this venue's protocol."""
+        """A ``ReplayVenue`` serving the recording at ``path`` back over this venue's protocol(s)."""
+        return self._servers(symbols, lambda decl, wire: decl._replay_server(path, speed, wire))
+
+    def _replay_server(self, path: str, speed: float, symbols: list[str]):
         if self.ReplayServer is None:
             raise ConfigError(f"replay.file: {self.name} has no recording format to replay")
         return self.ReplayServer(path, speed, symbols)
+
+    def _servers(self, symbols: list[str], make):
+        """One server for bare symbols of the main protocol, else a ``MarketServers`` of one per protocol."""
+        if self._single(symbols):
+            return make(self, symbols)
+        from actors.venues.sim.server import MarketServers
+
+        servers, names = {}, {}
+        for decl, group in self.by_protocol(symbols).items():
+            wire = [split_market(s)[1] for s in group]
+            servers[decl.protocol_key] = make(decl, wire)
+            names.update((s, (decl.protocol_key, w)) for s, w in zip(group, wire))
+        return MarketServers(servers, names)
+
+    def recorded(self, symbol: str, recorded: set[str]) -> bool:
+        """True when a recording holding ``recorded`` (:meth:`recording_symbols`) serves the archive
+        symbol ``symbol``: named so, or the same wire symbol of the same protocol."""
+        if symbol in recorded:
+            return True
+        bare = split_market(symbol)[1]
+        return any(split_market(r)[1] == bare and self.protocol_of(r) is self.protocol_of(symbol) for r in recorded)
 
     def recording_matches(self, path: str) -> bool:
         """True when ``path`` is a recording of this venue (by its file name and first lines)."""

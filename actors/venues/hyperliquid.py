@@ -1,4 +1,4 @@
-"""Hyperliquid: client, simulator and replay server (``../shared/protocols.md`` §4).
+"""Hyperliquid: client, simulator and replay server (``docs/protocols/hyperliquid.md``).
 
 Client (:class:`HyperliquidClient`):
 
@@ -61,13 +61,38 @@ class HyperliquidClient(VenueClient):
             self._on_book(msg["data"], ts_local)
         elif channel == "trades":
             self._on_trades(msg["data"], ts_local)
+        elif channel == "activeAssetCtx":
+            self._on_asset_ctx(msg["data"], ts_local)
         elif channel == "subscriptionResponse":
             self.acknowledged(key_of((msg.get("data") or {}).get("subscription") or {}), ts_local)
         elif channel == "error":
             self.event_all(ts_local, "error", f"venue error: {str(msg.get('data'))[:300]}")
         return []
 
+    def _on_asset_ctx(self, d: dict, ts_local: int) -> None:
+        """``{"coin":"BTC","ctx":{"funding":"0.0000125","openInterest":"22342.1","oraclePx":"105050.0",
+        "markPx":"105056.0","midPx":"105055.5","premium":"0.0001",...}}``: mark ``markPx``, index
+        ``oraclePx``, funding ``funding`` (hourly), open interest; no exchange time, no next funding time."""
+        coin = d["coin"]
+        if coin not in self.states:
+            return
+        ctx = d["ctx"]
+        num = lambda key: float(ctx[key]) if ctx.get(key) not in (None, "") else None     # noqa: E731
+        self.derivative_row(coin, ts_local, None, mark_price=num("markPx"), index_price=num("oraclePx"),
+                            funding_rate=num("funding"), open_interest=num("openInterest"))
+
     def _on_book(self, d: dict, ts_local: int) -> None:
+        """An ``l2Book`` push: the whole book. A real one (``tests/fixtures/real/hyperliquid``, 2025-01-26,
+        levels cut to 3 per side)::
+
+            {"channel":"l2Book","data":{"coin":"BTC","levels":[
+             [{"n":5,"px":"105055.0","sz":"3.03622"},{"n":1,"px":"105054.0","sz":"0.1428"},
+              {"n":2,"px":"105053.0","sz":"0.16179"}],
+             [{"n":13,"px":"105056.0","sz":"6.34472"},{"n":1,"px":"105057.0","sz":"0.0001"},
+              {"n":1,"px":"105058.0","sz":"0.0001"}]],"time":1737918843542}}
+
+        ``levels`` is ``[bids, asks]``; ``time`` is the block time, the only id a push has.
+        """
         coin = d["coin"]
         st = self.states.get(coin)
         if st is None:
@@ -97,6 +122,16 @@ class HyperliquidClient(VenueClient):
                       [float(lv["sz"]) for lv in asks[:self.depth]])
 
     def _on_trades(self, trades: list, ts_local: int) -> None:
+        """The ``data`` of a ``trades`` message as trades rows. A real one (``tests/fixtures/real/hyperliquid``,
+        one of its trades)::
+
+            {"channel":"trades","data":[{"coin":"BTC",
+             "hash":"0xde477894bfb2b4eac0a8041c9228ca013100955485522c8e6e787dfa0077475b","px":"105056.0",
+             "side":"B","sz":"0.00219","tid":121451470284048,"time":1737918794873,
+             "users":["0xe9ed7e16612d676df804f5aecd16e1f9bf9ec9dd","0x6802b4267f7f2bf7003dcf993c51542245b38329"]}]}
+
+        ``side`` ``B``: the buyer was the aggressor (+1); ``tid`` is unique across assets.
+        """
         for t in trades:
             coin, tid = t["coin"], int(t["tid"])
             if coin not in self.states:
@@ -128,7 +163,14 @@ class HyperliquidServer(VenueServer):
 class HyperliquidSimServer(SimulatedVenue, HyperliquidServer):
     """Synthetic Hyperliquid market: a full 20-level book push per step, trades with unique tids."""
 
-    stream_kinds = ("l2Book", "trades")
+    stream_kinds = ("l2Book", "trades", "activeAssetCtx")
+
+    def derivatives_message(self, s: SimSymbol, changed: dict[str, str], now_ms: int) -> tuple[str, str]:
+        v = s.derivatives.values
+        return f"activeAssetCtx:{s.symbol}", orjson.dumps({"channel": "activeAssetCtx", "data": {"coin": s.symbol, "ctx": {
+            "funding": v["funding_rate"], "openInterest": v["open_interest"], "prevDayPx": v["index_price"],
+            "dayNtlVlm": "0.0", "premium": "0.0", "oraclePx": v["index_price"], "markPx": v["mark_price"],
+            "midPx": v["last_price"], "impactPxs": [v["index_price"], v["mark_price"]]}}}).decode()
 
     def __init__(self, symbols: list[str], sim_cfg: dict, depth: int) -> None:
         super().__init__(symbols, sim_cfg, depth)
@@ -203,7 +245,7 @@ class HyperliquidReplayServer(ReplayVenue, HyperliquidServer):
 
 # ----------------------------------------------------------------------------- declaration
 class Hyperliquid(Venue):
-    """Hyperliquid perps (protocols.md §4). Symbols are coin names (BTC, ETH, SOL)."""
+    """Hyperliquid perps (docs/protocols/hyperliquid.md). Symbols are coin names (BTC, ETH, SOL)."""
 
     name, Settings = "hyperliquid", HyperliquidSettings
     # {"method":"ping"} every 30 s: the server closes sockets idle for 60 s
@@ -211,7 +253,7 @@ class Hyperliquid(Venue):
                               params_per_request=1, heartbeat_frame='{"method":"ping"}', heartbeat_s=30.0,
                               ignored_frames=(GREETING,), acks_by_request=False)
     routes = {"ws": PATH}
-    streams = {"l2book": "l2Book:{symbol}", "trades": "trades:{symbol}"}
+    streams = {"l2book": "l2Book:{symbol}", "trades": "trades:{symbol}", "derivatives": "activeAssetCtx:{symbol}"}
     reconnect_is_resync = True          # no sequence: every sync after the first is a resync
     seq_name = "time"
     symbol_pattern, symbol_kind = r"[^\s/\\]+", "Hyperliquid coin (e.g. BTC, ETH, SOL)"

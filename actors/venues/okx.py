@@ -1,4 +1,4 @@
-"""OKX v5 public: client, simulator and replay server (``../shared/protocols.md`` §5).
+"""OKX v5 public: client, simulator and replay server (``docs/protocols/okx.md``).
 
 Client (:class:`OkxClient`):
 
@@ -11,14 +11,22 @@ Client (:class:`OkxClient`):
   sent, signed 32-bit) is verified whenever it is non-zero (pre-2026 data, the simulator); a
   mismatch is a ``gap`` event (detail "checksum") and a resubscribe, and the row is not written.
   Since 2026-06-23 OKX sends 0 and only the seq chain applies.
+* ``derivatives``: ``mark-price``, ``funding-rate`` and ``open-interest`` per instId, merged into
+  one row per change (``liquidation-orders`` is subscribed per instType, not per instrument: not
+  archived yet).
 * One l2book row per applied message, ``seq = seqId`` (null in old data), ``ts_exchange = ts``.
   Sizes are contracts for SWAP/FUTURES; with ``ct_val: {instId: value}`` they are converted.
 * ``trades``: ``side`` is the taker side; ``tradeId`` string; ``ts`` fill time.
 * Text ``ping`` every 20 s (OKX closes sockets idle for 30 s); a ``notice`` (64008, planned
   upgrade) triggers a reconnect.
+
+Markets: spot, swaps and futures share one socket and one protocol (instIds name them). A bare
+instId is archived under ``perp/`` as it always was; ``spot/BTC-USDT`` (or ``futures/BTC-USD-220527``)
+archives it under that market's folder.
 """
 from __future__ import annotations
 
+import time
 import zlib
 from dataclasses import dataclass, field
 
@@ -85,6 +93,14 @@ class StringBook(OrderBook):
         return [self.raw[BID][p] for p in bid_px], [self.raw[ASK][p] for p in ask_px]
 
 
+DERIVATIVE_CHANNELS = ("mark-price", "funding-rate", "open-interest")
+
+
+def _number(text: str | None) -> float | None:
+    """An OKX decimal string as a float; absent or ``""`` is None."""
+    return float(text) if text not in (None, "") else None
+
+
 class OkxClient(VenueClient):
     """Protocol state of one OKX public socket (see module docstring)."""
 
@@ -104,6 +120,8 @@ class OkxClient(VenueClient):
             return []
         if arg.get("channel") == "trades":
             self._on_trades(sym, msg["data"], ts_local)
+        elif arg.get("channel") in DERIVATIVE_CHANNELS:
+            self._on_derivatives(sym, arg["channel"], msg["data"], ts_local)
         elif arg.get("channel") == self.settings.book_channel:
             return self._on_book(sym, msg, ts_local)
         return []
@@ -120,12 +138,48 @@ class OkxClient(VenueClient):
         return []
 
     def _on_trades(self, sym: str, trades: list, ts_local: int) -> None:
+        """The ``data`` of a ``trades`` message as trades rows. A real one (``tests/fixtures/real/okx``, 2022-05-13)::
+
+            {"arg":{"channel":"trades","instId":"BTC-USD-220527"},"data":[{"instId":"BTC-USD-220527",
+             "tradeId":"7849","px":"30218.8","sz":"1","side":"buy","ts":"1652459199958"}]}
+
+        ``side`` is the taker's; ``sz`` is in contracts for a future (``ct_val`` converts).
+        """
         scale = self.settings.ct_val.get(sym, 1.0)
         for t in trades:
             self.trade_row(sym, ts_local, int(t["ts"]) * MS, str(t["tradeId"]), float(t["px"]),
                            float(t["sz"]) * scale, 1 if t["side"] == "buy" else -1)
 
+    def _on_derivatives(self, sym: str, channel: str, data: list, ts_local: int) -> None:
+        """``mark-price`` ``{"instId","instType","markPx","ts"}``, ``open-interest`` ``{"oi","oiCcy","ts"}``
+        (``oiCcy``: in the base currency, as our sizes; else ``oi`` contracts x ``ct_val``) and
+        ``funding-rate`` ``{"fundingRate","nextFundingRate","fundingTime" (the coming settlement),"ts"}``,
+        each merged into the symbol's values (one row per change)."""
+        for d in data:
+            ts = int(d["ts"]) * MS if d.get("ts") else None
+            if channel == "mark-price":
+                self.derivative_row(sym, ts_local, ts, mark_price=_number(d.get("markPx")))
+            elif channel == "open-interest":
+                oi = _number(d.get("oiCcy"))
+                if oi is None and _number(d.get("oi")) is not None:
+                    oi = float(d["oi"]) * self.settings.ct_val.get(sym, 1.0)
+                self.derivative_row(sym, ts_local, ts, open_interest=oi)
+            else:
+                self.derivative_row(sym, ts_local, ts, funding_rate=_number(d.get("fundingRate")),
+                                    predicted_funding_rate=_number(d.get("nextFundingRate")),
+                                    next_funding_time=int(d["fundingTime"]) * MS if d.get("fundingTime") else None)
+
     def _on_book(self, sym: str, msg: dict, ts_local: int) -> list[Action]:
+        """A ``books`` snapshot or update (or a ``books5`` snapshot). A real update, whole
+        (``tests/fixtures/real/okx``, 2022-05-13: before seq ids, so the CRC32 is the proof)::
+
+            {"arg":{"channel":"books","instId":"BTC-USD-220527"},"action":"update","data":[{
+             "asks":[["30249.4","0","0","0"],["30261","4","0","1"],["30310.3","19","0","1"]],
+             "bids":[["30182.6","452","0","1"]],"ts":"1652459225464","checksum":-914047754}]}
+
+        A level is ``[price, size, "0", orders]``, size ``"0"`` deletes; since 2026 ``seqId`` and
+        ``prevSeqId`` chain the updates and ``checksum`` is 0.
+        """
         st = self.states[sym]
         d = msg["data"][0]
         seq, prev = d.get("seqId"), d.get("prevSeqId")
@@ -185,7 +239,28 @@ class OkxServer(VenueServer):
 class OkxSimServer(SimulatedVenue, OkxServer):
     """Synthetic OKX market: ``books`` snapshot on subscribe, updates with seq ids and CRC32 checksums."""
 
-    stream_kinds = ("books", "trades")
+    stream_kinds = ("books", "trades", *DERIVATIVE_CHANNELS)
+
+    def _derivative_frame(self, s: SimSymbol, channel: str, now_ms: int) -> tuple[str, str]:
+        v, ts = s.derivatives.values, str(now_ms)
+        data = {"instId": s.symbol, "instType": "SWAP", "ts": ts}
+        if channel == "mark-price":
+            data["markPx"] = v["mark_price"]
+        elif channel == "open-interest":
+            data.update(oi=v["open_interest"], oiCcy=v["open_interest"])
+        else:
+            data.update(fundingRate=v["funding_rate"], nextFundingRate=v["predicted_funding_rate"],
+                        fundingTime=v["next_funding_time"],
+                        nextFundingTime=str(int(v["next_funding_time"]) + 8 * 3600 * 1000))
+        return f"{channel}:{s.symbol}", orjson.dumps({"arg": {"channel": channel, "instId": s.symbol},
+                                                      "data": [data]}).decode()
+
+    def derivatives_message(self, s: SimSymbol, changed: dict[str, str], now_ms: int) -> list[tuple[str, str]]:
+        """``mark-price`` every time; ``funding-rate`` and ``open-interest`` when theirs moved (and, like
+        OKX, the current value to a new subscriber)."""
+        channels = ["mark-price"] + (["funding-rate"] if {"funding_rate", "next_funding_time"} & set(changed) else []) \
+            + (["open-interest"] if "open_interest" in changed else [])
+        return [self._derivative_frame(s, channel, now_ms) for channel in channels]
 
     def _book_message(self, s: SimSymbol, action: str, bids, asks, prev: int) -> str:
         top_b, top_a = s.market.snapshot(CHECKSUM_LEVELS)
@@ -196,6 +271,10 @@ class OkxSimServer(SimulatedVenue, OkxServer):
 
     async def on_subscribe(self, session: Session, key: str) -> None:
         channel, inst_id = key.split(":", 1)
+        if channel in DERIVATIVE_CHANNELS:
+            await self.send_data(session, self._derivative_frame(self.symbols[inst_id], channel,
+                                                                 int(time.time() * 1000))[1])
+            return
         if channel != "books":
             return
         s = self.symbols[inst_id]
@@ -203,7 +282,7 @@ class OkxSimServer(SimulatedVenue, OkxServer):
         await self.send_data(session, self._book_message(s, "snapshot", *s.market.snapshot(400), -1))
 
     async def restart_venue(self) -> None:
-        """OKX maintenance (protocols.md §5.3): each symbol's next update resets ``seqId`` below its
+        """OKX maintenance (docs/protocols/okx.md, "Sequence rules"): each symbol's next update resets ``seqId`` below its
         ``prevSeqId`` (a new truth epoch); later updates chain normally; the sessions stay open."""
         for s in self.symbols.values():
             s.state["reset"] = True
@@ -243,7 +322,7 @@ class OkxReplayServer(ReplayVenue, OkxServer):
 
 # ----------------------------------------------------------------------------- declaration
 class Okx(Venue):
-    """OKX v5 public (protocols.md §5). Symbols are instIds, e.g. BTC-USDT-SWAP."""
+    """OKX v5 public (docs/protocols/okx.md). Symbols are instIds, e.g. BTC-USDT-SWAP."""
 
     name, Settings = "okx", OkxSettings
     # 60 = 30 instruments x (book + trades); text "ping" every 20 s: OKX closes sockets idle for 30 s
@@ -251,15 +330,23 @@ class Okx(Venue):
                               heartbeat_frame="ping", heartbeat_s=20.0, ignored_frames=("pong",),
                               acks_by_request=False)
     routes = {"public": PATH}
-    streams = {"l2book": "{book_channel}:{symbol}", "trades": "trades:{symbol}"}
+    streams = {"l2book": "{book_channel}:{symbol}", "trades": "trades:{symbol}",
+               "derivatives": tuple(f"{channel}:{{symbol}}" for channel in DERIVATIVE_CHANNELS)}
     seq_name, prev_name = "seqId", "prevSeqId"
     symbol_pattern, symbol_kind = r"(?=.*-)[^\sa-z]+", "OKX instId (e.g. BTC-USDT-SWAP)"
     Client, SimServer, ReplayServer = OkxClient, OkxSimServer, OkxReplayServer
     recording_sniff = (".jsonl.zst", 40)        # cryptofeed captures
+    markets = ("perp", "spot", "futures")      # one protocol: the market only names the archive folder
 
     def allowed_depths(self, settings: OkxSettings) -> tuple[range, str]:
         levels = 5 if settings.book_channel == "books5" else 400
         return range(1, levels + 1), f"{settings.book_channel} has {levels} levels"
+
+    def subscriptions_of(self, settings: OkxSettings, symbol: str, channel: str, depth: int) -> list:
+        """As every venue's, except that a spot instId (``BTC-USDT``: two parts) has no derivatives."""
+        if channel == "derivatives" and symbol.split("/")[-1].count("-") < 2:
+            return []
+        return super().subscriptions_of(settings, symbol, channel, depth)
 
     def request_param(self, settings: OkxSettings, name: str) -> dict:
         channel, inst_id = name.split(":", 1)

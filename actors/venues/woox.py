@@ -1,4 +1,4 @@
-"""WOO X v3 public: client and simulator (``../shared/protocols.md`` §7). No recording exists.
+"""WOO X v3 public: client and simulator (``docs/protocols/woox.md``). No recording exists.
 
 Client (:class:`WooxClient`):
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from actors.venues.base import MS, Action, Connections, RecentIds, Send, Venue, quote
+from actors.venues.base import MS, Action, Connections, RecentIds, SendFrame, Venue, quote
 from actors.venues.settings import VenueSettings, choice
 from actors.venues.sim.market import SimSymbol, SimTrade, Step
 from actors.venues.sim.server import Session, SimulatedVenue
@@ -56,9 +56,17 @@ class WooxClient(SnapshotSyncClient):
         self.recent_frames = RecentIds()
 
     def handle(self, msg: dict, ts_local: int) -> list[Action]:
+        """One WOO X frame. No capture exists: the book delta as WOO X documents it (docs/protocols/woox.md)::
+
+            {"topic":"orderbookupdate@SPOT_BTC_USDT@50","ts":1618826337580,
+             "data":{"s":"SPOT_BTC_USDT","prevTs":1618826337380,"asks":[["56749.15","3.92864"],["56749.8","0"]],
+             "bids":[["56745.2","1.03895025"]],"ts":1618826337570}}
+
+        ``prevTs`` chains to the previous update's ``data.ts``.
+        """
         cmd = msg.get("cmd")
         if cmd == "PING":
-            return [Send('{"cmd":"PONG"}')]
+            return [SendFrame('{"cmd":"PONG"}')]
         if cmd in ("SUBSCRIBE", "subscribe") or "success" in msg and "topic" not in msg:
             self.acknowledged(msg.get("id", ""), ts_local, None if msg.get("success", True) else quote(str(msg)))
         elif cmd == "ERROR":
@@ -70,6 +78,13 @@ class WooxClient(SnapshotSyncClient):
         return []
 
     def _on_trades(self, sym: str, msg: dict, ts_local: int) -> None:
+        """A ``trade`` message as trades rows. No capture exists; the shape tardis-node's tests hold::
+
+            {"topic":"trade@PERP_ETH_USDT","ts":…,"data":{"ts":…,"px":"1622.8","sx":"0.09","sd":"SELL","src":1,
+             "s":"PERP_ETH_USDT"}}
+
+        ``data`` may also be a list of trades; ``sd`` is the taker's side; there is no trade id.
+        """
         if sym not in self.states:
             return
         data = msg["data"]
@@ -167,7 +182,7 @@ class WooxSimServer(SimulatedVenue):
 
 # ----------------------------------------------------------------------------- declaration
 class Woox(Venue):
-    """WOO X v3 public (protocols.md §7). Symbols like PERP_BTC_USDT."""
+    """WOO X v3 public (docs/protocols/woox.md). Symbols like PERP_BTC_USDT."""
 
     name, Settings = "woox", WooxSettings
     # the server pings with {"cmd":"PING"} (answered in WooxClient.handle); 24 h connection lifetime

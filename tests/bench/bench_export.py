@@ -31,10 +31,10 @@ def build(root: Path, hours: int, per_hour: int) -> None:
     """``hours`` hours of books and trades, sealed hourly."""
     from actors.feed.records import StreamBuffers
     from actors.storage.catalog import Catalog
-    from actors.storage.writer import SymbolWriterCore
+    from actors.storage.writer import SymbolStore
     from tqdm import tqdm
 
-    core = SymbolWriterCore(str(root), "binance", "perp", [SYM], 20, HOUR_NS, "bench", Catalog(str(root)),
+    core = SymbolStore(str(root), "binance", "perp", [SYM], 20, HOUR_NS, "bench", Catalog(str(root)),
                             node="bench")
     core.recover()
     rng = np.random.default_rng(7)

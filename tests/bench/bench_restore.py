@@ -32,7 +32,7 @@ from actors.storage.catalog import CATALOG_SCHEMA, Catalog, IndexedCatalog  # no
 from actors.storage.layout import HOUR_NS, NS  # noqa: E402
 from actors.restore.loading import read_range  # noqa: E402
 from actors.feed.records import StreamBuffers  # noqa: E402
-from actors.storage.writer import SymbolWriterCore  # noqa: E402
+from actors.storage.writer import SymbolStore  # noqa: E402
 
 T0 = 1_735_689_600 * NS   # 2025-01-01 00:00 UTC
 
@@ -143,7 +143,7 @@ def bench_catalog(files: int, lookups: int, with_actor: bool = True) -> None:
 def bench_range_load(rows_per_s: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
     try:
-        core = SymbolWriterCore(str(work), "binance", "perp", ["BTCUSDT"], 20, HOUR_NS, "bench", None)
+        core = SymbolStore(str(work), "binance", "perp", ["BTCUSDT"], 20, HOUR_NS, "bench", None)
         rng = random.Random(2)
         seq = 0
         for second in range(3600):

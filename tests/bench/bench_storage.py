@@ -40,13 +40,13 @@ from actors.feed.records import SCHEMAS  # noqa: E402
 from actors.restore.loading import read_range  # noqa: E402
 from actors.storage.layout import HOUR_NS, NS  # noqa: E402
 from actors.storage.fileformat import write_sealed  # noqa: E402
-from actors.storage.writer import ROW_GROUP_ROWS, ROW_GROUP_SPAN_NS, SymbolWriterCore  # noqa: E402
+from actors.storage.writer import ROW_GROUP_ROWS, ROW_GROUP_SPAN_NS, SymbolStore  # noqa: E402
 from legacy_formats import write_legacy  # noqa: E402
 
 
 def seal(root: Path, tables: dict[str, pa.Table]) -> dict[str, Path]:
     """Seal the rows with the real writer core (hourly files); channel -> file."""
-    core = SymbolWriterCore(str(root), "binance", "perp", [SYMBOL], 20, HOUR_NS, "bench", None)
+    core = SymbolStore(str(root), "binance", "perp", [SYMBOL], 20, HOUR_NS, "bench", None)
     core.write("bench", 1, {(SYMBOL, ch): t.combine_chunks().to_batches()[0] for ch, t in tables.items()})
     files: dict[str, Path] = {}
     for rec in core.seal_all():

@@ -13,7 +13,7 @@ it sent has been read) and writes a JSON result to ``--out``:
 * ``feed``: our socket process's path without Ray in this process (Binance client, VenueFeed,
   StreamBuffers, Outbox; the writers' call only takes the batches): where the socket's CPU goes
   (``TICKARCHIVE_BENCH_PROFILE=FILE`` writes a cProfile of it); ``feed+writer`` hands the batches
-  to the writers' WriterGroup in the same process (spool, seal, catalog: ours without Ray);
+  to the writers' StoreGroup in the same process (spool, seal, catalog: ours without Ray);
 * ``cryptofeed``: cryptofeed 2.4.1's BinanceFutures pointed at the generator (l2_book depth 20
   and trades), callbacks appending one line per book update (its delta, the form cryptofeed's
   own backends archive) / trade to a file; ``cryptofeed-count`` the same with callbacks that
@@ -142,7 +142,8 @@ def run_ours(port: int, symbols: int, root: str, overrides: list[str]) -> dict:
         progress = Progress()
         while True:
             time.sleep(0.1)
-            if not progress.stalled(run.socket_stats().get("frames", 0)):
+            stats = run.socket_stats()
+            if not progress.stalled(stats.frames if stats is not None else 0):
                 continue
             if progress.done(generator_stats(port)):      # only once the frames stopped: asking costs CPU
                 seen["seconds"] = progress.seconds
@@ -155,15 +156,15 @@ def run_ours(port: int, symbols: int, root: str, overrides: list[str]) -> dict:
     report = run_archive(settings, stop_flag=stop,
                          on_started=lambda runs: threading.Thread(target=watch, args=(runs,), daemon=True).start())
     rows = sealed_rows(root)
-    lags = [w.get("durable_lag_ms") or {} for w in seen.get("writers", [])]
+    lags = [w.durable_lag_ms for w in seen.get("writers", [])]
     return {"frames": seen.get("frames", report.frames), "seconds": seen.get("seconds", report.seconds),
-            "rows": rows, "lag_ms": {k: max(x.get(k, 0) for x in lags) for k in ("p50", "p99", "max")} if lags else {}}
+            "rows": rows, "lag_ms": {k: max(x.get(k) or 0 for x in lags) for k in ("p50", "p99", "max")} if lags else {}}
 
 
 def run_feed(port: int, symbols: int, profile: str | None = None, root: str | None = None) -> dict:
     """Our socket process's path without Ray: the Binance client, VenueFeed, StreamBuffers and the
     Outbox in this process, the writers replaced by a call that takes the batches and acknowledges
-    (``root`` given: a call to an in-process WriterGroup, spools and sealed files under ``root``, the
+    (``root`` given: a call to an in-process StoreGroup, spools and sealed files under ``root``, the
     rows counted in its sealed files). ``profile``: write a cProfile of the run there (``python -m
     pstats`` reads it)."""
     from actors.feed.connection import FeedOptions
@@ -181,13 +182,13 @@ def run_feed(port: int, symbols: int, profile: str | None = None, root: str | No
     group = None
     if root is not None:
         from actors.storage.catalog import Catalog
-        from actors.storage.sealing import CatalogBuffer, WriterGroup
-        from actors.storage.writer import SymbolWriterCore
+        from actors.storage.sealing import CatalogBuffer, StoreGroup
+        from actors.storage.writer import SymbolStore
 
         catalog = CatalogBuffer(Catalog(root))
-        group = WriterGroup(lambda venue, symbol: SymbolWriterCore(root, venue, "perp", [symbol], 20, 3600 * 10 ** 9,
-                                                                   f"w-{symbol}", catalog),
-                            [("binance", n) for n in names], 0, catalog=catalog)
+        group = StoreGroup(lambda venue, symbol: SymbolStore(root, venue, "perp", [symbol], 20, 3600 * 10 ** 9,
+                                                             f"w-{symbol}", catalog),
+                           [("binance", n) for n in names], 0, catalog=catalog)
 
     async def send(writer, producer, seq, batches) -> None:
         if group is not None:

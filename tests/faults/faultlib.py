@@ -143,7 +143,7 @@ def judge_runs(root: str | Path, runs: list) -> dict[str, Verdict]:
 def actor_pid(handle, timeout: float = 60) -> int:
     import ray
 
-    return ray.get(handle.stats.remote(), timeout=timeout)["pid"]
+    return ray.get(handle.stats.remote(), timeout=timeout).pid
 
 
 def kill9(pid: int) -> None:
@@ -228,7 +228,8 @@ class FamilyResult:
     """One row of the suite's table, and every check of the family that failed."""
 
     family: str
-    injected: int = 0
+    injected: int = 0                    # faults the family injected (or bad inputs it gave)
+    observed: int = 0                    # ... of them, those whose effect the family saw (``seen``)
     acked_lost: int | None = None        # rows acknowledged (durable) then missing; None: not measured
     doubled: int | None = None
     books_wrong: int | None = None
@@ -246,6 +247,12 @@ class FamilyResult:
         """Record ``problem`` unless ``condition`` holds."""
         if not condition:
             self.problems.append(problem)
+
+    def seen(self, condition: bool, problem: str, faults: int = 1) -> None:
+        """``condition`` is the observed effect of ``faults`` injected faults: counted in ``observed``
+        when it holds, else ``problem`` is recorded. Tests compare ``observed`` with ``injected``."""
+        self.check(condition, problem)
+        self.observed += faults if condition else 0
 
     @staticmethod
     def cell(value: int | None) -> str:
@@ -330,12 +337,12 @@ def slow_writer_script(stopped_s: float, record: DurableRecord, warmup_s: float 
         os.kill(writer_pid, signal.SIGSTOP)
         try:
             while time.monotonic() < until:
-                peak_pending = max(peak_pending, run.socket_stats(timeout=30)["pending_rows"])
+                peak_pending = max(peak_pending, run.socket_stats(timeout=30).pending_rows)
                 time.sleep(0.25)
         finally:
             os.kill(writer_pid, signal.SIGCONT)
         deadline = time.monotonic() + 120
-        while run.socket_stats(timeout=30)["pending_rows"] > 1000 and time.monotonic() < deadline:
+        while run.socket_stats(timeout=30).pending_rows > 1000 and time.monotonic() < deadline:
             time.sleep(0.25)
         time.sleep(1.0)
         record.take()

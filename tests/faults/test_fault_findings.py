@@ -51,10 +51,11 @@ def test_f1_silence_after_the_ack_is_noticed_while_pings_are_answered():
 
 def test_f2_a_trade_frame_sent_twice_is_archived_once():
     h = harness("binance", ["BTCUSDT"])
-    sink = h.sink
+    sink, client = h.sink, h.conns[0].client
     h.run(until=lambda: synced_after_last_connect(sink, ["BTCUSDT"], rows=20), steps=[
         (None, lambda: synced_after_last_connect(sink, ["BTCUSDT"], rows=5)),
-        (lambda: h.server.inject("duplicate_frames", count=40), lambda: True),
+        (lambda: h.server.inject("duplicate_frames", count=40),
+         lambda: h.server.frames_doubled >= 40 and client.duplicate_trades > 0),     # the fault reached trade frames
     ])
     doubled = [tid for tid, n in Counter(t[3] for t in sink.trades).items() if n > 1]
     assert not doubled, f"{len(doubled)} trades archived twice, e.g. {doubled[:3]}"
@@ -78,7 +79,8 @@ def test_f3_an_older_hyperliquid_book_is_never_written_after_a_newer_one():
     sink = h.sink
     h.run(until=lambda: synced_after_last_connect(sink, ["BTC"], rows=20), steps=[
         (None, lambda: synced_after_last_connect(sink, ["BTC"], rows=5)),
-        (lambda: h.server.inject("reorder_frames", count=20), lambda: True),
+        (lambda: h.server.inject("reorder_frames", count=20),
+         lambda: h.server.frames_swapped >= 20 and events(sink, "gap", text="arrived after")),   # ... and books
     ])
     case = VENUES["hyperliquid"]
     verdict = judge(from_sink(sink, "BTC", case.book_key, case.trade_keys), h.server.truth("BTC"),
@@ -90,6 +92,7 @@ def test_f4_the_reader_resumes_after_a_stalled_writer_catches_up():
     """A writer that stops acknowledging for a while (the transport the socket actor hands the
     outbox, stalled) then catches up: the feed must read on."""
     import asyncio
+    import time
 
     from actors.feed.connection import FeedOptions
     from actors.feed.venue_feed import VenueFeed
@@ -107,25 +110,36 @@ def test_f4_the_reader_resumes_after_a_stalled_writer_catches_up():
     async def send(writer, producer, seq, batches):
         await writer_up.wait()
 
-    async def main() -> tuple[int, int]:
+    async def until(condition, what: str, timeout_s: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            assert time.monotonic() < deadline, f"not within {timeout_s:.0f} s: {what}"
+            await asyncio.sleep(0.02)
+
+    async def main() -> dict[str, int]:
         writer_up.set()
         feed = VenueFeed("binance", plans, lambda plan, sink: venue.make_client(plan, settings, sink, 10),
                          {"BTCUSDT": "w"}, send, "p", FeedOptions(idle_timeout_s=IDLE_TIMEOUT_S), flush_s=0.1,
                          max_pending_rows=200)
+        conn = feed.connections[0]
         feed.start()
-        await asyncio.sleep(0.5)
-        writer_up.clear()                       # the writer stalls: the gate holds the reader
-        await asyncio.sleep(4.0)
-        writer_up.set()                         # ... and catches up
-        await asyncio.sleep(1.0)
-        before = feed.frames
-        await asyncio.sleep(2.0)
-        after = feed.frames
-        feed.stop_event.set()                   # (a stuck reader is cancelled when the loop closes)
-        return before, after
+        try:
+            await until(lambda: feed.outbox.sent_rows > 0, "the writer acknowledged rows")
+            writer_up.clear()                   # the writer stalls: the gate must hold the reader
+            await until(lambda: conn.stats.gated, "the backpressure gate closed")
+            held = {"pending": feed.stats().pending_rows, "frames": feed.frames}
+            await until(lambda: feed.outbox.pending_rows >= 200 and not feed.buffers.rows,
+                        "the buffered rows moved into the outbox")
+            assert conn.stats.gated and feed.frames == held["frames"], "the reader read on past the gate"
+            writer_up.set()                     # ... and catches up: the reader must read on
+            await until(lambda: not conn.stats.gated and feed.frames > held["frames"] + 50,
+                        "the reader read 50 frames after the writer caught up")
+            return held
+        finally:
+            feed.stop_event.set()               # (a stuck reader is cancelled when the loop closes)
 
     try:
-        before, after = asyncio.run(main())
+        held = asyncio.run(main())
     finally:
         thread.stop()
-    assert after > before + 50, f"the reader stopped after the stall: {before} -> {after} frames"
+    assert held["pending"] >= 200, f"the gate closed with only {held['pending']} rows pending (bound 200)"

@@ -26,7 +26,11 @@ def test_every_venue_fault_with_kill9s_loses_nothing_acknowledged_and_records_ev
     result = venue_family(tmp_path / "archive", list(VENUES), 1, NEW_KINDS, rounds=1, spacing_s=2.0, kills=4)
     assert result.ok, failed(result)
     killed = result.details["killed"]          # writers and sockets in turn (two venues may share a socket process)
-    assert result.injected >= 29 + 4 and sum(killed.values()) == 4 and killed["writer"] >= 2 and killed["socket"] >= 1
+    assert sum(killed.values()) == 4 and killed["writer"] >= 2 and killed["socket"] >= 1
+    observed, checked = result.details["observed"], result.details["checked"]   # venues whose socket was not killed
+    assert observed["duplicate_frames"] == len(VENUES) and observed["reorder_frames"] >= len(checked), dict(observed)
+    assert all(observed[kind] == len(checked) for kind in ("oversized_frame", "ack_then_silence", "venue_restart")), \
+        f"fault effects seen on {dict(observed)} of {checked}"
 
 
 @pytest.mark.ray
@@ -48,14 +52,14 @@ def test_bucket_outage_and_s3_errors_during_backup_and_restore(tmp_path, monkeyp
     monkeypatch.setattr("actors.backup.retry.FIRST_WAIT_S", 0.05)      # the same policy, shorter waits
     result = bucket_family(tmp_path, periods=4)
     assert result.ok, failed(result)
-    assert result.acked_lost == 0 and result.injected == 1 + 7 + 1 + 4
+    assert result.acked_lost == 0 and result.injected > 0 and result.observed == result.injected
 
 
 @pytest.mark.s3
 def test_spool_parquet_and_catalog_corruption_cost_only_what_is_damaged(tmp_path, bucket_target):
     result = corruption_family(tmp_path, bucket_target)
     assert result.ok, failed(result)
-    assert result.injected == 3 + 2 + 1 and result.acked_lost == 0 and result.doubled == 0
+    assert result.injected > 0 and result.observed == result.injected and result.acked_lost == 0 and result.doubled == 0
 
 
 @pytest.mark.ray
@@ -69,7 +73,7 @@ def test_bad_inputs_are_one_clear_line_and_the_process_keeps_serving(tmp_path, r
     finally:
         ray_session.kill(actor)
     assert result.ok, failed(result)
-    assert result.injected >= 30 + 11 + 3
+    assert result.injected > 0 and result.observed == result.injected
 
 
 @pytest.mark.ray

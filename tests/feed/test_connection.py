@@ -10,6 +10,7 @@ from http import HTTPStatus
 from actors.cli.console import venue_state
 from actors.feed.connection import FeedConnection, FeedOptions
 from actors.feed.records import ListSink
+from actors.feed.venue_feed import VenueFeedStats
 from actors.venues import get_venue
 from actors.venues.base import Endpoints
 from actors.venues.binance import BinanceSimServer
@@ -75,7 +76,7 @@ def test_a_refused_connection_is_an_error_once_a_minute_with_capped_backoff(capl
         assert "binance public-0" in text and conn.plan.url in text and "HTTP 400" in text
         assert not [r for r in caplog.records if r.levelno == logging.WARNING and "reconnecting" in r.getMessage()]
         assert conn.stats.refused == "HTTP 400" and conn.stats.connects == 0
-        assert venue_state({"connected": [False], "refused": [conn.stats.refused]}) == "refused (HTTP 400)"
+        assert venue_state(VenueFeedStats(connected=[False], refused=[conn.stats.refused])) == "refused (HTTP 400)"
         server.refusing = False                      # the venue accepts again: the state clears
         run_until(conn, lambda: sink.trades)
         assert conn.stats.refused == "" and conn.stats.connects == 1
@@ -95,6 +96,6 @@ def test_a_venue_that_acknowledges_but_never_sends_data_is_an_error(caplog):
         assert not sink.trades and conn.stats.silent_reconnects >= 3
         errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
         assert len(errors) == 1 and "3 connections in a row" in errors[0] and "no market data" in errors[0], errors
-        assert venue_state({"connected": [True], "silent_reconnects": conn.stats.silent_reconnects}) == "1/1 silent"
+        assert venue_state(VenueFeedStats(connected=[True], silent_reconnects=conn.stats.silent_reconnects)) == "1/1 silent"
     finally:
         thread.stop()

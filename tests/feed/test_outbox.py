@@ -1,6 +1,6 @@
 """Outbox: ordered, acknowledged, exactly-once delivery to writers (plain asyncio, no Ray).
 
-The receiving side is the real SymbolWriterCore; the transport is a coroutine that can fail
+The receiving side is the real SymbolStore; the transport is a coroutine that can fail
 the way a Ray call to a restarting writer does (after or before the rows became durable).
 """
 from __future__ import annotations

@@ -8,13 +8,28 @@ import sys
 import pytest
 
 from actors.cli.console import Snapshot, status_line, status_table
+from actors.feed.venue_feed import VenueFeedStats
+from actors.storage.writer import WriterStats
 from conftest import REPO
 
 
 def snapshot(at, frames, rows, files, connected=(True,), connects=1, backlog=0):
-    return Snapshot(at=at, venues={"binance": {"frames": frames, "sent_rows": rows, "connected": list(connected),
-                                               "connects": connects, "lag_s": 0.004, "pending_rows": 12}},
-                    writers=[{"rows": rows, "files": files, "spool_bytes": 2_500_000}], backup={"backlog": backlog})
+    return Snapshot(at=at, venues={"binance": VenueFeedStats(frames=frames, sent_rows=rows, connected=list(connected),
+                                                             connects=connects, lag_s=0.004, pending_rows=12)},
+                    writers=[WriterStats(rows=rows, files=files, spool_bytes=2_500_000)], backup={"backlog": backlog})
+
+
+def test_shards_of_a_venue_merge_into_one_line():
+    """A venue served by two socket processes: counters summed, connections joined, the larger lag."""
+    a = VenueFeedStats(producer="p1", frames=100, sent_rows=90, connected=[True], connects=1, lag_s=0.002)
+    b = VenueFeedStats(producer="p2", frames=50, sent_rows=40, connected=[False], connects=2, lag_s=None,
+                       refused=["HTTP 400"], pending_rows=7)
+    merged = VenueFeedStats.merged([a, b], pids=[11, 12])
+    assert (merged.frames, merged.sent_rows, merged.connects, merged.pending_rows) == (150, 130, 3, 7)
+    assert merged.connected == [True, False] and merged.refused == ["HTTP 400"] and merged.lag_s == 0.002
+    assert merged.producer == "p1" and merged.pids == [11, 12] and merged.to_dict()["frames"] == 150
+    line = status_line(Snapshot(at=1.0, venues={"binance": merged}), None)
+    assert "binance 1/2 0 msg/s lag 2ms reconnects 1" in line
 
 
 def test_status_line_and_table_show_rates_and_state():

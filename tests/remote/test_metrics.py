@@ -149,7 +149,7 @@ def test_a_venue_that_refuses_every_connection_fails_a_finite_run(tmp_path, ray_
         thread.stop()
     assert not report.ok and report.silent_venues == {"okx": "refused (HTTP 400)"}
     assert "error: okx delivered no market data (refused (HTTP 400))" in report.summary()
-    assert report.venues["binance"]["market_rows"] > 0
+    assert report.venues["binance"].market_rows > 0
     assert seen == {"okx": 0.0, "binance": 1.0}
     import json
     line = json.loads((tmp_path / "logs" / "live-status.json").read_text())["line"]    # what mode=status shows

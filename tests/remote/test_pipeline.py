@@ -138,13 +138,13 @@ def test_writer_kill9_mid_period_loses_and_doubles_nothing(tmp_path, ray_session
 
     def kill_writer(runs):
         handle = runs[0].writers[runs[0].writer_of["BTCUSDT"]]
-        pid = ray.get(handle.stats.remote())["pid"]
+        pid = ray.get(handle.stats.remote()).pid
         os.kill(pid, signal.SIGKILL)
         killed["pid"] = pid
 
     def check_restarted(runs):
         handle = runs[0].writers[runs[0].writer_of["BTCUSDT"]]
-        killed["new_pid"] = ray.get(handle.stats.remote(), timeout=60)["pid"]
+        killed["new_pid"] = ray.get(handle.stats.remote(), timeout=60).pid
 
     report, run = run_with(sim_settings(root), [(2.0, kill_writer), (0.0, check_restarted)])
     assert killed["pid"] != killed["new_pid"], "writer was not restarted"
@@ -162,7 +162,7 @@ def test_disconnect_and_chain_break_resync(tmp_path, ray_session):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:              # reconnected, resynced and writing again
             stats = runs[0].socket_stats()
-            if stats.get("connects", 0) >= 2 and stats.get("frames_on_open_connections", 0) >= 300:
+            if stats is not None and stats.connects >= 2 and stats.frames_on_open_connections >= 300:
                 break
             time.sleep(0.2)
         runs[0].server.inject("break_chain", symbol="BTCUSDT")
@@ -288,7 +288,7 @@ def socket_kill_actions(seen: dict, venue: str, frames: int):
     import ray
 
     def kill_socket(runs):
-        seen["pid"] = ray.get(runs[0].socket.stats.remote())["pid"]
+        seen["pid"] = ray.get(runs[0].socket.stats.remote()).pid
         seen["kill_ns"] = time.time_ns()
         os.kill(seen["pid"], signal.SIGKILL)
 
@@ -300,9 +300,9 @@ def socket_kill_actions(seen: dict, venue: str, frames: int):
             except Exception:                   # still restarting
                 time.sleep(0.2)
                 continue
-            if stats["pid"] != seen["pid"] and \
-                    stats.get("venues", {}).get(venue, {}).get("frames_on_open_connections", 0) >= frames:
-                seen["new_pid"] = stats["pid"]
+            feed = stats.venues.get(venue)
+            if stats.pid != seen["pid"] and feed is not None and feed.frames_on_open_connections >= frames:
+                seen["new_pid"] = stats.pid
                 return
             time.sleep(0.2)
     return kill_socket, resumed

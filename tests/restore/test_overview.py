@@ -11,7 +11,7 @@ from actors.feed.records import StreamBuffers
 from actors.restore.overview import archive_overview, coverage_grid
 from actors.storage.catalog import Catalog
 from actors.storage.layout import HOUR_NS, NS
-from actors.storage.writer import SymbolWriterCore
+from actors.storage.writer import SymbolStore
 from conftest import REPO
 
 T0 = 1_735_689_600 * NS                 # 2025-01-01 00:00 UTC
@@ -25,7 +25,7 @@ LOST_HOUR = 46                          # SOLUSDT: a damaged spool frame (a `los
 def build_archive(root) -> None:
     """Two days of hourly files for five symbols, written by the real writer core."""
     for symbol in SYMBOLS:
-        core = SymbolWriterCore(str(root), "binance", "perp", [symbol], 20, HOUR_NS, f"w-{symbol}",
+        core = SymbolStore(str(root), "binance", "perp", [symbol], 20, HOUR_NS, f"w-{symbol}",
                                 Catalog(str(root)), node="test")
         core.recover()
         for hour in range(HOURS):

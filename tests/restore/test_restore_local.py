@@ -125,3 +125,19 @@ def test_archive_start_repairs_a_corrupted_catalog(archive):
 def test_status_of_an_unknown_symbol_says_so(archive):
     with pytest.raises(RestoreError, match="unknown symbol 'NOPE'"):
         Restorer(archive, venues=["binance"]).coverage("binance", "NOPE", T0, T0 + HOUR_NS)
+
+
+def test_the_catalog_answers_alone_only_for_hours_its_files_tile_whole():
+    """Restore consults the tree and the bucket only for hours the catalog's files do not tile:
+    an hour of one-hour files is answered; an hour of 10-minute files with one missing is not."""
+    from actors.restore.restorer import FileRef, uncovered
+    from actors.storage.layout import HOUR_NS
+
+    h0 = 1_736_100_000 * 10**9 - (1_736_100_000 * 10**9) % HOUR_NS
+    whole = [FileRef(f"a{i}", h0 + i * HOUR_NS, h0 + (i + 1) * HOUR_NS) for i in range(3)]
+    assert uncovered(whole, h0, h0 + 3 * HOUR_NS) == []
+    tenth = HOUR_NS // 6
+    pieces = [FileRef(f"b{i}", h0 + i * tenth, h0 + (i + 1) * tenth) for i in range(12) if i != 8]
+    assert uncovered(pieces, h0, h0 + 2 * HOUR_NS) == [h0 + HOUR_NS]          # the piece at 1:20 is missing
+    assert uncovered(pieces, h0 + 10 * 60 * 10**9, h0 + 30 * 60 * 10**9) == []   # part of an hour: its part only
+    assert uncovered([], h0, h0 + HOUR_NS) == [h0]

@@ -1,4 +1,4 @@
-"""Many symbols in one process (WriterGroup) and the hand-over of a lost node's spools, on the real core."""
+"""Many symbols in one process (StoreGroup) and the hand-over of a lost node's spools, on the real core."""
 from __future__ import annotations
 
 from collections import Counter
@@ -9,8 +9,8 @@ from actors.feed.records import StreamBuffers
 from actors.storage.catalog import Catalog
 from actors.storage.layout import NS
 from actors.storage.recovery import discard_spools, unsealed_calls
-from actors.storage.sealing import CatalogBuffer, WriterGroup
-from actors.storage.writer import SymbolWriterCore
+from actors.storage.sealing import CatalogBuffer, StoreGroup
+from actors.storage.writer import SymbolStore
 from archive_reading import read_channel
 from writer_fixtures import T0
 
@@ -23,14 +23,14 @@ def trades_call(symbols, first_id, t):
 
 
 def core_for(root, symbol, catalog=None):
-    return SymbolWriterCore(str(root), "binance", "perp", [symbol], 20, 10 * NS, f"writer_binance_perp_{symbol}",
+    return SymbolStore(str(root), "binance", "perp", [symbol], 20, 10 * NS, f"writer_binance_perp_{symbol}",
                             catalog, node="test")
 
 
 def test_group_keeps_one_core_per_symbol_and_drops_resent_calls(tmp_path):
     symbols = ["AUSDT", "BUSDT", "CUSDT"]
     catalog = CatalogBuffer(Catalog(str(tmp_path)))
-    group = WriterGroup(lambda venue, sym: core_for(tmp_path, sym, catalog), [("binance", s) for s in symbols],
+    group = StoreGroup(lambda venue, sym: core_for(tmp_path, sym, catalog), [("binance", s) for s in symbols],
                         0, clock="data", catalog=catalog)
     for seq in range(1, 31):
         batches = trades_call(symbols, seq, T0 + seq * NS)
@@ -43,11 +43,16 @@ def test_group_keeps_one_core_per_symbol_and_drops_resent_calls(tmp_path):
         assert sorted(ids) == sorted(f"{sym}-{i}" for i in range(1, 31))
         assert (tmp_path / ".spool" / f"writer_binance_perp_{sym}").is_dir()
     assert len(Catalog(str(tmp_path)).all()) == 3 * 4 and not catalog.pending     # 3 symbols x periods 0-30 s
+    stats = group.stats()                     # the stores' counters summed: against what the archive holds
+    files = [r for r in Catalog(str(tmp_path)).all().to_pylist()]
+    assert stats.symbols == 3 and stats.files == len(files) and stats.rows == 3 * 30
+    assert stats.duplicates == sum(w.stats().duplicates for w in group.writers.values()) > 0
+    assert stats.bytes == sum(r["bytes"] for r in files) and stats.open_periods == 0
 
 
 def test_files_sealed_just_before_a_crash_reach_the_catalog_at_restart(tmp_path):
     def group_on(catalog):
-        return WriterGroup(lambda venue, sym: core_for(tmp_path, sym, catalog), [("binance", "AUSDT")], 0,
+        return StoreGroup(lambda venue, sym: core_for(tmp_path, sym, catalog), [("binance", "AUSDT")], 0,
                            clock="data", catalog=catalog)
 
     lost = CatalogBuffer(Catalog(str(tmp_path)))

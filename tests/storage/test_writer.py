@@ -1,4 +1,4 @@
-"""SymbolWriterCore and the catalog: durability, exactly-once, crash points, concurrency."""
+"""SymbolStore and the catalog: durability, exactly-once, crash points, concurrency."""
 from __future__ import annotations
 
 import multiprocessing
@@ -11,7 +11,7 @@ from actors.storage.catalog import Catalog
 from actors.storage.layout import NS, parse_relpath
 from actors.feed.records import StreamBuffers
 from actors.storage.spool import SpoolFile, encode_frame, read_frames
-from actors.storage.writer import ROW_GROUP_SPAN_NS, SymbolWriterCore
+from actors.storage.writer import ROW_GROUP_SPAN_NS, SymbolStore
 from archive_reading import archive_files, read_channel
 
 from writer_fixtures import SYM, T0, call_batches, make_core, trade_ids
@@ -188,7 +188,7 @@ def test_durable_lag_is_measured_per_row(tmp_path):
         sink.trade(SYM, now - 50_000_000, None, str(k), 1.0, 1.0, 1)
     sink.trade(SYM, now - 2_000_000_000, None, "old", 1.0, 1.0, 1)
     core.write("p1", 1, sink.take())
-    lag = core.stats()["durable_lag_ms"]
+    lag = core.stats().durable_lag_ms
     assert 50 <= lag["p50"] < 50 * 1.1 + 20          # bucket edge above 50 ms, plus the write itself
     assert 50 <= lag["p99"] < 50 * 1.1 + 20          # 99 of 100 rows are the 50 ms ones
     assert 2000 <= lag["max"] < 2100

@@ -15,10 +15,10 @@ from actors.cli.config import load_settings
 from actors.errors import ConfigError
 from actors.feed.records import ListSink, StreamBuffers
 from actors.storage.catalog import Catalog
-from actors.storage.writer import SymbolWriterCore
+from actors.storage.writer import SymbolStore
 from actors.venues import get_venue
 from actors.venues import paradex_sbe as sbe
-from actors.venues.base import Endpoints, Reconnect, Send
+from actors.venues.base import Endpoints, Reconnect, SendFrame
 from actors.venues.paradex import ParadexClient
 from actors.venues.sim.server import ServerThread
 from archive_reading import read_channel
@@ -187,7 +187,7 @@ def test_snapshot_then_deltas_build_the_book_and_a_seq_break_is_a_gap_and_a_resu
     assert sink.books[1][2] == 1_760_000_000_000_000 * 1000          # us -> ns
     actions = client.on_frame(hand_book(seq=13, pkg_type=1, bids=(), asks=()), 3)
     assert [e[3:7] for e in sink.events if e[3] == "gap"] == [("gap", "seq 13 after 11", 11, 13)]
-    assert [a.frame for a in actions if isinstance(a, Send)] == [
+    assert [a.frame for a in actions if isinstance(a, SendFrame)] == [
         f'{{"jsonrpc":"2.0","method":"unsubscribe","params":{{"channel":"order_book.{MARKET}.deltas"}},"id":3}}',
         f'{{"jsonrpc":"2.0","method":"subscribe","params":{{"channel":"order_book.{MARKET}.deltas"}},"id":4}}']
     client.on_frame(hand_book(seq=14, pkg_type=1), 4)              # unsynced: waits for the snapshot
@@ -286,7 +286,7 @@ def test_binary_simulator_to_archive_files_books_are_true_and_trades_once(tmp_pa
         (lambda: server.inject("duplicate_frames", count=20),
          lambda: server.call(lambda: all(s.duplicates == 0 for s in server.sessions))),
     ])
-    core = SymbolWriterCore(str(tmp_path), "paradex", "perp", symbols, depth, 3600 * 10 ** 9, "w1",
+    core = SymbolStore(str(tmp_path), "paradex", "perp", symbols, depth, 3600 * 10 ** 9, "w1",
                             Catalog(str(tmp_path)), node="test")
     core.recover()
     assert core.write("p1", 1, sink.buffers.take())

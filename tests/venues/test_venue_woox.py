@@ -6,7 +6,7 @@ import orjson
 
 from actors.feed.records import ListSink
 from actors.venues import get_venue
-from actors.venues.base import Endpoints, Send
+from actors.venues.base import Endpoints, SendFrame
 from venue_harness import CHANNELS
 
 woox = get_venue("woox")
@@ -27,7 +27,7 @@ def test_server_ping_is_answered_and_acks_name_their_topics():
     sink = ListSink()
     client = woox.make_client(plan, settings, sink, 20)
     request = orjson.loads(client.on_connect(0)[0].frame)
-    assert client.on_frame('{"cmd":"PING","ts":1}', 1) == [Send('{"cmd":"PONG"}')]
+    assert client.on_frame('{"cmd":"PING","ts":1}', 1) == [SendFrame('{"cmd":"PONG"}')]
     client.on_frame(orjson.dumps({"id": request["id"], "cmd": "SUBSCRIBE", "success": True, "ts": 2}), 2)
     assert [(e[2], e[3], e[4]) for e in sink.events[1:]] == [
         ("l2book", "subscribed", "orderbookupdate@PERP_BTC_USDT@50"), ("trades", "subscribed", "trade@PERP_BTC_USDT")]

@@ -63,6 +63,7 @@ class SimCase:
     book_key: Callable = lambda b: b[3]                        # a book row -> its key in truth.books
     broken: str = "gap"                                        # the event a break_chain fault gives
     rest_sync: bool = False                                    # resynced from a REST snapshot
+    venue: str = ""                                            # the venue of a market's case (else its key)
 
 
 CASES = {
@@ -72,16 +73,20 @@ CASES = {
     "okx": SimCase(("BTC-USDT-SWAP", "ETH-USDT-SWAP")),
     "woox": SimCase(("PERP_BTC_USDT", "PERP_ETH_USDT"), id_of=None, rest_sync=True),
     "paradex": SimCase(("BTC-USD-PERP", "ETH-USD-PERP")),
+    # other markets: their own simulators, next to the perpetual's on one loopback port
+    "binance-spot-coinm": SimCase(("spot/BTCUSDT", "BTCUSD_PERP"), depth=10, rest_sync=True, venue="binance"),
+    "bybit-spot": SimCase(("spot/BTCUSDT", "ETHUSDT"), id_of=lambda t: f"{t.trade_id:08x}-sim", venue="bybit"),
 }
 
 
 def test_every_venue_has_a_fault_case():
-    assert sorted(CASES) == supported_venues()
+    assert sorted({case.venue or name for name, case in CASES.items()}) == supported_venues()
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_sim_faults_leave_events_and_books_stay_true(name):
-    case, venue = CASES[name], get_venue(name)
+    case = CASES[name]
+    venue = get_venue(case.venue or name)
     symbols, broken_sym = list(case.symbols), case.symbols[0]
     server = venue.make_sim_server(symbols, {"messages_per_s": 300, "record_truth": True}, case.depth)
     harness = Harness(venue, server, symbols, depth=case.depth, idle_timeout_s=1.0)

@@ -145,6 +145,65 @@ class SyntheticMarket:
         return self.book.top(depth)
 
 
+@dataclass(frozen=True)
+class SimLiquidation:
+    side: int          # the liquidation order's side: +1 buy (a short was liquidated)
+    price: float
+    size: float
+    price_str: str
+    size_str: str
+
+
+class SimDerivatives:
+    """Mark/index price, funding and open interest of one simulated perp (its own random stream, so
+    the book's sequence does not depend on whether these are published). Values are decimal strings;
+    the truth is the floats parsed from them."""
+
+    FIELDS = ("mark_price", "index_price", "funding_rate", "predicted_funding_rate", "next_funding_time",
+              "open_interest", "last_price")
+
+    def __init__(self, market: SyntheticMarket) -> None:
+        self.market = market
+        self.rng = random.Random(market.next_trade_id * 7919 + 17)    # not drawn from the book's stream
+        mid = market.px((market.best(BID) + market.best(ASK)) // 2)
+        self.values: dict[str, str] = {"mark_price": mid, "index_price": mid, "funding_rate": "0.00010000",
+                                       "predicted_funding_rate": "0.00010000", "next_funding_time": "1786320000000",
+                                       "open_interest": "50000.000", "last_price": mid}
+
+    def step(self) -> dict[str, str]:
+        """Move the values; the ones that changed (the mark price always does)."""
+        rng, m = self.rng, self.market
+        mid = (m.best(BID) + m.best(ASK)) // 2
+        changed = {"mark_price": m.px(mid + rng.randint(1, 3) * (1 if rng.random() < 0.5 else -1))}
+        if changed["mark_price"] == self.values["mark_price"]:
+            changed["mark_price"] = m.px(mid + 5)
+        if rng.random() < 0.5:
+            changed["index_price"] = m.px(mid + rng.randint(-3, 3))
+        if rng.random() < 0.2:
+            changed["funding_rate"] = f"{rng.randint(-300, 300) / 1e6:.8f}"
+            changed["predicted_funding_rate"] = f"{rng.randint(-300, 300) / 1e6:.8f}"
+        if rng.random() < 0.3:
+            changed["open_interest"] = f"{float(self.values['open_interest']) + rng.randint(-500, 500) / 1e3:.3f}"
+        if rng.random() < 0.3:
+            changed["last_price"] = m.px(m.best(BID) if rng.random() < 0.5 else m.best(ASK))
+        if rng.random() < 0.02:
+            changed["next_funding_time"] = str(int(self.values["next_funding_time"]) + 8 * 3600 * 1000)
+        self.values.update(changed)
+        return changed
+
+    def floats(self, names: tuple[str, ...] = FIELDS) -> tuple:
+        """The values as a client parses them (next funding time in ns)."""
+        return tuple(int(self.values[n]) * 1_000_000 if n == "next_funding_time" else float(self.values[n])
+                     for n in names)
+
+    def liquidation(self) -> SimLiquidation:
+        m, rng = self.market, self.rng
+        side = 1 if rng.random() < 0.5 else -1
+        price, size = m.px(m.best(ASK) + rng.randint(0, 5) if side > 0 else m.best(BID) - rng.randint(0, 5)), \
+            m.sz(rng.randint(1, 2000))
+        return SimLiquidation(side, float(price), float(size), price, size)
+
+
 @dataclass
 class Truth:
     """What a simulator actually sent for one symbol (``record_truth``).
@@ -155,6 +214,9 @@ class Truth:
 
     trades: list[SimTrade] = field(default_factory=list)
     books: dict[int, tuple] = field(default_factory=dict)   # update id -> (bid_px, bid_sz, ask_px, ask_sz)
+    derivatives: list[tuple] = field(default_factory=list)  # every value (SimDerivatives.FIELDS) after each push
+    liquidations: list[SimLiquidation] = field(default_factory=list)   # each one that reached a subscriber
+    open_interest_served: set = field(default_factory=set)  # values a REST poll answered (Binance)
     epoch_start_ns: int = 0
     epochs: list[tuple[int, dict[int, tuple]]] = field(default_factory=list)   # earlier (start_ns, books)
 
@@ -177,5 +239,7 @@ class SimSymbol:
         self.market = SyntheticMarket(symbol, seed)
         self.last_u = 0
         self.truth = Truth()
+        self.derivatives = SimDerivatives(self.market)
+        self.steps = 0
         self.skip_next_diff = False
         self.state: dict = {}            # venue-specific (e.g. the last published view)

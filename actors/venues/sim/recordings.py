@@ -25,6 +25,7 @@ class Recorded:
     payload: str
     kind: str = "recv"        # recv | send | http | connect | header
     conn: str = ""
+    url: str = ""             # cryptofeed: the URL of an ``http`` or ``connect`` line
 
 
 def open_text(path: str | Path) -> io.TextIOBase:
@@ -69,7 +70,7 @@ def _read_cryptofeed(path: str | Path) -> Iterator[Recorded]:
                 data = orjson.dumps(data).decode()
             ts = obj.get("ts")
             ts_ns = int(round(float(ts) * 1e9)) if ts is not None else 0
-            yield Recorded(ts_ns, data, obj.get("t", "recv"), str(obj.get("conn", "")))
+            yield Recorded(ts_ns, data, obj.get("t", "recv"), str(obj.get("conn", "")), str(obj.get("url") or obj.get("addr") or ""))
 
 
 def first_lines(path: str | Path, n: int = 50) -> list[str]:

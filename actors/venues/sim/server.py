@@ -74,6 +74,8 @@ class VenueServer:
         self.port: int | None = None
         self.sessions: set[Session] = set()
         self.frames_sent = 0                # text frames sent to clients (acks and data)
+        self.frames_doubled = 0             # duplicate_frames: second copies sent
+        self.frames_swapped = 0             # reorder_frames: frames sent after the one that followed them
         self.finished = threading.Event()   # replay: every recorded frame was sent
         self.pending_faults: list[tuple[str, int]] = []   # frame faults for the next subscriber
         self._server = None
@@ -126,8 +128,8 @@ class VenueServer:
         return HTTPStatus.NOT_FOUND, '{"code":-1,"msg":"not found"}'
 
     # -- websocket -----------------------------------------------------------------------
-    async def _handle(self, ws: ServerConnection) -> None:
-        url = urlsplit(ws.request.path)
+    async def _handle(self, ws: ServerConnection, path: str | None = None) -> None:
+        url = urlsplit(path if path is not None else ws.request.path)
         session = Session(ws, url.path, parse_qs(url.query))
         self.sessions.add(session)
         try:
@@ -142,6 +144,10 @@ class VenueServer:
         finally:
             session.open = False
             self.sessions.discard(session)
+            # duplicated / reordered frames the closed session still owed go to the next subscriber, so an
+            # injected frame fault reaches a frame also when the connection drops first
+            self.pending_faults += [(kind, n) for kind, n in (("duplicate_frames", session.duplicates),
+                                                              ("reorder_frames", session.reorders)) if n]
             self.on_close(session)
 
     def sent_on_open_sessions(self) -> int:
@@ -204,17 +210,21 @@ class VenueServer:
             session.held = text
             return True
         sent = await self.send(session, text)
-        await self._send_held(session)
+        if await self._send_held(session) and sent:
+            self.frames_swapped += 1
         if sent and session.duplicates:
             session.duplicates -= 1
-            await self.send(session, text)
+            if await self.send(session, text):
+                self.frames_doubled += 1
         return sent
 
-    async def _send_held(self, session: Session) -> None:
-        if session.held is not None:
-            held, session.held = session.held, None
-            session.reorders = max(0, session.reorders - 1)
-            await self.send(session, held)
+    async def _send_held(self, session: Session) -> bool:
+        """Send the frame a reorder fault held back, if any; True when one was sent."""
+        if session.held is None:
+            return False
+        held, session.held = session.held, None
+        session.reorders = max(0, session.reorders - 1)
+        return await self.send(session, held)
 
     async def flush_held(self) -> None:
         """Send every frame held back by a reorder fault (end of a run: nothing stays unsent)."""
@@ -358,6 +368,8 @@ class SimulatedVenue(VenueServer):
         self.symbols = {s: SimSymbol(s, seed) for s in symbols}
         self.rate = float(sim_cfg.get("messages_per_s", 200))
         self.record_truth = bool(sim_cfg.get("record_truth", False))
+        self.derivatives_every = max(1, int(sim_cfg.get("derivatives_every", 10)))          # market steps
+        self.liquidation_probability = float(sim_cfg.get("liquidation_probability", 0.01))  # per step
         self.depth = depth
         self.faults = sorted((dict(f) for f in sim_cfg.get("faults") or []), key=lambda f: float(f.get("at_s", 0)))
         self.stalled_until = 0.0
@@ -466,7 +478,44 @@ class SimulatedVenue(VenueServer):
         if step.trade is not None:
             await self.send_trade(s, step.trade, now_ms)
         await self.send_book(s, step, now_ms)
-        return 1 if step.trade is None else 2
+        sent = 1 if step.trade is None else 2
+        s.steps += 1
+        if s.steps % self.derivatives_every == 0 and await self.send_derivatives(s, now_ms):
+            sent += 1
+        if self.liquidation_probability and s.derivatives.rng.random() < self.liquidation_probability \
+                and await self.send_liquidation(s, now_ms):
+            sent += 1
+        return sent
+
+    def derivatives_message(self, s, changed: dict[str, str], now_ms: int) -> tuple[str, str] | list | None:
+        """``(stream key, payload)`` (or a list of them, for a venue that spreads the values over several
+        channels) publishing the derivatives values: ``changed`` moved since the last one,
+        ``s.derivatives.values`` holds them all; None: the venue publishes none."""
+        return None
+
+    def liquidation_message(self, s, liq, now_ms: int) -> tuple[str, str] | None:
+        """``(stream key, payload)`` of one liquidation; None: the venue publishes none."""
+        return None
+
+    async def send_derivatives(self, s, now_ms: int) -> bool:
+        """Move and publish a symbol's derivatives values; true (all of them) once a subscriber got them."""
+        message = self.derivatives_message(s, s.derivatives.step(), now_ms)
+        if message is None:
+            return False
+        reached = [await self.push(*m) for m in ([message] if isinstance(message, tuple) else message)]
+        if any(reached) and self.record_truth:
+            s.truth.derivatives.append(s.derivatives.floats())
+        return True
+
+    async def send_liquidation(self, s, now_ms: int) -> bool:
+        """Publish one liquidation; true once a subscriber got it."""
+        liq = s.derivatives.liquidation()
+        message = self.liquidation_message(s, liq, now_ms)
+        if message is None:
+            return False
+        if await self.push(*message) and self.record_truth:
+            s.truth.liquidations.append(liq)
+        return True
 
     def clock_ms(self, s) -> int:
         """The exchange time (ms) of a step (venues with block times keep them unique per symbol)."""
@@ -551,7 +600,7 @@ class ReplayVenue(VenueServer):
         first_ts, t0 = None, _time.monotonic()
         try:
             for rec in read_recording(self.path):
-                if self.speed > 0:
+                if self.speed > 0 and rec.kind == "recv":      # the pace of what the venue sent
                     first_ts = first_ts if first_ts is not None else rec.ts_local
                     delay = t0 + (rec.ts_local - first_ts) / 1e9 / self.speed - _time.monotonic()
                     if delay > 0:
@@ -572,6 +621,100 @@ class ReplayVenue(VenueServer):
 
     async def on_finished(self) -> None:
         """The recording is exhausted."""
+
+
+class MarketServers(VenueServer):
+    """Several markets of one venue on one loopback port, each served by its own server
+    (simulator or replay): the venue's main protocol at the root paths, every other one under
+    ``/<key>`` (where :meth:`actors.venues.base.Endpoints.of` points its connections).
+
+    ``names``: archive symbol (``spot/BTCUSDT``) -> (protocol key, wire symbol), so :meth:`truth`
+    and faults take the archive's names. ``finished`` is set once every replay finished.
+    """
+
+    def __init__(self, servers: dict[str, VenueServer], names: dict[str, tuple[str, str]]) -> None:
+        super().__init__()
+        self.servers, self.names = servers, names
+
+    def _route(self, path: str) -> tuple[VenueServer | None, str]:
+        head, _, rest = path.lstrip("/").partition("/")
+        if head in self.servers and head:
+            return self.servers[head], "/" + rest
+        return self.servers.get(""), path
+
+    async def start(self) -> None:
+        await super().start()
+        for server in self.servers.values():
+            server.loop, server.port = self.loop, self.port
+            server._tasks.append(asyncio.ensure_future(server.run()))
+
+    async def stop(self) -> None:
+        for server in self.servers.values():
+            for task in server._tasks:
+                task.cancel()
+        await super().stop()
+
+    async def run(self) -> None:
+        replays = [s for s in self.servers.values() if isinstance(s, ReplayVenue)]
+        if not replays:
+            return
+        while not all(s.finished.is_set() for s in replays):
+            await asyncio.sleep(0.05)
+        self.finished.set()
+
+    async def _process_request(self, connection, request):
+        url = urlsplit(request.path)
+        server, path = self._route(url.path)
+        if server is None:
+            return connection.respond(HTTPStatus.NOT_FOUND, f"nothing at {url.path}\n")
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            if not any(path.startswith(p) for p in server.ws_paths):
+                return connection.respond(HTTPStatus.NOT_FOUND, f"no websocket endpoint at {url.path}\n")
+            return None
+        status, body = await server.http(path, {k: v[-1] for k, v in parse_qs(url.query).items()})
+        response = connection.respond(status, body)
+        response.headers["Content-Type"] = "application/json"
+        return response
+
+    async def _handle(self, ws: ServerConnection, path: str | None = None) -> None:
+        url = urlsplit(ws.request.path)
+        server, rest = self._route(url.path)
+        await server._handle(ws, rest + (f"?{url.query}" if url.query else ""))
+
+    # -- what callers ask of a server, over every market --------------------------------
+    @property
+    def frames_sent(self) -> int:
+        return sum(s.frames_sent for s in self.servers.values())
+
+    @frames_sent.setter
+    def frames_sent(self, value: int) -> None:      # VenueServer.__init__ sets it; the sum is the truth
+        pass
+
+    def sent_on_open_sessions(self) -> int:
+        return sum(s.sent_on_open_sessions() for s in self.servers.values())
+
+    def _of(self, symbol: str) -> tuple[Any, str]:
+        key, wire = self.names[symbol]
+        return self.servers[key], wire
+
+    def truth(self, symbol: str):
+        server, wire = self._of(symbol)
+        return server.truth(wire)
+
+    async def fault(self, kind: str, symbol: str | None = None, **kw: Any) -> None:
+        targets = [self._of(symbol)] if symbol else [(s, None) for s in self.servers.values()]
+        for server, wire in targets:
+            await server.fault(kind, wire, **kw)
+
+    def pause(self) -> None:
+        for server in self.servers.values():
+            if isinstance(server, SimulatedVenue):
+                server.pause()
+
+    def halt(self) -> None:
+        for server in self.servers.values():
+            if isinstance(server, SimulatedVenue):
+                server.halt()
 
 
 class ServerThread:
