@@ -155,26 +155,37 @@ class RunConsole:
         self.before = now
 
     def close(self) -> None:
+        """End of the run: the live view stops and ``mode=status`` no longer says it is running."""
         if self.live is not None:
             self.live.stop()
             self.live = None
+        if self.status_path is not None:
+            try:
+                status = json.loads(self.status_path.read_text())
+                write_live_status(self.status_path, status["line"], status["interval_s"], ended=True)
+            except (OSError, ValueError, KeyError):
+                pass
 
 
-def write_live_status(path: Path, line: str, interval_s: float) -> None:
-    """The running archiver's latest status line, for ``mode=status`` (replaced atomically)."""
+def write_live_status(path: Path, line: str, interval_s: float, ended: bool = False) -> None:
+    """The running archiver's latest status line, for ``mode=status`` (replaced atomically;
+    ``ended``: the run is over, its last line kept)."""
     tmp = path.with_suffix(".tmp")
     try:
-        tmp.write_text(json.dumps({"at": time.time(), "pid": os.getpid(), "interval_s": interval_s, "line": line}))
+        tmp.write_text(json.dumps({"at": time.time(), "pid": os.getpid(), "interval_s": interval_s, "line": line,
+                                   "ended": ended}))
         os.replace(tmp, path)
     except OSError:
         pass
 
 
 def read_live_status(root: str) -> dict[str, Any] | None:
-    """The running archiver's status, or None when none has reported recently."""
+    """The running archiver's status, or None when none has reported recently (or its run ended)."""
     try:
         status = json.loads((Path(root) / "logs" / STATUS_FILE).read_text())
     except (OSError, ValueError):
+        return None
+    if status.get("ended"):
         return None
     fresh = time.time() - float(status.get("at", 0)) <= 3 * float(status.get("interval_s", 10)) + 5
     return status if fresh else None

@@ -151,3 +151,16 @@ def test_an_unreachable_cluster_is_one_line_with_how_to_start_one():
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and f"no Ray cluster answers at 127.0.0.1:{port}" in lines[0], proc.stderr
         assert "ray start --head" in lines[0] and "ray status" in lines[0]
+
+
+def test_status_stops_saying_running_once_the_run_ended(tmp_path):
+    """The console's close at the end of a run marks its live status ended: mode=status then says
+    'not running' at once instead of the last line for the next half minute."""
+    from actors.cli.console import RunConsole, read_live_status, write_live_status
+
+    (tmp_path / "logs").mkdir()
+    console = RunConsole("plain", 10.0, str(tmp_path))
+    write_live_status(console.status_path, "binance 1/1 800 msg/s", 10.0)
+    assert read_live_status(str(tmp_path))["line"] == "binance 1/1 800 msg/s"
+    console.close()
+    assert read_live_status(str(tmp_path)) is None
