@@ -152,8 +152,13 @@ def test_readme_cluster_commands_survive_worker_loss(tmp_path):
         end_ns = max(survivor[k] for k in trade_files) + ROLLOVER_S * NS
         truth = sorted(read_channel(cluster.nodes[other_asia].root, "trades", "BTCUSDT", "binance")
                        .column("trade_id").to_pylist())
-        client = cluster.run([sys.executable, "-c", RESTORE_CLIENT % cluster.client_port, str(start_ns), str(end_ns)],
-                             cluster.client_env(), timeout=120)
+        for _ in range(3):     # Ray Client's per-client server start fails now and then on a loaded machine
+            client = cluster.run([sys.executable, "-c", RESTORE_CLIENT % cluster.client_port, str(start_ns),
+                                  str(end_ns)], cluster.client_env(), timeout=120)
+            if client.returncode == 0 or not any(text in client.stderr for text in (
+                    "Starting Ray client server failed", "Initialization failure from server")):
+                break
+            time.sleep(2.0)
         assert client.returncode == 0, client.stderr[-3000:]
         restored = json.loads(client.stdout.strip().splitlines()[-1])
         assert truth and restored == truth, (len(restored), len(truth))
