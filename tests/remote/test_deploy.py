@@ -146,6 +146,8 @@ def test_readme_cluster_commands_survive_worker_loss(tmp_path):
         mark("mode=status ray=cluster answered (one stream, and every stream)")
 
         # 3. a Ray Client restore from another process: the rows of the files sealed on the survivor
+        wait_for(f"a binance trades file sealed on {other_asia}",     # books may seal before the first trades file
+                 lambda: any("/trades/" in k for k in sealed(cluster.nodes[other_asia].root, "binance")), 60)
         survivor = sealed(cluster.nodes[other_asia].root, "binance")
         trade_files = sorted(k for k in survivor if "/trades/" in k)
         start_ns = min(survivor[k] for k in trade_files)
